@@ -1,0 +1,71 @@
+"""synced-store: a local-first sync engine in Python.
+
+Layout (dependencies point up the list):
+
+- ``protocol/`` wire messages, codec, close codes: pure data.
+- ``core/`` the sans-I/O engine: contexts and table handles, rebase, subscriptions.
+- ``storage/`` the server's per-instance databases.
+- ``server/`` the ASGI app: sync endpoint, one writer per instance, fan-out, actions.
+- ``client/`` the asyncio client over the core engine, with local persistence.
+- ``testing/`` the public test harness; ``cli`` the command line.
+
+This module re-exports the names apps use to declare their schema and handlers.
+"""
+
+from .errors import (
+    ActionError,
+    ClientClosedError,
+    ConnectionEndedError,
+    KeyTooLargeError,
+    MutationFailedError,
+    MutatorError,
+    OfflineError,
+    PermissionDeniedError,
+    ProtocolError,
+    SchemaError,
+    StorageError,
+    SyncedStoreError,
+    UnknownNameError,
+    ValidationError,
+    ValueTooLargeError,
+)
+from .schema import (
+    BackendConfig,
+    Schema,
+    define_backend_config,
+    define_schema,
+    item,
+    singleton_table,
+    table,
+)
+from .types import EntryKey, JSONValue
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActionError",
+    "BackendConfig",
+    "ClientClosedError",
+    "ConnectionEndedError",
+    "EntryKey",
+    "JSONValue",
+    "KeyTooLargeError",
+    "MutationFailedError",
+    "MutatorError",
+    "OfflineError",
+    "PermissionDeniedError",
+    "ProtocolError",
+    "Schema",
+    "SchemaError",
+    "StorageError",
+    "SyncedStoreError",
+    "UnknownNameError",
+    "ValidationError",
+    "ValueTooLargeError",
+    "__version__",
+    "define_backend_config",
+    "define_schema",
+    "item",
+    "singleton_table",
+    "table",
+]

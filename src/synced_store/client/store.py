@@ -1,0 +1,523 @@
+"""``SyncedStoreClient``: the asyncio client (``synced_store.client.connect``)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..core.client_engine import (
+    ClientEngine,
+    Confirmed,
+    MutationRejected,
+    ServerError,
+    Subscription,
+)
+from ..core.context import ReadContext
+from ..errors import (
+    ActionError,
+    ClientClosedError,
+    ConnectionEndedError,
+    MutationFailedError,
+    OfflineError,
+    ProtocolError,
+    SyncedStoreError,
+)
+from ..protocol.codes import END_REASONS, TERMINAL_CODES, CloseCode
+from ..schema import BackendConfig
+from ..types import EntryKey
+from .persistence import Persistence
+from .transport import Connection, ConnectionLost, Connector, WebSocketConnector, sync_url
+
+__all__ = ["MutationResult", "SyncedStoreClient", "connect"]
+
+log = logging.getLogger("synced_store.client")
+
+
+class MutationResult:
+    """What ``await store.mutate.X(...)`` returns: the mutation ``id`` and ``confirmed``.
+
+    ``await result.confirmed`` returns once the server committed the mutation and this client
+    rebased onto it; it raises :class:`MutationFailedError` if the server rejected it.
+    """
+
+    __slots__ = ("confirmed", "id", "name")
+
+    def __init__(self, mutation_id: int, name: str, confirmed: asyncio.Future[None]) -> None:
+        self.id = mutation_id
+        self.name = name
+        self.confirmed = confirmed
+
+    def __repr__(self) -> str:
+        return f"MutationResult(id={self.id}, name={self.name!r})"
+
+
+class _MutateProxy:
+    def __init__(self, client: SyncedStoreClient) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[MutationResult]]:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        client = self._client
+        client.config.schema.mutator(name)  # unknown names fail here, clearly
+
+        async def call(args: Any = None, /, **kwargs: Any) -> MutationResult:
+            return client._mutate(name, kwargs if args is None else args)
+
+        return call
+
+
+class _ActionProxy:
+    def __init__(self, client: SyncedStoreClient) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        client = self._client
+        client.config.schema.action(name)
+
+        async def call(args: Any = None, /, **kwargs: Any) -> Any:
+            return await client._action(name, kwargs if args is None else args)
+
+        return call
+
+
+class SyncedStoreClient:
+    """A local-first client of one instance. Create it with :func:`connect`."""
+
+    def __init__(
+        self,
+        config: BackendConfig,
+        connector: Connector,
+        *,
+        token: str | None,
+        user_id: str,
+        client_id: str,
+        persistence: Persistence | None = None,
+        reconnect_min: float = 0.05,
+        reconnect_max: float = 5.0,
+    ) -> None:
+        self.config = config
+        self.connector = connector
+        self.token = token
+        self.engine = ClientEngine(config, user_id=user_id, client_id=client_id)
+        self.client_id = client_id
+        self.persistence = persistence
+        self.mutate = _MutateProxy(self)
+        self.action = _ActionProxy(self)
+        self.connection_status = "disconnected"
+        self.end_reason: str | None = None
+        self.is_bootstrapped = False
+        self.has_server_data = False
+        self._reconnect = (reconnect_min, reconnect_max)
+        self._futures: dict[int, asyncio.Future[None]] = {}
+        self._actions: dict[str, asyncio.Future[Any]] = {}
+        self._action_ids = itertools.count(1)
+        self._failed_cbs: list[Callable[[MutationFailedError], None]] = []
+        self._status_cbs: list[Callable[[str], None]] = []
+        self._changed = asyncio.Event()
+        self._out = asyncio.Event()
+        self._conn: Connection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._unique = 0
+        self._ended = asyncio.Event()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _restore(self) -> None:
+        if self.persistence is None:
+            return
+        st = self.persistence.load()
+        self._unique = int(st.meta.get("unique_counter", 0))
+        if st.rows or st.pending or st.meta.get("cookie") is not None:
+            self.engine.restore(
+                cookie=st.meta.get("cookie"),
+                last_mutation_id=int(st.meta.get("last_mutation_id", 0)),
+                rows=st.rows,
+                pending=st.pending,
+            )
+            self.is_bootstrapped = st.meta.get("cookie") is not None
+            for m in self.engine.pending:
+                self._futures[m.id] = self._new_future()
+
+    def _start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="synced-store")
+
+    async def close(self) -> None:
+        """Close the connection and the local database. Pending mutations stay persisted."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        if self._conn is not None:
+            try:
+                await self._conn.close()
+            except Exception:
+                pass
+        for fut in list(self._futures.values()) + list(self._actions.values()):
+            if not fut.done():
+                fut.set_exception(ClientClosedError("client closed"))
+        self._set_status("disconnected")
+        if self.persistence is not None:
+            self.persistence.close()
+        self._pulse()
+
+    async def __aenter__(self) -> SyncedStoreClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- state -----------------------------------------------------------------------------
+
+    @property
+    def user_id(self) -> str:
+        """The user this client acts as."""
+        return self.engine.user_id
+
+    @property
+    def is_online(self) -> bool:
+        """True while connected to the server."""
+        return self.connection_status == "connected"
+
+    @property
+    def pending_count(self) -> int:
+        """Number of mutations not yet confirmed by the server."""
+        return len(self.engine.pending)
+
+    @property
+    def cookie(self) -> int | None:
+        """The server version this client's snapshot reflects."""
+        return self.engine.cookie
+
+    def is_ended(self) -> bool:
+        """True once the server ended the session for good or the client was closed."""
+        return self.end_reason is not None or self._closed
+
+    def _pulse(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_until(self, predicate: Callable[[], bool], *, timeout: float | None = None) -> None:
+        """Wait (without polling) until ``predicate()`` holds; re-checked on every change."""
+
+        async def loop() -> None:
+            while not predicate():
+                if self.end_reason is not None:
+                    raise ConnectionEndedError(self.end_reason)
+                if self._closed:
+                    raise ClientClosedError("client closed")
+                await self._changed.wait()
+
+        await asyncio.wait_for(loop(), timeout)
+
+    async def wait_for_server_data(self, timeout: float | None = None) -> None:
+        """Wait for the first server data of this session."""
+        await self.wait_until(lambda: self.has_server_data, timeout=timeout)
+
+    async def wait_for_bootstrap(self, timeout: float | None = None) -> None:
+        """Wait until data to render is available (local cache or server)."""
+        await self.wait_until(lambda: self.is_bootstrapped, timeout=timeout)
+
+    async def wait_for_sync(self, timeout: float | None = None) -> None:
+        """Wait until every pending mutation is confirmed."""
+        await self.wait_until(lambda: not self.engine.pending, timeout=timeout)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def query(self, fn: Callable[[ReadContext], Any]) -> Any:
+        """Run a read-only query ``fn(ctx)`` against the local view; returns its result."""
+        return self.engine.query(fn)
+
+    def subscribe(
+        self, fn: Callable[[ReadContext], Any], callback: Callable[[Any], None]
+    ) -> Callable[[], None]:
+        """Call ``callback(result)`` now (soon) and whenever ``fn``'s result changes.
+
+        ``fn`` is re-run only when a row or range it read changes. Returns ``unsubscribe()``.
+        """
+        sub = self.engine.subscribe(fn, callback)
+        loop = asyncio.get_running_loop()
+
+        def first() -> None:
+            if sub.active:
+                try:
+                    callback(sub.result)
+                except Exception:
+                    log.exception("subscription callback raised")
+
+        loop.call_soon(first)
+        return lambda: self.engine.unsubscribe(sub)
+
+    def subscribe_to_table(
+        self,
+        name: str,
+        callback: Callable[[list[tuple[EntryKey, Any]], dict[str, list[str]]], None],
+        *,
+        private: bool = False,
+    ) -> Callable[[], None]:
+        """``callback(entries, changes)`` with the table's rows and
+        ``{"added": [...], "modified": [...], "removed": [...]}`` item keys (first call: all
+        added). ``private=True`` watches this user's private rows of the table."""
+        self.config.schema.table_def(name)
+        prev: dict[str, Any] = {}
+
+        async def q(ctx: ReadContext) -> list[tuple[EntryKey, Any]]:
+            t = ctx.private_of_user(ctx.user_id).table(name) if private else ctx.table(name)
+            return await t.entries()
+
+        def cb(entries: list[tuple[EntryKey, Any]]) -> None:
+            nonlocal prev
+            cur = {k.item_key: v for k, v in entries}
+            changes = {
+                "added": [k for k in cur if k not in prev],
+                "modified": [k for k, v in cur.items() if k in prev and prev[k] != v],
+                "removed": [k for k in prev if k not in cur],
+            }
+            prev = cur
+            callback(entries, changes)
+
+        return self.subscribe(q, cb)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _new_future(self) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Mark exceptions as retrieved: nobody has to await ``confirmed``.
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return fut
+
+    def _mutate(self, name: str, args: Any) -> MutationResult:
+        if self._closed:
+            raise ClientClosedError("client closed")
+        if self.end_reason is not None:
+            raise ConnectionEndedError(self.end_reason)
+        m = self.engine.mutate(name, args)
+        fut = self._futures[m.id] = self._new_future()
+        if self.persistence is not None:
+            self.persistence.add_pending(m.id, m.name, m.args,
+                                         next_mutation_id=self.engine.next_mutation_id)
+        self._after_engine()
+        return MutationResult(m.id, name, fut)
+
+    def on_failed_mutation(self, callback: Callable[[MutationFailedError], None]) -> Callable[[], None]:
+        """Call ``callback(error)`` when the server rejects a mutation. Returns unsubscribe."""
+        self._failed_cbs.append(callback)
+        return lambda: self._failed_cbs.remove(callback)
+
+    def on_connection_status(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``callback(status)`` on every connection status change. Returns unsubscribe."""
+        self._status_cbs.append(callback)
+        return lambda: self._status_cbs.remove(callback)
+
+    async def make_unique_id(self) -> str:
+        """A unique, per-client increasing id such as ``"3f9a1c2b7d4e8a01-42"``."""
+        self._unique += 1
+        if self.persistence is not None:
+            self.persistence.set_meta(unique_counter=self._unique)
+        return f"{self.client_id}-{self._unique}"
+
+    async def _action(self, name: str, args: Any) -> Any:
+        adef = self.config.schema.action(name)
+        wire = adef.input_to_json(args)
+        if not self.is_online:
+            raise OfflineError(f"action {name!r} needs the server and this client is offline")
+        await self.wait_for_sync()
+        if not self.is_online or self._conn is None:
+            raise OfflineError(f"action {name!r} needs the server and this client is offline")
+        rid = f"a{next(self._action_ids)}"
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._actions[rid] = fut
+        try:
+            await self._conn.send(orjson.dumps(
+                {"type": "action", "request_id": rid, "name": name, "input": wire}).decode())
+            return await fut
+        except ConnectionLost as exc:
+            raise OfflineError(f"connection lost while running action {name!r}") from exc
+        finally:
+            self._actions.pop(rid, None)
+
+    # -- engine plumbing -------------------------------------------------------------------
+
+    def _after_engine(self) -> None:
+        if self.engine._outbox:
+            self._out.set()
+        for ev in self.engine.events_received():
+            if isinstance(ev, Confirmed):
+                for mid in ev.mutation_ids:
+                    fut = self._futures.pop(mid, None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(None)
+            elif isinstance(ev, MutationRejected):
+                err = MutationFailedError(ev.mutation_id, ev.name, ev.kind, ev.message)
+                log.warning("[synced-store] mutation failed: %s", err)
+                fut = self._futures.pop(ev.mutation_id, None)
+                if fut is not None and not fut.done():
+                    fut.set_exception(err)
+                for cb in list(self._failed_cbs):
+                    try:
+                        cb(err)
+                    except Exception:
+                        log.exception("on_failed_mutation callback raised")
+            elif isinstance(ev, ServerError):
+                log.warning("server error %s: %s", ev.kind, ev.message)
+        self._pulse()
+
+    def _set_status(self, status: str) -> None:
+        if status != self.connection_status:
+            self.connection_status = status
+            for cb in list(self._status_cbs):
+                try:
+                    cb(status)
+                except Exception:
+                    log.exception("connection status callback raised")
+            self._pulse()
+
+    def _on_frame(self, text: str) -> None:
+        msg = orjson.loads(text)
+        if not isinstance(msg, dict):
+            raise ProtocolError("server frame is not an object")
+        t = msg.get("type")
+        if t == "action_result":
+            fut = self._actions.get(str(msg.get("request_id")))
+            if fut is not None and not fut.done():
+                if msg.get("ok"):
+                    fut.set_result(msg.get("output"))
+                else:
+                    fut.set_exception(ActionError(str(msg.get("error"))))
+            return
+        if t == "connected":
+            uid = msg.get("user_id")
+            if isinstance(uid, str) and uid:
+                self.engine.user_id = uid
+                if self.persistence is not None:
+                    self.persistence.set_meta(user_id=uid)
+            self.engine.receive(msg)
+            self._set_status("connected")
+        elif t == "error":
+            log.warning("server error %s: %s", msg.get("kind"), msg.get("message"))
+            self.engine.receive(msg)
+        else:
+            self.engine.receive(msg)
+            if t == "poke" and msg.get("final", True):
+                self.has_server_data = True
+                self.is_bootstrapped = True
+                if self.persistence is not None:
+                    reset, rows = self.engine.last_update
+                    self.persistence.save_update(
+                        reset=reset, rows=rows, last_mutation_id=self.engine.last_mutation_id,
+                        cookie=self.engine.cookie,
+                    )
+        self._after_engine()
+
+    async def _run(self) -> None:
+        delay = self._reconnect[0]
+        while not self._closed:
+            self._set_status("connecting")
+            try:
+                conn = await self.connector.connect()
+            except (OSError, ConnectionLost, TimeoutError, SyncedStoreError) as exc:
+                log.debug("connect failed: %r", exc)
+                self._set_status("disconnected")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._reconnect[1])
+                continue
+            self._conn = conn
+            code = 1006
+            reason = ""
+            try:
+                await conn.send(orjson.dumps(self.engine.connect_message(self.token)).decode())
+                async with asyncio.TaskGroup() as tg:
+                    writer = tg.create_task(self._writer(conn))
+                    try:
+                        while True:
+                            text = await conn.recv()
+                            self._on_frame(text)
+                            if self.connection_status == "connected":
+                                delay = self._reconnect[0]
+                    finally:
+                        writer.cancel()
+            except* ConnectionLost as eg:
+                lost = eg.exceptions[0]
+                assert isinstance(lost, ConnectionLost)
+                code, reason = lost.code, lost.reason
+            except* ProtocolError as eg:
+                log.error("bad frame from server: %s", eg.exceptions[0])
+            finally:
+                self._conn = None
+                self.engine.disconnected()
+                for fut in self._actions.values():
+                    if not fut.done():
+                        fut.set_exception(OfflineError("connection lost during the action"))
+            self._set_status("disconnected")
+            if code in TERMINAL_CODES:
+                self._end(CloseCode(code), reason)
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._reconnect[1])
+
+    def _end(self, code: CloseCode, reason: str) -> None:
+        self.end_reason = END_REASONS.get(code, "application")
+        log.error("synced-store: session ended by the server (%s): %s", self.end_reason, reason)
+        if code == CloseCode.SCHEMA_MISMATCH and self.persistence is not None:
+            self.persistence.clear()
+        err = ConnectionEndedError(self.end_reason, reason)
+        for fut in list(self._futures.values()):
+            if not fut.done():
+                fut.set_exception(err)
+        self._pulse()
+
+    async def _writer(self, conn: Connection) -> None:
+        while True:
+            await self._out.wait()
+            self._out.clear()
+            for msg in self.engine.messages_to_send():
+                await conn.send(orjson.dumps(msg).decode())
+
+
+async def connect(
+    url: str,
+    backend_or_config: BackendConfig,
+    *,
+    instance_id: str,
+    token: str | None = None,
+    persist_path: str | Path | None = None,
+    user_id: str | None = None,
+    connector: Connector | None = None,
+) -> SyncedStoreClient:
+    """Open a client of ``instance_id`` on the server at ``url`` (``ws://host:port``).
+
+    Returns at once (local data, if persisted, is loaded); syncing runs in the background.
+    ``user_id`` is the user to act as before the server confirms it (default: the persisted
+    one, else the token, as in the development authentication scheme).
+    """
+    persistence = Persistence(persist_path) if persist_path is not None else None
+    meta: dict[str, Any] = {}
+    if persistence is not None:
+        meta = persistence.load().meta
+    client_id = str(meta.get("client_id") or secrets.token_hex(8))
+    uid = user_id or meta.get("user_id") or token or "anonymous"
+    if persistence is not None and "client_id" not in meta:
+        persistence.set_meta(client_id=client_id, user_id=uid)
+    client = SyncedStoreClient(
+        backend_or_config,
+        connector or WebSocketConnector(sync_url(url, instance_id)),
+        token=token, user_id=str(uid), client_id=client_id, persistence=persistence,
+    )
+    client._restore()
+    client._start()
+    return client

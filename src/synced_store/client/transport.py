@@ -1,0 +1,103 @@
+"""The client's network seam: a ``Connector`` opens ``Connection``s that send and receive text.
+
+``WebSocketConnector`` is the real one; ``synced_store.testing`` wraps it in a controlled one.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+
+from ..errors import SyncedStoreError
+
+__all__ = ["Connection", "ConnectionLost", "Connector", "WebSocketConnector", "sync_url"]
+
+
+class ConnectionLost(SyncedStoreError):
+    """The connection closed; ``code`` is the WebSocket close code (1006 if none)."""
+
+    kind = "connection_lost"
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(f"connection closed ({code}{': ' + reason if reason else ''})")
+        self.code = code
+        self.reason = reason
+
+
+class Connection(Protocol):
+    """One open connection."""
+
+    async def send(self, text: str) -> None:
+        """Send a frame; raises :class:`ConnectionLost` if closed."""
+
+    async def recv(self) -> str:
+        """Receive a frame; raises :class:`ConnectionLost` when closed."""
+
+    async def close(self) -> None:
+        """Close (idempotent)."""
+
+
+class Connector(Protocol):
+    """Opens connections to one sync endpoint."""
+
+    async def connect(self) -> Connection:
+        """Open a connection; raises ``OSError`` / :class:`ConnectionLost` on failure."""
+
+
+def sync_url(base_url: str, instance_id: str) -> str:
+    """The sync endpoint of ``instance_id`` under a server base URL (ws://, wss://, http(s)://)."""
+    url = base_url.rstrip("/")
+    if url.startswith("http://"):
+        url = "ws://" + url[7:]
+    elif url.startswith("https://"):
+        url = "wss://" + url[8:]
+    elif not url.startswith(("ws://", "wss://")):
+        url = "ws://" + url
+    return f"{url}/sync/{instance_id}"
+
+
+class _WsConnection:
+    def __init__(self, ws: ClientConnection) -> None:
+        self._ws = ws
+
+    async def send(self, text: str) -> None:
+        try:
+            await self._ws.send(text)
+        except websockets.ConnectionClosed as exc:
+            raise _lost(exc) from exc
+
+    async def recv(self) -> str:
+        try:
+            msg = await self._ws.recv()
+        except websockets.ConnectionClosed as exc:
+            raise _lost(exc) from exc
+        return msg if isinstance(msg, str) else msg.decode()
+
+    async def close(self) -> None:
+        await self._ws.close()
+
+
+def _lost(exc: websockets.ConnectionClosed) -> ConnectionLost:
+    rcvd = exc.rcvd
+    if rcvd is None:
+        return ConnectionLost(1006, "no close frame")
+    return ConnectionLost(rcvd.code, rcvd.reason)
+
+
+class WebSocketConnector:
+    """Connects with the ``websockets`` library."""
+
+    def __init__(self, url: str, *, max_size: int = 64 * 1024 * 1024) -> None:
+        self.url = url
+        self.max_size = max_size
+
+    async def connect(self) -> Connection:
+        try:
+            ws = await ws_connect(self.url, max_size=self.max_size, open_timeout=10,
+                                  ping_interval=20, ping_timeout=60, compression=None)
+        except websockets.InvalidHandshake as exc:
+            raise ConnectionLost(1006, f"handshake failed: {exc}") from exc
+        return _WsConnection(ws)

@@ -1,0 +1,405 @@
+"""Mutation and read contexts, and the table handles mutators and queries use.
+
+The same classes serve the client (over the in-memory store, recording reads) and the server
+(over the instance database). Everything below talks to a :class:`Tx`, so this module does no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine, Iterator
+from typing import Any, Protocol
+
+from ..errors import MutatorError, PermissionDeniedError, UnknownNameError, ValidationError
+from ..schema import Schema, TableDef
+from ..types import EntryKey, JSONValue, RowKey
+from .keys import PUBLIC, SERVER_ONLY, check_key, encode_value, private_ns
+
+__all__ = [
+    "MutationContext",
+    "Platform",
+    "ReadContext",
+    "ScanResult",
+    "TableHandle",
+    "Tx",
+    "copy_json",
+    "run_sync",
+]
+
+SEQ_TABLE = "$seq"
+_MAX_CHAR = "\U0010ffff"
+
+
+class Tx(Protocol):
+    """What a context needs from storage. Implemented by the client engine and the server."""
+
+    #: True when ``read``/``iterate`` return stored objects that must be copied before use.
+    copy_on_read: bool
+
+    def read(self, key: RowKey) -> tuple[str, Any] | None:
+        """``(sort_key, value)`` of a row, or None."""
+
+    def iterate(
+        self, ns: str, table: str, start: EntryKey | None, *, exclusive: bool, reverse: bool
+    ) -> Iterator[tuple[EntryKey, Any]]:
+        """Rows of one table in scan order from ``start``."""
+
+    def write(self, key: RowKey, sort_key: str, value: Any, encoded: bytes) -> None:
+        """Upsert a row; ``encoded`` is the value's compact JSON."""
+
+    def remove(self, key: RowKey) -> None:
+        """Delete a row (no-op when absent)."""
+
+    def note_point(self, key: RowKey) -> None:
+        """Record a point read (for invalidation); may be a no-op."""
+
+    def note_range(self, ns: str, table: str, low: EntryKey | None, high: EntryKey | None) -> None:
+        """Record a scanned range (for invalidation); may be a no-op."""
+
+
+class Platform(Protocol):
+    """Platform services behind ``ctx.platform.call`` (server only)."""
+
+    def call(self, name: str, input: Any) -> Any:
+        """Call service ``name``; returns its result (an awaitable or async iterator)."""
+
+
+class _ClientPlatform:
+    def call(self, name: str, input: Any) -> Any:
+        raise PermissionDeniedError(
+            f"ctx.platform.call({name!r}) is server-only; guard it with `if ctx.is_server:`"
+        )
+
+
+def copy_json(value: Any) -> Any:
+    """A deep copy of a JSON value (dicts and lists are copied, scalars shared)."""
+    if type(value) is dict:
+        return {k: (copy_json(v) if type(v) in (dict, list) else v) for k, v in value.items()}
+    if type(value) is list:
+        return [copy_json(v) if type(v) in (dict, list) else v for v in value]
+    return value
+
+
+def run_sync(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run a coroutine that must not suspend (a mutator or query on a client pass).
+
+    Table operations never suspend, so a client mutator completes in one step. One that awaits
+    anything else (a sleep, a network call) is a bug: it raises :class:`MutatorError`.
+    """
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+    coro.close()
+    raise MutatorError(
+        "a mutator or query awaited something other than a table operation; "
+        "client passes must be deterministic and do no I/O"
+    )
+
+
+def _to_entry(key: Any) -> str:
+    if isinstance(key, str):
+        return key
+    if isinstance(key, EntryKey | tuple) and len(key) == 2:
+        return str(key[1])
+    if isinstance(key, dict):
+        item = key.get("item_key", key.get("itemKey"))
+        if isinstance(item, str):
+            return item
+    raise ValidationError(f"a key must be a str or EntryKey, got {type(key).__name__}")
+
+
+class ScanResult:
+    """The rows of a scan; ``await r.entries()`` / ``.keys()`` / ``.values()``, or ``async for``."""
+
+    __slots__ = ("_handle", "_opts")
+
+    def __init__(self, handle: TableHandle, opts: dict[str, Any]) -> None:
+        self._handle = handle
+        self._opts = opts
+
+    async def entries(self) -> list[tuple[EntryKey, JSONValue]]:
+        """``[(EntryKey, value), ...]`` in scan order."""
+        return self._handle._scan(**self._opts)
+
+    async def keys(self) -> list[EntryKey]:
+        """The EntryKeys in scan order."""
+        return [k for k, _ in self._handle._scan(**self._opts)]
+
+    async def values(self) -> list[JSONValue]:
+        """The values in scan order."""
+        return [v for _, v in self._handle._scan(**self._opts)]
+
+    def __aiter__(self) -> Iterator[tuple[EntryKey, JSONValue]]:  # type: ignore[misc]
+        return _AsyncIter(self._handle._scan(**self._opts))  # type: ignore[return-value]
+
+
+class _AsyncIter:
+    __slots__ = ("_it",)
+
+    def __init__(self, rows: list[tuple[EntryKey, Any]]) -> None:
+        self._it = iter(rows)
+
+    def __aiter__(self) -> _AsyncIter:
+        return self
+
+    async def __anext__(self) -> tuple[EntryKey, Any]:
+        try:
+            return next(self._it)
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+
+class TableHandle:
+    """Async handle on one table in one namespace (public, a user's private, server-only)."""
+
+    __slots__ = ("_copy", "_def", "_ns", "_table", "_tx", "_writable")
+
+    def __init__(self, tx: Tx, ns: str, table: str, tdef: TableDef | None, writable: bool) -> None:
+        self._tx = tx
+        self._ns = ns
+        self._table = table
+        self._def = tdef
+        self._writable = writable
+        self._copy = tx.copy_on_read
+
+    def _key(self, key: Any) -> RowKey:
+        return RowKey(self._ns, self._table, _to_entry(key))
+
+    async def get(self, key: str | EntryKey) -> JSONValue | None:
+        """The row's value, or None."""
+        rk = self._key(key)
+        self._tx.note_point(rk)
+        row = self._tx.read(rk)
+        if row is None:
+            return None
+        return copy_json(row[1]) if self._copy else row[1]
+
+    async def has(self, key: str | EntryKey) -> bool:
+        """True if the row exists."""
+        rk = self._key(key)
+        self._tx.note_point(rk)
+        return self._tx.read(rk) is not None
+
+    async def set(self, item_key: Any, value: Any = None, *, sort_key: str | None = None) -> None:
+        """Upsert a row: ``set(key, value, sort_key=...)``, ``set(EntryKey, value)`` or
+        ``set({"item_key": ..., "value": ..., "sort_key": ...})`` (camelCase accepted)."""
+        if not self._writable:
+            raise PermissionDeniedError("this context is read-only; write through a mutator")
+        if isinstance(item_key, dict) and value is None and "value" in item_key:
+            spec = item_key
+            item_key = spec.get("item_key", spec.get("itemKey"))
+            value = spec["value"]
+            if sort_key is None:
+                sort_key = spec.get("sort_key", spec.get("sortKey"))
+        elif isinstance(item_key, EntryKey):
+            if sort_key is None:
+                sort_key = item_key.sort_key
+            item_key = item_key.item_key
+        sk = "" if sort_key is None else sort_key
+        check_key(self._table, item_key, sk)
+        rk = RowKey(self._ns, self._table, item_key)
+        if self._def is not None:
+            value = self._def.validate_value(self._table, item_key, value)
+        else:
+            value = copy_json(value)
+        self._tx.write(rk, sk, value, encode_value(rk, value))
+
+    async def delete(self, key: str | EntryKey) -> None:
+        """Delete a row (no error if absent)."""
+        if not self._writable:
+            raise PermissionDeniedError("this context is read-only; write through a mutator")
+        rk = self._key(key)
+        check_key(self._table, rk.item)
+        self._tx.remove(rk)
+
+    async def entries(self) -> list[tuple[EntryKey, JSONValue]]:
+        """Every row as ``(EntryKey, value)`` in scan order."""
+        return self._scan()
+
+    async def keys(self) -> list[EntryKey]:
+        """Every EntryKey in scan order."""
+        return [k for k, _ in self._scan()]
+
+    async def values(self) -> list[JSONValue]:
+        """Every value in scan order."""
+        return [v for _, v in self._scan()]
+
+    def scan(
+        self,
+        *,
+        prefix: str | dict[str, str] | None = None,
+        limit: int | None = None,
+        cursor: EntryKey | str | None = None,
+        reverse: bool = False,
+    ) -> ScanResult:
+        """Scan in ``(sort_key, item_key)`` order.
+
+        Args:
+            prefix: an item-key prefix (str) or ``{"item_key": ..., "sort_key": ...}``.
+            limit: at most this many rows.
+            cursor: start after this EntryKey (before it when ``reverse``); ``"$last"`` is the end.
+            reverse: descending order.
+        """
+        if limit is not None and (not isinstance(limit, int) or limit < 0):
+            raise ValidationError("scan limit must be a non-negative int")
+        return ScanResult(
+            self, {"prefix": prefix, "limit": limit, "cursor": cursor, "reverse": reverse}
+        )
+
+    def _scan(
+        self,
+        prefix: str | dict[str, str] | None = None,
+        limit: int | None = None,
+        cursor: EntryKey | str | None = None,
+        reverse: bool = False,
+    ) -> list[tuple[EntryKey, Any]]:
+        ik_prefix = sk_prefix = ""
+        if isinstance(prefix, str):
+            ik_prefix = prefix
+        elif isinstance(prefix, dict):
+            ik_prefix = prefix.get("item_key", prefix.get("itemKey", "")) or ""
+            sk_prefix = prefix.get("sort_key", prefix.get("sortKey", "")) or ""
+        elif prefix is not None:
+            raise ValidationError("scan prefix must be a str or a dict")
+        exclusive = True
+        start: EntryKey | None
+        if cursor == "$last":
+            if not reverse:
+                return []
+            start = None
+        elif cursor is not None:
+            if isinstance(cursor, str) or not (isinstance(cursor, tuple) and len(cursor) == 2):
+                raise ValidationError("scan cursor must be an EntryKey or '$last'")
+            start = EntryKey(str(cursor[0]), str(cursor[1]))
+        elif sk_prefix:
+            start = EntryKey(sk_prefix + _MAX_CHAR, "") if reverse else EntryKey(sk_prefix, "")
+            exclusive = reverse
+        else:
+            start = None
+        out: list[tuple[EntryKey, Any]] = []
+        if limit == 0:
+            return out
+        last: EntryKey | None = None
+        copy = self._copy
+        stopped = False
+        for ek, value in self._tx.iterate(
+            self._ns, self._table, start, exclusive=exclusive, reverse=reverse
+        ):
+            last = ek
+            if sk_prefix and not ek.sort_key.startswith(sk_prefix):
+                if (ek.sort_key < sk_prefix) if reverse else (ek.sort_key > sk_prefix):
+                    stopped = True
+                    break
+                continue
+            if ik_prefix and not ek.item_key.startswith(ik_prefix):
+                continue
+            out.append((ek, copy_json(value) if copy else value))
+            if limit is not None and len(out) >= limit:
+                stopped = True
+                break
+        # The scan depended on every position from its start to where it stopped (or the end).
+        end = last if stopped else None
+        if reverse:
+            self._tx.note_range(self._ns, self._table, end, start)
+        else:
+            self._tx.note_range(self._ns, self._table, start, end)
+        return out
+
+
+class _Namespace:
+    __slots__ = ("_ctx", "_ns")
+
+    def __init__(self, ctx: ReadContext, ns: str) -> None:
+        self._ctx = ctx
+        self._ns = ns
+
+    def table(self, name: str) -> TableHandle:
+        """Handle on table ``name`` in this namespace."""
+        return self._ctx._handle(self._ns, name)
+
+
+class ReadContext:
+    """The context of queries (and, read-only, of actions): tables and the current user."""
+
+    def __init__(
+        self, schema: Schema, tx: Tx, user_id: str, *, is_server: bool, writable: bool = False
+    ) -> None:
+        self.schema = schema
+        self.tx = tx
+        self.user_id = user_id
+        self.is_server = is_server
+        self._writable = writable
+
+    def _handle(self, ns: str, name: str) -> TableHandle:
+        if name == SEQ_TABLE:
+            return TableHandle(self.tx, ns, name, None, False)
+        try:
+            tdef = self.schema.tables[name]
+        except KeyError:
+            raise UnknownNameError(f"unknown table {name!r}") from None
+        return TableHandle(self.tx, ns, name, tdef, self._writable)
+
+    def table(self, name: str) -> TableHandle:
+        """Handle on the public rows of table ``name``."""
+        return self._handle(PUBLIC, name)
+
+    def private_of_user(self, user_id: str) -> _Namespace:
+        """Rows of ``user_id``'s private namespace. Clients may only use their own user id."""
+        ns = private_ns(user_id)
+        if not self.is_server and user_id != self.user_id:
+            raise PermissionDeniedError(
+                f"user {self.user_id!r} may not access the private rows of {user_id!r}"
+            )
+        return _Namespace(self, ns)
+
+    def server_only(self) -> _Namespace:
+        """Server-only rows (never synced). Raises on clients: guard with ``ctx.is_server``."""
+        if not self.is_server:
+            raise PermissionDeniedError(
+                "server_only() tables are not available on clients; guard with `if ctx.is_server:`"
+            )
+        return _Namespace(self, SERVER_ONLY)
+
+
+class MutationContext(ReadContext):
+    """The ``ctx`` a mutator receives, on a client pass (optimistic) or on the server."""
+
+    def __init__(
+        self,
+        schema: Schema,
+        tx: Tx,
+        user_id: str,
+        *,
+        is_server: bool,
+        source: dict[str, Any] | None = None,
+        platform: Platform | None = None,
+    ) -> None:
+        super().__init__(schema, tx, user_id, is_server=is_server, writable=True)
+        self.source: dict[str, Any] = source or {"type": "user", "user_id": user_id}
+        self.platform: Platform = platform if platform is not None else _ClientPlatform()
+        #: Actions enqueued by this mutation, as ``(name, input JSON)`` (server passes only).
+        self.enqueued: list[tuple[str, Any]] = []
+
+    def enqueue_action(self, name: str, input: Any) -> None:
+        """Schedule server action ``name`` to run after this mutation commits.
+
+        A no-op on clients (the input is still validated, so mistakes show up at once).
+        """
+        args = self.schema.action(name).input_to_json(input)
+        if self.is_server:
+            self.enqueued.append((name, args))
+
+    async def get_next_sort_key(self, namespace: str) -> str:
+        """A sort key ``"{namespace}/{n:012d}"`` that grows with every call in this instance.
+
+        The counter is an ordinary synced row, so the optimistic value is replaced by the
+        server's on rebase, and concurrent or offline callers end with distinct keys.
+        """
+        if not isinstance(namespace, str) or not namespace or len(namespace) > 64:
+            raise ValidationError("namespace must be a non-empty string of at most 64 chars")
+        key = RowKey(PUBLIC, SEQ_TABLE, namespace)
+        self.tx.note_point(key)
+        row = self.tx.read(key)
+        n = (row[1] if row is not None and isinstance(row[1], int) else 0) + 1
+        self.tx.write(key, "", n, str(n).encode())
+        return f"{namespace}/{n:012d}"

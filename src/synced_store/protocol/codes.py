@@ -1,0 +1,57 @@
+"""WebSocket close codes and machine-readable error kinds (part of the protocol)."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+__all__ = ["TERMINAL_CODES", "CloseCode", "ErrorKind"]
+
+
+class CloseCode(IntEnum):
+    """Close codes. 1000/1001/1006/1011/1012 reconnect with backoff; 4000-4005 are terminal."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    ABNORMAL = 1006
+    INTERNAL_ERROR = 1011
+    SERVICE_RESTART = 1012
+    #: Another connection with the same client id replaced this one.
+    KICKED = 4000
+    #: The token was rejected.
+    AUTH_FAILED = 4001
+    #: The client speaks a protocol version this server does not support (reload needed).
+    VERSION_MISMATCH = 4002
+    #: The client sent a malformed or illegal frame.
+    BAD_MESSAGE = 4003
+    #: The instance id is invalid.
+    BAD_INSTANCE = 4004
+    #: The client's schema version differs from the server's; it must clear its local data.
+    SCHEMA_MISMATCH = 4005
+
+
+TERMINAL_CODES = frozenset(c for c in CloseCode if c >= 4000)
+
+#: The ``endReason`` a client reports for each terminal close code.
+END_REASONS = {
+    CloseCode.KICKED: "kicked",
+    CloseCode.AUTH_FAILED: "auth_failed",
+    CloseCode.VERSION_MISMATCH: "version_mismatch",
+    CloseCode.BAD_MESSAGE: "bad_message",
+    CloseCode.BAD_INSTANCE: "bad_instance",
+    CloseCode.SCHEMA_MISMATCH: "schema_version_mismatch",
+}
+
+
+class ErrorKind:
+    """``kind`` strings of errors sent to clients (``error`` frames, failed mutations)."""
+
+    BAD_MESSAGE = "bad_message"
+    UNKNOWN_NAME = "unknown_name"
+    INVALID_INPUT = "invalid_input"
+    KEY_TOO_LARGE = "key_too_large"
+    VALUE_TOO_LARGE = "value_too_large"
+    PERMISSION_DENIED = "permission_denied"
+    MUTATOR_ERROR = "mutator_error"
+    MUTATION_ID_GAP = "mutation_id_gap"
+    STORAGE_BUSY = "storage_busy"
+    ACTION_FAILED = "action_failed"

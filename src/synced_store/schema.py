@@ -1,0 +1,315 @@
+"""Schema declarations: tables, mutators and actions, and the configs that bind code to them.
+
+A schema is pure data (pydantic models and names); it is shared by the server, the Python client
+and the browser (Pyodide), so this module imports only the standard library and pydantic.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pydantic
+from pydantic import BaseModel, TypeAdapter
+
+from .errors import SchemaError, UnknownNameError, ValidationError
+
+__all__ = [
+    "ActionDef",
+    "BackendConfig",
+    "ItemDef",
+    "MutatorDef",
+    "Schema",
+    "TableDef",
+    "define_backend_config",
+    "define_schema",
+    "item",
+    "singleton_table",
+    "table",
+]
+
+MutatorHandler = Callable[[Any, Any], Awaitable[Any]]
+ActionHandler = Callable[[Any, Any], Awaitable[Any]]
+_JSON_ADAPTER: TypeAdapter[Any] = TypeAdapter(pydantic.JsonValue)
+
+
+def _short(exc: pydantic.ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        loc = ".".join(str(p) for p in err.get("loc", ())) or "value"
+        parts.append(f"{loc}: {err.get('msg')}")
+    more = exc.error_count() - 3
+    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
+
+
+class _Validator:
+    """Validates a value against a model and returns its plain-JSON form (a fresh copy)."""
+
+    __slots__ = ("_adapter", "_is_model")
+
+    def __init__(self, model: Any) -> None:
+        self._adapter: TypeAdapter[Any] = TypeAdapter(model) if model is not None else _JSON_ADAPTER
+        self._is_model = isinstance(model, type) and issubclass(model, BaseModel)
+
+    def to_json_value(self, value: Any, what: str) -> Any:
+        if isinstance(value, BaseModel):
+            value = value.model_dump(mode="json", exclude_unset=True)
+        try:
+            obj = self._adapter.validate_python(value, strict=False)
+        except pydantic.ValidationError as exc:
+            raise ValidationError(f"invalid {what}: {_short(exc)}") from None
+        if self._is_model:
+            return obj.model_dump(mode="json", exclude_unset=True)
+        return self._adapter.dump_python(obj, mode="json")
+
+    def to_model(self, value: Any, what: str) -> Any:
+        if isinstance(value, BaseModel):
+            value = value.model_dump(mode="json", exclude_unset=True)
+        try:
+            return self._adapter.validate_python(value)
+        except pydantic.ValidationError as exc:
+            raise ValidationError(f"invalid {what}: {_short(exc)}") from None
+
+
+@dataclass(frozen=True)
+class ItemDef:
+    """One fixed key of a singleton table and the model of its value."""
+
+    key: str
+    model: Any
+
+
+@dataclass(frozen=True)
+class TableDef:
+    """A table declaration: ``table(Model)`` or ``singleton_table(item(...), ...)``."""
+
+    model: Any = None
+    items: Mapping[str, ItemDef] | None = None
+    _validators: dict[str, _Validator] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def is_singleton(self) -> bool:
+        """True for a singleton table (a fixed set of keys, each with its own model)."""
+        return self.items is not None
+
+    def validate_value(self, table_name: str, item_key: str, value: Any) -> Any:
+        """Validate ``value`` for ``item_key`` and return its JSON form (a fresh copy)."""
+        if self.items is not None:
+            spec = self.items.get(item_key)
+            if spec is None:
+                raise ValidationError(
+                    f"singleton table {table_name!r} has no item {item_key!r} "
+                    f"(items: {', '.join(sorted(self.items))})"
+                )
+            model = spec.model
+            cache_key = item_key
+        else:
+            model = self.model
+            cache_key = ""
+        validator = self._validators.get(cache_key)
+        if validator is None:
+            validator = self._validators[cache_key] = _Validator(model)
+        return validator.to_json_value(value, f"value for {table_name}/{item_key}")
+
+
+def table(model: Any = None) -> TableDef:
+    """Declare a table whose rows all match ``model`` (a pydantic model or any type).
+
+    ``table()`` with no model accepts any JSON value.
+    """
+    return TableDef(model=model)
+
+
+def item(key: str, model: Any) -> ItemDef:
+    """Declare one fixed key of a singleton table."""
+    if not isinstance(key, str) or not key:
+        raise SchemaError("item(key, model): key must be a non-empty string")
+    return ItemDef(key=key, model=model)
+
+
+def singleton_table(*items: ItemDef) -> TableDef:
+    """Declare a table with a fixed set of keys, each with its own value model."""
+    if not items or not all(isinstance(i, ItemDef) for i in items):
+        raise SchemaError("singleton_table() takes one or more item(key, model) arguments")
+    keys = [i.key for i in items]
+    if len(set(keys)) != len(keys):
+        raise SchemaError(f"singleton_table(): duplicate item keys in {keys}")
+    return TableDef(items={i.key: i for i in items})
+
+
+@dataclass(frozen=True)
+class MutatorDef:
+    """A mutator declaration: its name, description and input model."""
+
+    name: str
+    input: Any
+    description: str = ""
+    _validator: _Validator = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_validator", _Validator(self.input))
+
+    def parse_input(self, args: Any) -> Any:
+        """Validate wire arguments and return the value passed to the handler."""
+        return self._validator.to_model(args, f"input for mutator {self.name!r}")
+
+    def input_to_json(self, args: Any) -> Any:
+        """Validate call-site arguments and return their JSON form (what travels on the wire)."""
+        return self._validator.to_json_value(args, f"input for mutator {self.name!r}")
+
+
+@dataclass(frozen=True)
+class ActionDef:
+    """An action declaration: name, description, input and output models."""
+
+    name: str
+    input: Any
+    output: Any = None
+    description: str = ""
+    _in: _Validator = field(init=False, compare=False, repr=False)
+    _out: _Validator = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_in", _Validator(self.input))
+        object.__setattr__(self, "_out", _Validator(self.output))
+
+    def parse_input(self, args: Any) -> Any:
+        """Validate an action's input and return the value passed to the handler."""
+        return self._in.to_model(args, f"input for action {self.name!r}")
+
+    def input_to_json(self, args: Any) -> Any:
+        """Validate an action's input and return its JSON form."""
+        return self._in.to_json_value(args, f"input for action {self.name!r}")
+
+    def output_to_json(self, value: Any) -> Any:
+        """Validate an action's return value and return its JSON form."""
+        return self._out.to_json_value(value, f"output of action {self.name!r}")
+
+
+@dataclass(frozen=True)
+class Schema:
+    """A complete schema: version, tables, mutators and actions. Built by :func:`define_schema`."""
+
+    schema_version: int
+    tables: Mapping[str, TableDef]
+    mutators: Mapping[str, MutatorDef]
+    actions: Mapping[str, ActionDef]
+
+    def table_def(self, name: str) -> TableDef:
+        """The declaration of table ``name``; raises :class:`UnknownNameError`."""
+        try:
+            return self.tables[name]
+        except KeyError:
+            raise UnknownNameError(f"unknown table {name!r}") from None
+
+    def mutator(self, name: str) -> MutatorDef:
+        """The declaration of mutator ``name``; raises :class:`UnknownNameError`."""
+        try:
+            return self.mutators[name]
+        except KeyError:
+            raise UnknownNameError(f"unknown mutator {name!r}") from None
+
+    def action(self, name: str) -> ActionDef:
+        """The declaration of action ``name``; raises :class:`UnknownNameError`."""
+        try:
+            return self.actions[name]
+        except KeyError:
+            raise UnknownNameError(f"unknown action {name!r}") from None
+
+
+_NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+
+
+def _check_name(kind: str, name: Any) -> str:
+    if not isinstance(name, str) or not name or not set(name) <= _NAME_OK or len(name) > 64:
+        raise SchemaError(f"{kind} name {name!r} must be 1-64 characters of [A-Za-z0-9_.-]")
+    return name
+
+
+def _decl(kind: str, name: str, spec: Any) -> dict[str, Any]:
+    if isinstance(spec, Mapping):
+        return dict(spec)
+    raise SchemaError(f"{kind} {name!r} must be declared as a dict with an 'input' model")
+
+
+def define_schema(
+    schema_version: int,
+    tables: Mapping[str, Any],
+    mutators: Mapping[str, Any] | None = None,
+    actions: Mapping[str, Any] | None = None,
+) -> Schema:
+    """Declare a schema.
+
+    Args:
+        schema_version: version of the persisted data / mutation contract. A client whose
+            version differs is refused (close code 4005) and clears its local data.
+        tables: ``{name: {"schema": table(Model)}}`` or ``{name: table(Model)}``.
+        mutators: ``{name: {"description": str, "input": Model}}``.
+        actions: ``{name: {"description": str, "input": Model, "output": Model}}``.
+    """
+    if not isinstance(schema_version, int) or isinstance(schema_version, bool) or schema_version < 0:
+        raise SchemaError("schema_version must be a non-negative integer")
+    tdefs: dict[str, TableDef] = {}
+    for name, spec in tables.items():
+        _check_name("table", name)
+        if isinstance(spec, Mapping):
+            spec = spec.get("schema")
+        if not isinstance(spec, TableDef):
+            raise SchemaError(f"table {name!r}: use table(Model) or singleton_table(item(...))")
+        tdefs[name] = spec
+    mdefs: dict[str, MutatorDef] = {}
+    for name, spec in (mutators or {}).items():
+        _check_name("mutator", name)
+        d = _decl("mutator", name, spec)
+        mdefs[name] = MutatorDef(name=name, input=d.get("input"), description=d.get("description", ""))
+    adefs: dict[str, ActionDef] = {}
+    for name, spec in (actions or {}).items():
+        _check_name("action", name)
+        d = _decl("action", name, spec)
+        adefs[name] = ActionDef(
+            name=name, input=d.get("input"), output=d.get("output"),
+            description=d.get("description", ""),
+        )
+    return Schema(schema_version=schema_version, tables=tdefs, mutators=mdefs, actions=adefs)
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """A schema bound to its mutator and action handlers and platform services."""
+
+    schema: Schema
+    mutators: Mapping[str, MutatorHandler]
+    actions: Mapping[str, ActionHandler] = field(default_factory=dict)
+    services: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
+
+
+def define_backend_config(
+    schema: Schema,
+    mutators: Mapping[str, MutatorHandler],
+    actions: Mapping[str, ActionHandler] | None = None,
+    services: Mapping[str, Callable[..., Any]] | None = None,
+) -> BackendConfig:
+    """Bind handlers to a schema. Every declared mutator needs an async handler, and vice versa.
+
+    ``services`` is the registry behind ``ctx.platform.call(name, input)`` (server only).
+    Clients take the same config (actions and services are ignored there).
+    """
+    for kind, decls, handlers in (
+        ("mutator", schema.mutators, mutators),
+        ("action", schema.actions, actions or {}),
+    ):
+        missing = sorted(set(decls) - set(handlers))
+        extra = sorted(set(handlers) - set(decls))
+        if missing:
+            raise SchemaError(f"no handler for declared {kind}(s): {', '.join(missing)}")
+        if extra:
+            raise SchemaError(f"{kind} handler(s) not declared in the schema: {', '.join(extra)}")
+        for name, fn in handlers.items():
+            if not inspect.iscoroutinefunction(fn):
+                raise SchemaError(f"{kind} {name!r} must be an async function (async def)")
+    return BackendConfig(
+        schema=schema, mutators=dict(mutators), actions=dict(actions or {}),
+        services=dict(services or {}),
+    )

@@ -1,0 +1,203 @@
+"""Actions: server-only work, run from the durable outbox or called by a client.
+
+``ctx.enqueue_action`` inserts a job in the instance's ``jobs`` table inside the mutation's own
+transaction, so a job exists exactly when its mutation committed. This runner claims due jobs
+through the instance's writer, runs each with a timeout and bounded concurrency, and records the
+outcome: ``done``; ``pending`` again with exponential backoff; or ``failed`` after
+``max_attempts`` (kept, listed by ``synced-store actions list``, re-queued by ``actions retry``).
+Jobs left ``running`` by a killed process are re-queued when the instance opens: every job runs
+at least once, so handlers should be idempotent (check state before acting).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from ..core.context import ReadContext
+from ..errors import ActionError, SyncedStoreError
+from ..protocol.codes import ErrorKind
+from .instance import Instance
+from .registry import InstanceRegistry
+from .session import Session
+
+__all__ = ["ActionContext", "ActionRunner"]
+
+log = logging.getLogger("synced_store.actions")
+
+
+class ActionContext(ReadContext):
+    """The ``ctx`` an action receives: read-only tables, ``mutate``, ``platform``, ``user_id``."""
+
+    def __init__(self, instance: Instance, user_id: str, action: str, job_id: int | None) -> None:
+        self._reader = instance.store.reader()
+        super().__init__(instance.config.schema, self._reader, user_id, is_server=True)
+        self.instance = instance
+        self.instance_id = instance.instance_id
+        self.platform = instance.platform
+        self.action = action
+        self.job_id = job_id
+        self.source: dict[str, Any] = {"type": "action", "user_id": user_id, "action": action}
+
+    async def mutate(self, name: str, input: Any) -> None:
+        """Run mutator ``name`` on the server as a real mutation; returns once committed.
+
+        Every client sees it like any other mutation. Raises if the mutator fails.
+        """
+        wire = self.instance.config.schema.mutator(name).input_to_json(input)
+        await self.instance.mutate(self.user_id, name, wire, self.source)
+
+    def close(self) -> None:
+        """Release the read connection."""
+        self._reader.close()
+
+
+class ActionRunner:
+    """Runs queued jobs of every open instance, and client-called actions."""
+
+    def __init__(
+        self,
+        registry: InstanceRegistry,
+        *,
+        max_attempts: int = 5,
+        timeout: float = 300.0,
+        concurrency: int = 32,
+        backoff_base: float = 0.5,
+        backoff_max: float = 60.0,
+    ) -> None:
+        self.registry = registry
+        self.max_attempts = max_attempts
+        self.timeout = timeout
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self._slots = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
+        self._wake = asyncio.Event()
+        self._recover: list[Instance] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loop_task: asyncio.Task[Any] | None = None
+        self._stopping = False
+        self._running_jobs = 0
+
+    def start(self) -> None:
+        """Start claiming jobs (call inside the registry's lifetime)."""
+        self.registry.on_open.append(self._on_open)
+        self._loop_task = self.registry.spawn(self._loop(), "action-runner")
+
+    async def stop(self) -> None:
+        """Stop: running jobs are cancelled and stay ``running`` until the next start."""
+        self._stopping = True
+        self._wake.set()
+        for t in list(self._tasks):
+            t.cancel()
+        if self._loop_task is not None:
+            await asyncio.gather(self._loop_task, *self._tasks, return_exceptions=True)
+
+    def _on_open(self, inst: Instance) -> None:
+        inst.on_jobs_enqueued = self._wake.set
+        self._recover.append(inst)
+        self._wake.set()
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = self.registry.spawn(coro, name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _loop(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            while self._recover:
+                inst = self._recover.pop()
+                n = await inst.in_writer(lambda s: s.requeue_running())
+                if n:
+                    log.info("instance %s: resuming %d unfinished job(s)", inst.instance_id, n)
+            next_due: float | None = None
+            for inst in list(self.registry.instances.values()):
+                free = self._concurrency - self._running_jobs
+                if free <= 0:
+                    break
+                now = time.time()
+                jobs = await inst.in_writer(lambda s, now=now, free=free: s.claim_jobs(now, free))
+                for job in jobs:
+                    self._running_jobs += 1
+                    self._spawn(self._run_job(inst, job), f"job:{inst.instance_id}:{job['id']}")
+                due = inst.store.next_due()
+                if due is not None:
+                    next_due = due if next_due is None else min(next_due, due)
+            wait = 1.0 if next_due is None else max(0.0, min(1.0, next_due - time.time()))
+            if self._running_jobs >= self._concurrency:
+                wait = 1.0
+            try:
+                await asyncio.wait_for(self._wake.wait(), wait)
+            except TimeoutError:
+                pass
+
+    async def run(self, inst: Instance, name: str, input: Any, user_id: str,
+                  job_id: int | None = None) -> Any:
+        """Run action ``name`` now (with the timeout and a concurrency slot); returns its
+        validated output as JSON, or raises :class:`ActionError`."""
+        schema = inst.config.schema
+        try:
+            adef = schema.action(name)
+            handler = inst.config.actions[name]
+        except (SyncedStoreError, KeyError) as exc:
+            raise ActionError(f"unknown action {name!r}") from exc
+        value = adef.parse_input(input)
+        ctx = ActionContext(inst, user_id, name, job_id)
+        try:
+            async with self._slots:
+                async with asyncio.timeout(self.timeout):
+                    out = await handler(ctx, value)
+        except TimeoutError:
+            raise ActionError(f"action {name!r} timed out after {self.timeout}s") from None
+        except ActionError:
+            raise
+        except Exception as exc:
+            raise ActionError(f"action {name!r} failed: {exc}") from exc
+        finally:
+            ctx.close()
+        try:
+            return adef.output_to_json(out)
+        except SyncedStoreError as exc:
+            raise ActionError(f"action {name!r} returned an invalid output: {exc}") from exc
+
+    async def _run_job(self, inst: Instance, job: dict[str, Any]) -> None:
+        try:
+            try:
+                out = await self.run(inst, job["name"], job["input"], job["user_id"], job["id"])
+            except ActionError as exc:
+                attempts = job["attempts"]
+                now = time.time()
+                if attempts >= self.max_attempts:
+                    log.error("job %s (%s) failed for good after %d attempts: %s",
+                              job["id"], job["name"], attempts, exc)
+                    await inst.in_writer(lambda s: s.finish_job(
+                        job["id"], "failed", now=now, error=str(exc)))
+                else:
+                    delay = min(self.backoff_max, self.backoff_base * 2 ** (attempts - 1))
+                    log.warning("job %s (%s) attempt %d failed, retry in %.2fs: %s",
+                                job["id"], job["name"], attempts, delay, exc)
+                    await inst.in_writer(lambda s: s.finish_job(
+                        job["id"], "pending", now=now, error=str(exc), next_run_at=now + delay))
+            else:
+                now = time.time()
+                await inst.in_writer(lambda s: s.finish_job(job["id"], "done", now=now,
+                                                            output=out))
+        finally:
+            self._running_jobs -= 1
+            self._wake.set()
+
+    async def call_from_client(self, inst: Instance, session: Session, msg: dict[str, Any]) -> None:
+        """Serve a client's ``action`` message with an ``action_result``."""
+        rid = msg["request_id"]
+        try:
+            out = await self.run(inst, msg["name"], msg["input"], session.user_id)
+        except SyncedStoreError as exc:
+            kind = ErrorKind.ACTION_FAILED if isinstance(exc, ActionError) else exc.kind
+            session.send_message({"type": "action_result", "request_id": rid, "ok": False,
+                                  "kind": kind, "error": str(exc)})
+        else:
+            session.send_message({"type": "action_result", "request_id": rid, "ok": True,
+                                  "output": out})

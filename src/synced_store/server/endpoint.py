@@ -1,0 +1,169 @@
+"""The WebSocket sync endpoint: handshake, then pumps frames between the socket and a session.
+
+Every frame is untrusted: failures map to an error frame or a close code here, in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from ..errors import ProtocolError, ValidationError
+from ..protocol.codec import decode_client_message
+from ..protocol.codes import CloseCode, ErrorKind
+from ..protocol.version import MAX_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION
+from ..storage.sqlite import validate_instance_id
+from .auth import Authenticator, authenticate_token
+from .registry import InstanceRegistry
+from .session import Session
+
+__all__ = ["SyncEndpoint"]
+
+log = logging.getLogger("synced_store.server")
+HANDSHAKE_TIMEOUT = 15.0
+
+
+class SyncEndpoint:
+    """Serves ``/sync/{instance_id}``."""
+
+    def __init__(self, registry: InstanceRegistry, authenticate: Authenticator,
+                 actions: Any = None, *, append_deltas: bool = True) -> None:
+        self.append_deltas = append_deltas
+        self.registry = registry
+        self.authenticate = authenticate
+        self.actions = actions
+
+    async def handle(self, ws: WebSocket) -> None:
+        """The Starlette WebSocket endpoint."""
+        await ws.accept()
+        try:
+            await self._serve(ws)
+        except WebSocketDisconnect:
+            pass
+
+    async def _close(self, ws: WebSocket, code: int, reason: str) -> None:
+        try:
+            await ws.send_json({"type": "error", "kind": CloseCode(code).name.lower(),
+                                "message": reason})
+            await ws.close(code, reason[:120])
+        except Exception:
+            log.debug("close failed", exc_info=True)
+
+    async def _serve(self, ws: WebSocket) -> None:
+        instance_id = ws.path_params.get("instance_id", "")
+        try:
+            validate_instance_id(instance_id)
+        except ValidationError as exc:
+            await self._close(ws, CloseCode.BAD_INSTANCE, str(exc))
+            return
+        try:
+            text = await asyncio.wait_for(_receive_text(ws), HANDSHAKE_TIMEOUT)
+            hello = decode_client_message(text)
+        except TimeoutError:
+            await self._close(ws, CloseCode.BAD_MESSAGE, "no connect message in time")
+            return
+        except ProtocolError as exc:
+            await self._close(ws, CloseCode.BAD_MESSAGE, str(exc))
+            return
+        if hello["type"] != "connect":
+            await self._close(ws, CloseCode.BAD_MESSAGE, "the first message must be 'connect'")
+            return
+        pv = hello["protocol_version"]
+        if not MIN_PROTOCOL_VERSION <= pv <= MAX_PROTOCOL_VERSION:
+            await self._close(ws, CloseCode.VERSION_MISMATCH,
+                              f"protocol version {pv} not supported "
+                              f"({MIN_PROTOCOL_VERSION}..{MAX_PROTOCOL_VERSION}); reload")
+            return
+        user_id = await authenticate_token(self.authenticate, hello.get("token"))
+        if user_id is None:
+            await self._close(ws, CloseCode.AUTH_FAILED, "authentication failed")
+            return
+        schema_version = self.registry.config.schema.schema_version
+        if hello["schema_version"] != schema_version:
+            await self._close(ws, CloseCode.SCHEMA_MISMATCH,
+                              f"schema version {hello['schema_version']} != server's "
+                              f"{schema_version}; clear local data and reload")
+            return
+        instance = await self.registry.get(instance_id)
+        client_id = hello["client_id"]
+        owner = instance.client_owner(client_id)
+        if owner is not None and owner[0] != user_id:
+            await self._close(ws, CloseCode.BAD_MESSAGE, "client id belongs to another user")
+            return
+        server_lmid = owner[1] if owner else 0
+        closed = asyncio.Event()
+
+        async def close(code: int, reason: str) -> None:
+            closed.set()
+            await self._close(ws, code, reason)
+
+        session = Session(
+            send=ws.send_text, close=close, store=instance.store, user_id=user_id,
+            client_id=client_id, cookie=hello.get("cookie"),
+            known_lmid=min(int(hello.get("last_mutation_id") or 0), server_lmid),
+            append_deltas=self.append_deltas,
+        )
+        await instance.attach(session)
+        try:
+            await ws.send_json({
+                "type": "connected", "client_id": client_id, "user_id": user_id,
+                "last_mutation_id": server_lmid, "instance_id": instance_id,
+            })
+            async with asyncio.TaskGroup() as tg:
+                sender = tg.create_task(session.run_sender())
+                try:
+                    await self._read_loop(ws, instance, session, tg)
+                finally:
+                    session.closed = True
+                    sender.cancel()
+        finally:
+            instance.detach(session)
+
+    async def _read_loop(self, ws: WebSocket, instance: Any, session: Session,
+                         tg: asyncio.TaskGroup) -> None:
+        while not session.closed:
+            try:
+                text = await _receive_text(ws)
+            except WebSocketDisconnect:
+                return
+            if session.closed:
+                return
+            try:
+                msg = decode_client_message(text)
+            except ProtocolError as exc:
+                await session.kick(CloseCode.BAD_MESSAGE, str(exc))
+                return
+            t = msg["type"]
+            if t == "push":
+                instance.submit_push(session, msg["mutations"])
+            elif t == "action":
+                if self.actions is None:
+                    session.send_message({
+                        "type": "action_result", "request_id": msg["request_id"], "ok": False,
+                        "kind": ErrorKind.UNKNOWN_NAME, "error": "this server runs no actions",
+                    })
+                else:
+                    tg.create_task(self.actions.call_from_client(instance, session, msg))
+            elif t == "pull":
+                session._need_pull = True
+                session._wake.set()
+            else:
+                await session.kick(CloseCode.BAD_MESSAGE, f"unexpected message {t!r}")
+                return
+
+
+async def _receive_text(ws: WebSocket) -> str:
+    message = await ws.receive()
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000))
+    text = message.get("text")
+    if text is None:
+        data = message.get("bytes") or b""
+        try:
+            text = data.decode()
+        except UnicodeDecodeError:
+            raise ProtocolError("binary frame is not UTF-8 JSON") from None
+    return str(text)

@@ -1,0 +1,348 @@
+"""One instance on the server: its database, its single writer, and its sessions.
+
+The writer drains everything queued (pushes from sessions, mutations from actions) into one
+transaction: group commit, with a savepoint per mutation so a failing mutation rolls back alone.
+After the commit the changed rows go to every session in one synchronous step, so a session
+that attaches (and reads the committed state) can never miss a batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from ..core.context import MutationContext
+from ..core.patch import set_op
+from ..core.sequencing import Sequence, classify
+from ..errors import StorageError, SyncedStoreError, UnknownNameError
+from ..protocol.codes import ErrorKind
+from ..schema import BackendConfig
+from ..storage.sqlite import SqliteInstanceStore
+from ..types import EntryKey, RowKey
+from .platform import ServerPlatform
+from .session import Change, Session
+
+__all__ = ["Instance"]
+
+log = logging.getLogger("synced_store.server")
+MAX_BATCH_MUTATIONS = 2000
+MAX_TRANSIENT_RETRIES = 5
+
+
+class _ServerTx:
+    """Core ``Tx`` over the writer's open transaction; records the rows it changes."""
+
+    copy_on_read = False
+
+    def __init__(self, store: SqliteInstanceStore, version: int) -> None:
+        self._store = store
+        self._version = version
+        self.changes: dict[RowKey, Change] = {}
+
+    def read(self, key: RowKey) -> tuple[str, Any] | None:
+        return self._store.read(key)
+
+    def iterate(
+        self, ns: str, table: str, start: EntryKey | None, *, exclusive: bool, reverse: bool
+    ) -> Any:
+        return self._store.iterate(ns, table, start, exclusive=exclusive, reverse=reverse)
+
+    def write(self, key: RowKey, sort_key: str, value: Any, encoded: bytes) -> None:
+        self._store.write(key, sort_key, encoded, self._version)
+        self.changes[key] = (sort_key, value, None)
+
+    def remove(self, key: RowKey) -> None:
+        if self._store.remove(key, self._version) or key in self.changes:
+            self.changes[key] = None
+
+    def note_point(self, key: RowKey) -> None:
+        pass
+
+    def note_range(self, ns: str, table: str, low: EntryKey | None, high: EntryKey | None) -> None:
+        pass
+
+
+@dataclass
+class _Push:
+    session: Session
+    mutations: list[dict[str, Any]]
+
+
+@dataclass
+class _Op:
+    """A storage operation run inside the writer's transaction (job bookkeeping)."""
+
+    fn: Any
+    future: asyncio.Future[Any] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+@dataclass
+class _Direct:
+    """A mutation from an action (``ctx.mutate``) or the CLI: no client, awaited by the caller."""
+
+    user_id: str
+    name: str
+    args: Any
+    source: dict[str, Any]
+    future: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class Instance:
+    """An instance's writer and sessions. Create with :meth:`open`, run :meth:`run` as a task."""
+
+    def __init__(self, instance_id: str, store: SqliteInstanceStore, config: BackendConfig) -> None:
+        self.instance_id = instance_id
+        self.store = store
+        self.config = config
+        self.platform = ServerPlatform(config.services)
+        self.sessions: dict[str, Session] = {}
+        self._queue: deque[_Push | _Direct | _Op] = deque()
+        self._wake = asyncio.Event()
+        self._lmids: dict[str, tuple[str, int]] = {}
+        self._closing = False
+        self.on_jobs_enqueued: Any = None
+        self.mutations_processed = 0
+
+    # -- sessions --------------------------------------------------------------------------
+
+    def client_owner(self, client_id: str) -> tuple[str, int] | None:
+        """``(user_id, last_mutation_id)`` of a client id, from cache or the database."""
+        got = self._lmids.get(client_id)
+        if got is None:
+            got = self.store.client(client_id)
+            if got is not None:
+                self._lmids[client_id] = got
+        return got
+
+    async def attach(self, session: Session) -> None:
+        """Register a session (kicking an older one with the same client id)."""
+        old = self.sessions.get(session.client_id)
+        self.sessions[session.client_id] = session
+        if old is not None and old is not session:
+            await old.kick(4000, "replaced by a newer connection with the same client id")
+
+    def detach(self, session: Session) -> None:
+        """Forget a session."""
+        session.closed = True
+        if self.sessions.get(session.client_id) is session:
+            del self.sessions[session.client_id]
+
+    # -- submitting work -------------------------------------------------------------------
+
+    def submit_push(self, session: Session, mutations: list[dict[str, Any]]) -> None:
+        """Queue a client's push for the writer."""
+        self._queue.append(_Push(session, mutations))
+        self._wake.set()
+
+    async def mutate(
+        self, user_id: str, name: str, args: Any, source: dict[str, Any] | None = None
+    ) -> None:
+        """Run one mutation through the writer and return once it is committed.
+
+        Raises the mutator's error (nothing is committed for it) if it fails.
+        """
+        item = _Direct(user_id, name, args, source or {"type": "system", "user_id": user_id})
+        self._queue.append(item)
+        self._wake.set()
+        await item.future
+
+    async def in_writer(self, fn: Any) -> Any:
+        """Run ``fn(store)`` inside the writer's next transaction; returns its result."""
+        item = _Op(fn)
+        self._queue.append(item)
+        self._wake.set()
+        return await item.future
+
+    # -- the writer ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """The writer loop. Runs until :meth:`stop`."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                batch: list[_Push | _Direct | _Op] = []
+                count = 0
+                while self._queue and count < MAX_BATCH_MUTATIONS:
+                    item = self._queue.popleft()
+                    batch.append(item)
+                    count += len(item.mutations) if isinstance(item, _Push) else 1
+                await self._process_with_retry(batch)
+            if self._closing:
+                return
+
+    def stop(self) -> None:
+        """Ask the writer to finish what is queued and return."""
+        self._closing = True
+        self._wake.set()
+
+    async def _process_with_retry(self, batch: list[_Push | _Direct | _Op]) -> None:
+        delay = 0.01
+        for attempt in range(MAX_TRANSIENT_RETRIES + 1):
+            try:
+                await self._process(batch)
+                return
+            except StorageError as exc:
+                self.store.rollback()
+                if not exc.transient or attempt == MAX_TRANSIENT_RETRIES:
+                    log.error("instance %s: batch failed: %s", self.instance_id, exc)
+                    self._fail_batch(batch, exc)
+                    return
+                log.warning("instance %s: transient storage error, retrying: %s",
+                            self.instance_id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+            except BaseException:
+                self.store.rollback()
+                self._fail_batch(batch, StorageError("writer interrupted", transient=True))
+                raise
+
+    def _fail_batch(self, batch: list[_Push | _Direct | _Op], exc: StorageError) -> None:
+        # Nothing was committed: clients keep their mutations pending and push them again.
+        for item in batch:
+            if isinstance(item, _Direct | _Op):
+                if not item.future.done():
+                    item.future.set_exception(exc)
+            else:
+                item.session.send_message(
+                    {"type": "error", "kind": ErrorKind.STORAGE_BUSY, "message": str(exc)}
+                )
+
+    async def _process(self, batch: list[_Push | _Direct | _Op]) -> None:
+        store = self.store
+        version = store.version + 1
+        changes: dict[RowKey, Change] = {}
+        lmids: dict[str, int] = {}
+        errors: dict[str, list[dict[str, Any]]] = {}
+        direct_results: list[tuple[_Direct | _Op, Any]] = []
+        replies: list[tuple[Session, dict[str, Any]]] = []
+        jobs = 0
+        store.begin()
+        for item in batch:
+            if isinstance(item, _Op):
+                store.savepoint()
+                try:
+                    res: Any = item.fn(store)
+                except Exception as exc:
+                    store.rollback_savepoint()
+                    res = exc
+                else:
+                    store.release()
+                direct_results.append((item, res))
+                continue
+            if isinstance(item, _Direct):
+                err, n = await self._run_one(item.user_id, item.name, item.args, item.source,
+                                             version, changes)
+                jobs += n
+                direct_results.append((item, err))
+                continue
+            session = item.session
+            cid = session.client_id
+            last = lmids.get(cid)
+            if last is None:
+                owner = self.client_owner(cid)
+                last = owner[1] if owner else 0
+            start = last
+            for m in item.mutations:
+                seq = classify(m["id"], last)
+                if seq is Sequence.ALREADY_PROCESSED:
+                    continue
+                if seq is Sequence.GAP:
+                    replies.append((session, {
+                        "type": "error", "kind": ErrorKind.MUTATION_ID_GAP,
+                        "message": f"mutation id {m['id']} skips ahead of "
+                                   f"last_mutation_id {last}; push from {last + 1}",
+                    }))
+                    break
+                err, n = await self._run_one(
+                    session.user_id, m["name"], m["args"],
+                    {"type": "user", "user_id": session.user_id}, version, changes,
+                )
+                jobs += n
+                last = m["id"]
+                if err is not None:
+                    e = {"id": m["id"], "name": m["name"],
+                         "kind": getattr(err, "kind", ErrorKind.MUTATOR_ERROR),
+                         "message": str(err) or type(err).__name__}
+                    errors.setdefault(cid, []).append(e)
+                    store.add_error(cid, e)
+            if last != start:
+                lmids[cid] = last
+                store.set_client(cid, session.user_id, last, version)
+            replies.append((session, {"type": "push_response", "last_mutation_id": last}))
+        store.commit(version)
+        # Committed: update caches, then fan out synchronously (no await until done).
+        self.mutations_processed += sum(
+            len(i.mutations) if isinstance(i, _Push) else int(isinstance(i, _Direct)) for i in batch
+        )
+        for item in batch:
+            if isinstance(item, _Push):
+                cid = item.session.client_id
+                if cid in lmids:
+                    self._lmids[cid] = (item.session.user_id, lmids[cid])
+        for key, ch in changes.items():
+            if ch is not None:
+                changes[key] = (ch[0], ch[1], orjson.Fragment(orjson.dumps(set_op(key, ch[0], ch[1]))))
+        for cid, session in list(self.sessions.items()):
+            session.on_commit(version, changes, lmids.get(cid), errors.get(cid))
+        for session, msg in replies:
+            session.send_message(msg)
+        for item, res in direct_results:
+            if item.future.done():
+                continue
+            if isinstance(res, BaseException):
+                item.future.set_exception(res)
+            else:
+                item.future.set_result(res)
+        if jobs and self.on_jobs_enqueued is not None:
+            self.on_jobs_enqueued()
+
+    async def _run_one(
+        self, user_id: str, name: str, args: Any, source: dict[str, Any], version: int,
+        changes: dict[RowKey, Change],
+    ) -> tuple[BaseException | None, int]:
+        """Run one mutation in a savepoint. Returns (permanent error or None, jobs enqueued)."""
+        store = self.store
+        handler = self.config.mutators.get(name)
+        if handler is None:
+            return UnknownNameError(f"unknown mutator {name!r}"), 0
+        tx = _ServerTx(store, version)
+        store.savepoint()
+        try:
+            value = self.config.schema.mutator(name).parse_input(args)
+            ctx = MutationContext(self.config.schema, tx, user_id, is_server=True,
+                                  source=source, platform=self.platform)
+            await handler(ctx, value)
+            now = time.time()
+            for job_name, job_input in ctx.enqueued:
+                store.add_job(job_name, job_input, user_id, now)
+        except StorageError:
+            raise
+        except Exception as exc:
+            if _is_transient_sqlite(exc):
+                raise StorageError(str(exc), transient=True) from exc
+            store.rollback_savepoint()
+            if not isinstance(exc, SyncedStoreError):
+                log.info("mutator %s raised on the server: %r", name, exc)
+            return exc, 0
+        store.release()
+        changes.update(tx.changes)
+        return None, len(ctx.enqueued)
+
+    def close(self) -> None:
+        """Close the database (after the writer stopped)."""
+        self.store.close()
+
+
+def _is_transient_sqlite(exc: BaseException) -> bool:
+    import sqlite3
+
+    return isinstance(exc, sqlite3.OperationalError) and any(
+        w in str(exc) for w in ("locked", "busy", "disk I/O")
+    )

@@ -1,0 +1,199 @@
+"""One client connection on the server: what it may see, and a coalescing poke queue.
+
+Changes committed by the instance's writer are merged into ``_pending`` (latest value per row
+wins), and one sender task drains it. A client that reads slowly therefore receives fewer,
+larger pokes, never a backlog of stale row versions; past ``MAX_PENDING_ROWS`` distinct rows the
+session drops its queue and re-pulls from the database. A string field that only grew since the
+value this connection last sent for the row travels as an append delta.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from ..core.keys import is_visible_to
+from ..core.patch import del_op, make_merge
+from ..storage.sqlite import SqliteInstanceStore
+from ..types import RowKey
+
+__all__ = ["MAX_PENDING_ROWS", "Session"]
+
+log = logging.getLogger("synced_store.server")
+MAX_PENDING_ROWS = 20_000
+SENT_CACHE_ROWS = 2_000
+PART_BYTES = 1 << 20
+
+Change = tuple[str, Any, Any] | None  # (sort key, value, pre-encoded set op) or None: deleted
+
+
+class Session:
+    """The server side of one client's connection to one instance."""
+
+    def __init__(
+        self,
+        *,
+        send: Callable[[str], Awaitable[None]],
+        close: Callable[[int, str], Awaitable[None]],
+        store: SqliteInstanceStore,
+        user_id: str,
+        client_id: str,
+        cookie: int | None,
+        known_lmid: int,
+        append_deltas: bool = True,
+    ) -> None:
+        self._append_deltas = append_deltas
+        self._send = send
+        self._close = close
+        self._store = store
+        self.user_id = user_id
+        self.client_id = client_id
+        self.cookie = cookie
+        self.known_lmid = known_lmid
+        self._own_ns = "u:" + user_id
+        self._pending: dict[RowKey, Change] = {}
+        self._pending_version = 0
+        self._pending_lmid: int | None = None
+        self._pending_errors: list[dict[str, Any]] = []
+        self._extras: list[str] = []
+        self._need_pull = True
+        self._wake = asyncio.Event()
+        self._wake.set()
+        self._sent: OrderedDict[RowKey, Any] = OrderedDict()
+        self.closed = False
+        self.bytes_sent = 0
+
+    # -- called by the instance (synchronously, on the loop) ------------------------------
+
+    def on_commit(
+        self,
+        version: int,
+        changes: dict[RowKey, Change],
+        lmid: int | None,
+        errors: list[dict[str, Any]] | None,
+    ) -> None:
+        """Merge a committed batch into this session's queue."""
+        if self.closed:
+            return
+        pending = self._pending
+        own = self._own_ns
+        for key, change in changes.items():
+            ns = key.ns
+            if ns == "" or ns == own:
+                pending[key] = change
+        if len(pending) > MAX_PENDING_ROWS:
+            pending.clear()
+            self._need_pull = True
+        self._pending_version = version
+        if lmid is not None:
+            self._pending_lmid = lmid
+        if errors:
+            self._pending_errors.extend(errors)
+        self._wake.set()
+
+    def send_message(self, message: dict[str, Any]) -> None:
+        """Queue a non-poke message (push_response, error, action_result) after pending pokes."""
+        if not self.closed:
+            self._extras.append(orjson.dumps(message).decode())
+            self._wake.set()
+
+    async def kick(self, code: int, reason: str) -> None:
+        """Close this connection (for example replaced by a newer one with the same client id)."""
+        self.closed = True
+        self._wake.set()
+        try:
+            await self._close(code, reason)
+        except Exception:  # the socket may already be gone
+            log.debug("close failed", exc_info=True)
+
+    # -- sender task -----------------------------------------------------------------------
+
+    async def run_sender(self) -> None:
+        """Send pokes until the session closes. Run as a task of the connection."""
+        while not self.closed:
+            await self._wake.wait()
+            self._wake.clear()
+            if self.closed:
+                return
+            if self._need_pull:
+                self._need_pull = False
+                await self._send_pull()
+            if self._pending or self._pending_lmid is not None or self._pending_errors:
+                await self._send_pending()
+            while self._extras:
+                extras, self._extras = self._extras, []
+                for text in extras:
+                    await self._send_text(text)
+
+    async def _send_text(self, text: str) -> None:
+        self.bytes_sent += len(text)
+        await self._send(text)
+
+    async def _send_pull(self) -> None:
+        # Whatever commits while this runs is queued in _pending and sent right after.
+        self._pending.clear()
+        self._pending_lmid = None
+        self._pending_errors = []
+        pull = await asyncio.to_thread(
+            self._store.pull, self.cookie, self.user_id, self.client_id, self.known_lmid
+        )
+        self._sent.clear()
+        tail: dict[str, Any] = {"cookie": pull.version, "last_mutation_id": pull.last_mutation_id}
+        if pull.errors:
+            tail["errors"] = pull.errors
+        parts: list[list[str]] = [[]]
+        size = 0
+        for op in pull.ops:
+            if size > PART_BYTES:
+                parts.append([])
+                size = 0
+            parts[-1].append(op)
+            size += len(op)
+        for i, ops in enumerate(parts):
+            final = i == len(parts) - 1
+            head = '{"type":"poke","final":' + ("true" if final else "false")
+            if pull.reset and i == 0:
+                head += ',"reset":true'
+            if final:
+                head += "," + orjson.dumps(tail).decode()[1:-1]
+            await self._send_text(head + ',"patch":[' + ",".join(ops) + "]}")
+        self.cookie = pull.version
+        self.known_lmid = max(self.known_lmid, pull.last_mutation_id)
+
+    async def _send_pending(self) -> None:
+        pending, self._pending = self._pending, {}
+        ops: list[Any] = []
+        sent = self._sent
+        for key, change in pending.items():
+            if change is None:
+                ops.append(del_op(key))
+                sent.pop(key, None)
+                continue
+            sk, value, encoded = change
+            prev = sent.get(key)
+            op = make_merge(key, sk, prev, value) if prev is not None and self._append_deltas else None
+            ops.append(op if op is not None else encoded)
+            if type(value) is dict:
+                sent[key] = value
+                sent.move_to_end(key)
+                if len(sent) > SENT_CACHE_ROWS:
+                    sent.popitem(last=False)
+        msg: dict[str, Any] = {"type": "poke", "cookie": self._pending_version, "patch": ops}
+        if self._pending_lmid is not None:
+            msg["last_mutation_id"] = self._pending_lmid
+            self.known_lmid = self._pending_lmid
+            self._pending_lmid = None
+        if self._pending_errors:
+            msg["errors"], self._pending_errors = self._pending_errors, []
+        self.cookie = self._pending_version
+        await self._send_text(orjson.dumps(msg).decode())
+
+
+def visible(key: RowKey, user_id: str) -> bool:
+    """True if ``key`` may be sent to ``user_id``."""
+    return is_visible_to(key.ns, user_id)

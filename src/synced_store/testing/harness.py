@@ -1,0 +1,192 @@
+"""``create_test_harness``: a real server on 127.0.0.1 plus clients, in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from ..client.store import SyncedStoreClient, connect
+from ..client.transport import WebSocketConnector, sync_url
+from ..schema import BackendConfig
+from ..server.app import create_app
+from .transport import ControlledConnector, ControlledTransport
+
+__all__ = ["TestHarness", "create_test_harness"]
+
+
+class _ErrorLog(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+class TestHarness:
+    """A server (uvicorn on a free 127.0.0.1 port, SQLite in a temp dir) and its clients."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(
+        self,
+        backend: BackendConfig,
+        *,
+        data_dir: str | Path | None = None,
+        instance_id: str = "test",
+        app_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.backend = backend
+        self._own_dir = data_dir is None
+        self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="synced-store-test-"))
+        self.instance_id = instance_id
+        self.app_options = dict(app_options or {})
+        self.app_options.setdefault("authenticate", lambda token: token or None)
+        self.port = 0
+        self.clients: list[SyncedStoreClient] = []
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._sock: socket.socket | None = None
+        self._errors = _ErrorLog()
+        self.allowed_errors: list[str] = []
+
+    @property
+    def url(self) -> str:
+        """The server's base URL."""
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def app(self) -> Any:
+        """The running ASGI app (its ``state.registry`` holds the instances)."""
+        assert self._server is not None
+        return self._server.config.app
+
+    async def start_server(self) -> None:
+        """Start (or restart) the server on the same port and data directory."""
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.port))
+        self.port = sock.getsockname()[1]
+        self._sock = sock
+        app = create_app(self.backend, data_dir=self.data_dir, **self.app_options)
+        config = uvicorn.Config(app, log_level="warning", lifespan="on", ws_max_size=8 << 20)
+        self._server = uvicorn.Server(config)
+        started = asyncio.Event()
+        server = self._server
+
+        async def serve() -> None:
+            await server.serve(sockets=[sock])
+
+        self._task = asyncio.get_running_loop().create_task(serve())
+        # uvicorn has no readiness callback; its `started` flag flips during startup.
+        while not server.started:
+            if self._task.done():
+                await self._task
+            await asyncio.sleep(0.005)
+        started.set()
+
+    async def stop_server(self) -> None:
+        """Stop the server gracefully (clients see their connection drop and retry)."""
+        if self._server is None:
+            return
+        self._server.should_exit = True
+        assert self._task is not None
+        await self._task
+        if self._sock is not None:
+            self._sock.close()
+        self._server = None
+
+    async def restart_server(self) -> None:
+        """Stop and start again on the same port and data (state comes back from SQLite)."""
+        await self.stop_server()
+        await self.start_server()
+
+    async def create_client(
+        self,
+        user_id: str = "user",
+        *,
+        instance_id: str | None = None,
+        persist_path: str | Path | None = None,
+        wait: bool = True,
+        timeout: float = 10.0,
+    ) -> SyncedStoreClient:
+        """A client of ``instance_id`` acting as ``user_id``, synced (unless ``wait=False``)."""
+        client = await connect(
+            self.url, self.backend, instance_id=instance_id or self.instance_id,
+            token=user_id, user_id=user_id, persist_path=persist_path,
+        )
+        client._reconnect = (0.005, 0.05)
+        self.clients.append(client)
+        if wait:
+            await client.wait_for_server_data(timeout)
+        return client
+
+    async def create_controlled_client(
+        self,
+        user_id: str = "user",
+        *,
+        instance_id: str | None = None,
+        persist_path: str | Path | None = None,
+        wait: bool = True,
+        timeout: float = 10.0,
+    ) -> tuple[SyncedStoreClient, ControlledTransport]:
+        """A client whose network the test controls; returns ``(client, transport)``."""
+        connector = ControlledConnector(
+            WebSocketConnector(sync_url(self.url, instance_id or self.instance_id))
+        )
+        client = await connect(
+            self.url, self.backend, instance_id=instance_id or self.instance_id,
+            token=user_id, user_id=user_id, persist_path=persist_path, connector=connector,
+        )
+        client._reconnect = (0.005, 0.05)
+        client.transport = connector.transport  # type: ignore[attr-defined]
+        self.clients.append(client)
+        if wait:
+            await client.wait_for_server_data(timeout)
+        return client, connector.transport
+
+    @property
+    def error_logs(self) -> list[str]:
+        """ERROR log lines from synced-store since the harness started."""
+        return [r.getMessage() for r in self._errors.records]
+
+    async def dispose(self, *, check_errors: bool = True) -> None:
+        """Close clients and the server; with ``check_errors``, fail if synced-store logged an
+        error not matched by :attr:`allowed_errors`."""
+        for c in self.clients:
+            await c.close()
+        await self.stop_server()
+        logging.getLogger("synced_store").removeHandler(self._errors)
+        if self._own_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+        if check_errors:
+            bad = [m for m in self.error_logs if not any(a in m for a in self.allowed_errors)]
+            if bad:
+                raise AssertionError(f"unexpected synced-store errors: {bad}")
+
+    async def __aenter__(self) -> TestHarness:
+        return self
+
+    async def __aexit__(self, exc_type: object, *rest: object) -> None:
+        await self.dispose(check_errors=exc_type is None)
+
+
+async def create_test_harness(
+    backend: BackendConfig,
+    *,
+    data_dir: str | Path | None = None,
+    instance_id: str = "test",
+    **app_options: Any,
+) -> TestHarness:
+    """Start a harness: a real server for ``backend``. Use ``async with`` or ``dispose()``."""
+    h = TestHarness(backend, data_dir=data_dir, instance_id=instance_id, app_options=app_options)
+    logging.getLogger("synced_store").addHandler(h._errors)
+    await h.start_server()
+    return h

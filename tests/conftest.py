@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from appdefs import backend  # noqa: E402
+
+from synced_store.testing import TestHarness, create_test_harness  # noqa: E402
+
+IN_CI = bool(os.environ.get("CI"))
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[TestHarness]:
+    h = await create_test_harness(backend, data_dir=tmp_path / "server")
+    try:
+        yield h
+    finally:
+        await h.dispose(check_errors=False)
