@@ -411,6 +411,10 @@ class SyncedStoreClient:
         elif t == "error":
             log.warning("server error %s: %s", msg.get("kind"), msg.get("message"))
             self.engine.receive(msg)
+            if msg.get("kind") in ("mutation_id_gap", "storage_busy"):
+                # Unprocessed pushes: reconnect, learn the server's last_mutation_id, re-push.
+                self._after_engine()
+                raise ProtocolError(f"server could not process a push ({msg.get('kind')})")
         else:
             self.engine.receive(msg)
             if t == "poke" and msg.get("final", True):
@@ -456,10 +460,14 @@ class SyncedStoreClient:
                 assert isinstance(lost, ConnectionLost)
                 code, reason = lost.code, lost.reason
             except* ProtocolError as eg:
-                log.error("bad frame from server: %s", eg.exceptions[0])
+                log.warning("reconnecting: %s", eg.exceptions[0])
             finally:
                 self._conn = None
                 self.engine.disconnected()
+                try:
+                    await conn.close()
+                except Exception:
+                    log.debug("close failed", exc_info=True)
                 for fut in self._actions.values():
                     if not fut.done():
                         fut.set_exception(OfflineError("connection lost during the action"))
@@ -485,8 +493,48 @@ class SyncedStoreClient:
         while True:
             await self._out.wait()
             self._out.clear()
-            for msg in self.engine.messages_to_send():
-                await conn.send(orjson.dumps(msg).decode())
+            for text in _encode_frames(self.engine.messages_to_send()):
+                await conn.send(text)
+
+
+#: Consecutive pushes are merged into one frame of at most this many mutations / bytes.
+PUSH_FRAME_MUTATIONS = 500
+PUSH_FRAME_BYTES = 1 << 20
+
+
+def _encode_frames(messages: list[dict[str, Any]]) -> list[str]:
+    """Encode outgoing messages. Pushes queued back to back (one per ``mutate`` call while the
+    writer was busy) whose mutation ids are consecutive travel as one push frame."""
+    frames: list[str] = []
+    batch: list[bytes] = []
+    size = 0
+    last_id = -1
+
+    def flush() -> None:
+        nonlocal size
+        if batch:
+            frames.append('{"type":"push","mutations":[' + b",".join(batch).decode() + "]}")
+            batch.clear()
+            size = 0
+
+    for msg in messages:
+        if msg.get("type") != "push":
+            flush()
+            frames.append(orjson.dumps(msg).decode())
+            continue
+        for m in msg["mutations"]:
+            data = orjson.dumps(m)
+            if batch and (
+                m["id"] != last_id + 1
+                or len(batch) >= PUSH_FRAME_MUTATIONS
+                or size + len(data) > PUSH_FRAME_BYTES
+            ):
+                flush()
+            batch.append(data)
+            size += len(data)
+            last_id = m["id"]
+    flush()
+    return frames
 
 
 async def connect(

@@ -416,6 +416,13 @@ class ClientEngine:
         if not msg.get("final", True):
             self._parts.append(msg)
             return
+        first = self._parts[0] if self._parts else msg
+        if not first.get("reset") and "base_cookie" in msg and msg["base_cookie"] != self.cookie:
+            # A lost, duplicated or reordered poke: the caller must reconnect (and re-pull).
+            self._parts.clear()
+            raise ProtocolError(
+                f"out-of-sequence poke (base {msg['base_cookie']}, have {self.cookie})"
+            )
         if self._parts:
             parts, self._parts = self._parts, []
             patch: list[dict[str, Any]] = []
@@ -446,30 +453,34 @@ class ClientEngine:
         """Rebase: restore the snapshot, apply ``patch``, drop confirmed mutations, replay."""
         store = self.store
         old_view: dict[RowKey, Any] = {}
-        # 1. Restore the snapshot.
-        for key, orig in self._originals.items():
-            old_view[key] = store.get(key)
-            if orig is None:
-                store.delete(key)
-            else:
-                store.put(key, orig[0], orig[1])
-        self._originals = {}
+        keys = [op_key(op) for op in patch]
+        lmid = self.last_mutation_id
+        if last_mutation_id is not None and last_mutation_id > lmid:
+            lmid = last_mutation_id
+        # 1. Restore the snapshot where this update can change the view: the patched rows and
+        #    the rows the newly confirmed mutations wrote (every row on a reset). The other
+        #    rows keep their pending overlay unless a pending mutation has to re-run (step 4).
+        touched: set[RowKey] | None = None
+        if not reset:
+            touched = set(keys)
+            for m in self.pending:
+                if m.id <= lmid:
+                    touched.update(m.writes)
+        self._restore_snapshot(old_view, touched)
         # 2. Apply the patch.
         dirty: dict[RowKey, tuple[str | None, ...]] = {}
         applied: list[tuple[RowKey, Row | None]] = []
         if reset:
             store.clear()
             rows = []
-            for op in patch:
-                key = op_key(op)
+            for key, op in zip(keys, patch, strict=True):
                 row = op_row(op, None)
                 if row is not None:
                     rows.append((key, row[0], row[1]))
                     applied.append((key, row))
             store.load(rows)
         else:
-            for op in patch:
-                key = op_key(op)
+            for key, op in zip(keys, patch, strict=True):
                 cur = store.get(key)
                 if key not in old_view:
                     old_view[key] = cur
@@ -486,8 +497,7 @@ class ClientEngine:
         # 3. Drop what the server processed.
         confirmed: list[int] = []
         rejected = {int(e["id"]): e for e in errors if isinstance(e, dict) and "id" in e}
-        if last_mutation_id is not None and last_mutation_id > self.last_mutation_id:
-            self.last_mutation_id = last_mutation_id
+        self.last_mutation_id = lmid
         keep: list[PendingMutation] = []
         for m in self.pending:
             if m.id <= self.last_mutation_id:
@@ -508,6 +518,20 @@ class ClientEngine:
         if confirmed:
             self._events.append(Confirmed(tuple(confirmed)))
         # 4. Replay pending mutations, re-running only those whose reads changed.
+        if touched is not None and not any(m.reads and m.reads.intersects(dirty) for m in keep):
+            # Nothing re-runs: the view changes only in the touched rows, so re-apply the
+            # pending writes there (the result equals the full replay below).
+            tx = _Tx(self, ReadSet(), old_view)
+            for m in keep:
+                for key, w in m.writes.items():
+                    if key in touched:
+                        if w is None:
+                            tx.remove(key)
+                        else:
+                            tx.write(key, w[0], w[1], b"")
+            keep = []
+        elif touched is not None:
+            self._restore_snapshot(old_view, None)
         for m in keep:
             if reset or (m.reads and m.reads.intersects(dirty)):
                 before = m.writes
@@ -529,6 +553,23 @@ class ClientEngine:
             self._sent_upto = self.last_mutation_id
         # 5. Notify subscriptions whose reads changed.
         self._notify(self._diff(old_view), reset)
+
+    def _restore_snapshot(self, old_view: dict[RowKey, Any], only: set[RowKey] | None) -> None:
+        """Undo the pending overlay on the rows in ``only`` (on every row if None), noting
+        their current view values in ``old_view``."""
+        store = self.store
+        originals = self._originals
+        if only is None:
+            items = list(originals.items())
+            self._originals = {}
+        else:
+            items = [(key, originals.pop(key)) for key in only if key in originals]
+        for key, orig in items:
+            old_view[key] = store.get(key)
+            if orig is None:
+                store.delete(key)
+            else:
+                store.put(key, orig[0], orig[1])
 
     # -- misc ------------------------------------------------------------------------------
 

@@ -139,11 +139,14 @@ class Session:
         self._pending.clear()
         self._pending_lmid = None
         self._pending_errors = []
+        base = self.cookie
         pull = await asyncio.to_thread(
-            self._store.pull, self.cookie, self.user_id, self.client_id, self.known_lmid
+            self._store.pull, base, self.user_id, self.client_id, self.known_lmid
         )
         self._sent.clear()
-        tail: dict[str, Any] = {"cookie": pull.version, "last_mutation_id": pull.last_mutation_id}
+        tail: dict[str, Any] = {
+            "base_cookie": base, "cookie": pull.version, "last_mutation_id": pull.last_mutation_id,
+        }
         if pull.errors:
             tail["errors"] = pull.errors
         parts: list[list[str]] = [[]]
@@ -183,14 +186,17 @@ class Session:
                 sent.move_to_end(key)
                 if len(sent) > SENT_CACHE_ROWS:
                     sent.popitem(last=False)
-        msg: dict[str, Any] = {"type": "poke", "cookie": self._pending_version, "patch": ops}
+        version = max(self._pending_version, self.cookie or 0)
+        msg: dict[str, Any] = {
+            "type": "poke", "base_cookie": self.cookie, "cookie": version, "patch": ops,
+        }
         if self._pending_lmid is not None:
             msg["last_mutation_id"] = self._pending_lmid
             self.known_lmid = self._pending_lmid
             self._pending_lmid = None
         if self._pending_errors:
             msg["errors"], self._pending_errors = self._pending_errors, []
-        self.cookie = self._pending_version
+        self.cookie = version
         await self._send_text(orjson.dumps(msg).decode())
 
 
