@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pydantic
+import pydantic_core
 from pydantic import BaseModel, TypeAdapter
 
 from .errors import SchemaError, UnknownNameError, ValidationError
@@ -60,9 +61,12 @@ class _Validator:
             obj = self._adapter.validate_python(value, strict=False)
         except pydantic.ValidationError as exc:
             raise ValidationError(f"invalid {what}: {_short(exc)}") from None
-        if self._is_model:
-            return obj.model_dump(mode="json", exclude_unset=True)
-        return self._adapter.dump_python(obj, mode="json")
+        try:
+            if self._is_model:
+                return obj.model_dump(mode="json", exclude_unset=True)
+            return self._adapter.dump_python(obj, mode="json")
+        except pydantic_core.PydanticSerializationError as exc:
+            raise ValidationError(f"invalid {what}: not JSON-serialisable ({exc})") from None
 
     def to_model(self, value: Any, what: str) -> Any:
         if isinstance(value, BaseModel):
