@@ -84,7 +84,9 @@ schema = define_schema(
 
 async def increment(ctx: Any, input: Inc) -> None:
     cur = await ctx.table("counters").get(input.key)
-    await ctx.table("counters").set(input.key, {"value": (cur["value"] if cur else 0) + input.amount})
+    await ctx.table("counters").set(
+        input.key, {"value": (cur["value"] if cur else 0) + input.amount}
+    )
 
 
 async def set_value(ctx: Any, input: SetValue) -> None:

@@ -9,9 +9,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from appdefs import backend  # noqa: E402
-
-from synced_store.testing import TestHarness, create_test_harness  # noqa: E402
+from appdefs import backend
+from synced_store.testing import TestHarness, create_test_harness
 
 IN_CI = bool(os.environ.get("CI"))
 

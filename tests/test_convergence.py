@@ -38,8 +38,10 @@ class Op(BaseModel):
 schema = define_schema(
     schema_version=1,
     tables={"counters": table(), "audit": table(), "notes": table(), "items": table()},
-    mutators={name: {"input": Op} for name in
-              ("inc", "set", "delete", "sum", "note", "append", "rejectOnServer")},
+    mutators={
+        name: {"input": Op}
+        for name in ("inc", "set", "delete", "sum", "note", "append", "rejectOnServer")
+    },
 )
 
 
@@ -92,10 +94,18 @@ async def reject_on_server(ctx: Any, op: Op) -> None:
         raise RuntimeError("no")
 
 
-backend = define_backend_config(schema=schema, mutators={
-    "inc": inc, "set": set_, "delete": delete, "sum": sum_, "note": note, "append": append,
-    "rejectOnServer": reject_on_server,
-})
+backend = define_backend_config(
+    schema=schema,
+    mutators={
+        "inc": inc,
+        "set": set_,
+        "delete": delete,
+        "sum": sum_,
+        "note": note,
+        "append": append,
+        "rejectOnServer": reject_on_server,
+    },
+)
 
 
 def _server_view(h: TestHarness, instance_id: str, user_id: str) -> dict[RowKey, Any]:
@@ -120,8 +130,12 @@ def _assert_rebase_invariant(client: Any, seed: int) -> None:
     """The live view equals the snapshot with every pending mutation replayed from scratch."""
     engine = client.engine
     fresh = ClientEngine(engine.config, user_id=engine.user_id, client_id=engine.client_id)
-    fresh.restore(cookie=engine.cookie, last_mutation_id=engine.last_mutation_id,
-                  rows=engine.snapshot_rows(), pending=engine.pending_args())
+    fresh.restore(
+        cookie=engine.cookie,
+        last_mutation_id=engine.last_mutation_id,
+        rows=engine.snapshot_rows(),
+        pending=engine.pending_args(),
+    )
     got = _client_view(client)
     want = {key: (sk, value) for key, sk, value in fresh.store.rows()}
     assert got == want, f"seed {seed}: optimistic view differs from a replay from scratch"
@@ -147,8 +161,12 @@ async def _run_seed(h: TestHarness, seed: int) -> None:
                 weights=[6, 2, 1, 2, 2, 2, 1],
             )[0]
             tag = f"s{seed}-{step}-{c.client_id}"
-            op = {"tag": tag, "key": rng.choice(KEYS), "amount": rng.randint(-3, 9),
-                  "text": rng.choice("abcxyz")}
+            op = {
+                "tag": tag,
+                "key": rng.choice(KEYS),
+                "amount": rng.randint(-3, 9),
+                "text": rng.choice("abcxyz"),
+            }
             res = await getattr(c.mutate, name)(op)
             made[tag] = (res, name)
         elif r < 0.65:
@@ -182,7 +200,7 @@ async def _run_seed(h: TestHarness, seed: int) -> None:
                 await asyncio.sleep(0)  # let the network and the writer make progress
         _assert_rebase_invariant(rng.choice(clients)[0], seed)
     # Heal everything and wait for quiescence.
-    for c, net in clients:
+    for _, net in clients:
         net.simulate_reconnect()
         await net.inbound.enable_auto_flush()
         await net.outbound.enable_auto_flush()
@@ -202,7 +220,8 @@ async def _run_seed(h: TestHarness, seed: int) -> None:
         assert any_view.get(key) == ("", 1), (
             f"seed {seed}: mutation {tag} ({name}) applied {any_view.get(key)} times"
         )
-        assert res.confirmed.done() and res.confirmed.exception() is None
+        assert res.confirmed.done()
+        assert res.confirmed.exception() is None
     for c, _ in clients:
         for key in _client_view(c):
             assert is_visible_to(key.ns, c.user_id), f"seed {seed}: {c.user_id} holds {key}"

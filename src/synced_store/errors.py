@@ -5,19 +5,19 @@ anything the library raises on purpose. The tree, with the layer that raises eac
 
     SyncedStoreError
     ├── SchemaError                 definition time: define_schema / define_backend_config
-    ├── ValidationError (ValueError) core: a mutator input, action input/output or row value is invalid
-    │   ├── KeyTooLargeError        core: table name + item key longer than 256 bytes
+    ├── ValidationError (ValueError) core: an input, output or row value is invalid
+    │   ├── KeyTooLargeError        core: table name + item key over 256 bytes
     │   └── ValueTooLargeError      core: a value's JSON encoding is longer than 1 MiB
-    ├── UnknownNameError (KeyError) core: unknown table, mutator or action name
+    ├── UnknownNameError (KeyError) core: unknown table, mutator or action
     ├── PermissionDeniedError       core: another user's private rows, server-only rows on a client
     ├── MutatorError                core: a mutator misbehaved (awaited real I/O on a client pass)
     ├── ProtocolError               protocol: a malformed or out-of-order wire message
     ├── MutationFailedError         client: the server rejected a mutation permanently
     ├── ActionError                 client/server: an action raised or returned an invalid output
     ├── ClientClosedError           client: the store was closed by *this* side
-    ├── ConnectionEndedError        client: the server ended the session for good (kicked, auth, ...)
-    ├── OfflineError                client: the operation needs the server and the client is offline
-    └── StorageError                storage: the database failed (``transient`` says if retrying helps)
+    ├── ConnectionEndedError        client: the server ended the session for good
+    ├── OfflineError                client: the operation needs the server; the client is offline
+    └── StorageError                storage: the database failed (``transient``: retry may help)
 """
 
 from __future__ import annotations

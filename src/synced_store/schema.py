@@ -253,7 +253,11 @@ def define_schema(
         mutators: ``{name: {"description": str, "input": Model}}``.
         actions: ``{name: {"description": str, "input": Model, "output": Model}}``.
     """
-    if not isinstance(schema_version, int) or isinstance(schema_version, bool) or schema_version < 0:
+    if (
+        not isinstance(schema_version, int)
+        or isinstance(schema_version, bool)
+        or schema_version < 0
+    ):
         raise SchemaError("schema_version must be a non-negative integer")
     tdefs: dict[str, TableDef] = {}
     for name, spec in tables.items():
@@ -267,13 +271,17 @@ def define_schema(
     for name, spec in (mutators or {}).items():
         _check_name("mutator", name)
         d = _decl("mutator", name, spec)
-        mdefs[name] = MutatorDef(name=name, input=d.get("input"), description=d.get("description", ""))
+        mdefs[name] = MutatorDef(
+            name=name, input=d.get("input"), description=d.get("description", "")
+        )
     adefs: dict[str, ActionDef] = {}
     for name, spec in (actions or {}).items():
         _check_name("action", name)
         d = _decl("action", name, spec)
         adefs[name] = ActionDef(
-            name=name, input=d.get("input"), output=d.get("output"),
+            name=name,
+            input=d.get("input"),
+            output=d.get("output"),
             description=d.get("description", ""),
         )
     return Schema(schema_version=schema_version, tables=tdefs, mutators=mdefs, actions=adefs)
@@ -314,6 +322,8 @@ def define_backend_config(
             if not inspect.iscoroutinefunction(fn):
                 raise SchemaError(f"{kind} {name!r} must be an async function (async def)")
     return BackendConfig(
-        schema=schema, mutators=dict(mutators), actions=dict(actions or {}),
+        schema=schema,
+        mutators=dict(mutators),
+        actions=dict(actions or {}),
         services=dict(services or {}),
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from appdefs import get_counter
-
 from synced_store.testing import TestHarness, wait_for
 
 

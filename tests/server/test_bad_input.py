@@ -9,18 +9,24 @@ from typing import Any
 
 import pytest
 import websockets
-from appdefs import get_counter
 from websockets.asyncio.client import connect as ws_connect
 
+from appdefs import get_counter
 from synced_store import KeyTooLargeError, PermissionDeniedError, ValidationError
 from synced_store.protocol import PROTOCOL_VERSION
 from synced_store.testing import TestHarness, wait_for
 
 
 def hello(**over: Any) -> str:
-    msg = {"type": "connect", "protocol_version": PROTOCOL_VERSION, "schema_version": 1,
-           "client_id": "raw-client", "token": "mallory", "cookie": None,
-           "last_mutation_id": 0}
+    msg = {
+        "type": "connect",
+        "protocol_version": PROTOCOL_VERSION,
+        "schema_version": 1,
+        "client_id": "raw-client",
+        "token": "mallory",
+        "cookie": None,
+        "last_mutation_id": 0,
+    }
     msg.update(over)
     return json.dumps(msg)
 
@@ -73,12 +79,13 @@ async def test_bad_handshakes_get_close_codes(harness: TestHarness, first: str, 
     await ws.send(first)
     frames, close_code = await frames_until_close(ws)
     assert close_code == code
-    assert frames and frames[-1]["type"] == "error" and frames[-1]["message"]
+    assert frames
+    assert frames[-1]["type"] == "error"
+    assert frames[-1]["message"]
 
 
 async def test_bad_token_with_a_real_authenticator(tmp_path: Any) -> None:
     from appdefs import backend
-
     from synced_store.testing import create_test_harness
 
     async with await create_test_harness(
@@ -101,8 +108,9 @@ async def test_hostile_instance_ids_are_refused(harness: TestHarness, instance: 
     _, code = await frames_until_close(ws)
     assert code == 4004
     assert not any(p.name.startswith(".") for p in harness.data_dir.iterdir())
-    assert all(p.suffix in (".sqlite3", ".sqlite3-wal", ".sqlite3-shm")
-               for p in harness.data_dir.iterdir())
+    assert all(
+        p.suffix in (".sqlite3", ".sqlite3-wal", ".sqlite3-shm") for p in harness.data_dir.iterdir()
+    )
 
 
 async def test_malformed_frame_after_connect_closes_with_4003_and_changes_nothing(
@@ -111,11 +119,17 @@ async def test_malformed_frame_after_connect_closes_with_4003_and_changes_nothin
     ws = await raw(harness)
     await ws.send(hello())
     await until(ws, "connected")
-    await ws.send(json.dumps({"type": "push", "mutations": [
-        {"id": 1, "name": "setValue", "args": {"key": "z", "value": 1}}]}))
+    await ws.send(
+        json.dumps(
+            {
+                "type": "push",
+                "mutations": [{"id": 1, "name": "setValue", "args": {"key": "z", "value": 1}}],
+            }
+        )
+    )
     await until(ws, "push_response")
     await ws.send('{"type": "push", "mutations": [{"id": "two"}]}')
-    frames, code = await frames_until_close(ws)
+    _frames, code = await frames_until_close(ws)
     assert code == 4003
     assert await server_counter(harness, "z") == 1
 
@@ -156,8 +170,12 @@ async def test_unknown_mutator_invalid_input_and_oversize_are_permanent_errors(
     errors, lmid = await push_and_get_errors(harness, muts)
     assert lmid == 5  # every failure still advanced last_mutation_id: no deadlock
     kinds = {e["id"]: e["kind"] for e in errors}
-    assert kinds == {1: "unknown_name", 2: "invalid_input", 3: "key_too_large",
-                     4: "value_too_large"}
+    assert kinds == {
+        1: "unknown_name",
+        2: "invalid_input",
+        3: "key_too_large",
+        4: "value_too_large",
+    }
     assert all(e["message"] for e in errors)
     assert await server_counter(harness, "ok") == 7
     c = await harness.create_client("observer2")
@@ -168,8 +186,14 @@ async def test_mutation_id_gap_is_refused_without_effects(harness: TestHarness) 
     ws = await raw(harness)
     await ws.send(hello())
     await until(ws, "connected")
-    await ws.send(json.dumps({"type": "push", "mutations": [
-        {"id": 5, "name": "setValue", "args": {"key": "gap", "value": 1}}]}))
+    await ws.send(
+        json.dumps(
+            {
+                "type": "push",
+                "mutations": [{"id": 5, "name": "setValue", "args": {"key": "gap", "value": 1}}],
+            }
+        )
+    )
     err = await until(ws, "error")
     assert err["kind"] == "mutation_id_gap"
     resp = await until(ws, "push_response")

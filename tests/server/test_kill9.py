@@ -7,7 +7,6 @@ import signal
 from pathlib import Path
 
 from appdefs import backend
-
 from synced_store.client import connect
 from synced_store.testing import ServerProcess, wait_for
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
-from appdefs import get_counter
+import pytest
 
+from appdefs import get_counter
 from synced_store import MutationFailedError
 from synced_store.testing import TestHarness, wait_for, wait_for_all_clients
 
 
-def counter(key: str):  # noqa: ANN201
+def counter(key: str):
     return lambda ctx: get_counter(ctx, key)
 
 
@@ -33,7 +34,7 @@ async def test_two_clients_times_100_concurrent_increments_end_at_200(harness: T
     a = await harness.create_client("alice")
     b = await harness.create_client("bob")
 
-    async def hammer(store) -> list:  # noqa: ANN001
+    async def hammer(store) -> list:
         return [await store.mutate.increment({"key": "c"}) for _ in range(100)]
 
     ra, rb = await asyncio.gather(hammer(a), hammer(b))
@@ -51,13 +52,9 @@ async def test_server_only_failure_is_reported_and_does_not_block(harness: TestH
     bad = await a.mutate.serverFails({"key": "x"})
     assert await a.query(counter("x")) == -1  # optimistic
     after = await a.mutate.increment({"key": "x"})
-    try:
+    with pytest.raises(MutationFailedError, match="rejected by the server") as info:
         await asyncio.wait_for(bad.confirmed, 10)
-    except MutationFailedError as exc:
-        assert exc.mutation_id == bad.id
-        assert "rejected by the server" in exc.message
-    else:
-        raise AssertionError("confirmed should raise for a rejected mutation")
+    assert info.value.mutation_id == bad.id
     await asyncio.wait_for(after.confirmed, 10)
     assert [f.mutation_id for f in failures] == [bad.id]
     assert await a.query(counter("x")) == 6
@@ -68,10 +65,6 @@ async def test_client_side_throw_rejects_immediately_and_queues_nothing(
     harness: TestHarness,
 ) -> None:
     a = await harness.create_client("alice")
-    try:
+    with pytest.raises(ValueError, match="bad call"):
         await a.mutate.alwaysFails({"key": "x"})
-    except ValueError as exc:
-        assert "bad call" in str(exc)
-    else:
-        raise AssertionError("expected ValueError")
     assert a.pending_count == 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 from appdefs import get_counter
-
 from synced_store.testing import (
     TestHarness,
     has_inbound_type,
@@ -17,7 +16,7 @@ from synced_store.testing import (
 )
 
 
-def counter(key: str):  # noqa: ANN201
+def counter(key: str):
     return lambda ctx: get_counter(ctx, key)
 
 
@@ -42,10 +41,12 @@ async def test_push_response_before_poke(harness: TestHarness) -> None:
     await net.inbound.wait_for_held(has_inbound_type("push_response"))
     assert await net.inbound.flush_matching(has_inbound_type("push_response"))
     assert not res.confirmed.done()  # acknowledged, but its data has not arrived yet
-    assert a.pending_count == 1 and await a.query(counter("r")) == 1
+    assert a.pending_count == 1
+    assert await a.query(counter("r")) == 1
     await net.inbound.flush_all()
     await asyncio.wait_for(res.confirmed, 5)
-    assert a.pending_count == 0 and await a.query(counter("r")) == 1
+    assert a.pending_count == 0
+    assert await a.query(counter("r")) == 1
 
 
 async def test_concurrent_increments_from_two_clients_converge_to_2(harness: TestHarness) -> None:

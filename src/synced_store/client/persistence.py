@@ -69,8 +69,10 @@ class Persistence:
     def add_pending(self, mutation_id: int, name: str, args: Any, **meta: Any) -> None:
         """Record a new pending mutation (durably, before the call returns)."""
         self.conn.execute("BEGIN")
-        self.conn.execute("INSERT OR REPLACE INTO pending VALUES (?, ?, ?)",
-                          (mutation_id, name, orjson.dumps(args).decode()))
+        self.conn.execute(
+            "INSERT OR REPLACE INTO pending VALUES (?, ?, ?)",
+            (mutation_id, name, orjson.dumps(args).decode()),
+        )
         self.set_meta(**meta)
         self.conn.execute("COMMIT")
 
@@ -91,8 +93,10 @@ class Persistence:
             if row is None:
                 c.execute("DELETE FROM rows WHERE ns = ? AND tbl = ? AND item = ?", key)
             else:
-                c.execute("INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?, ?)",
-                          (key.ns, key.table, key.item, row[0], orjson.dumps(row[1]).decode()))
+                c.execute(
+                    "INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?, ?)",
+                    (key.ns, key.table, key.item, row[0], orjson.dumps(row[1]).decode()),
+                )
         c.execute("DELETE FROM pending WHERE id <= ?", (last_mutation_id,))
         self.set_meta(cookie=cookie, last_mutation_id=last_mutation_id)
         c.execute("COMMIT")

@@ -96,8 +96,14 @@ class WebSocketConnector:
 
     async def connect(self) -> Connection:
         try:
-            ws = await ws_connect(self.url, max_size=self.max_size, open_timeout=10,
-                                  ping_interval=20, ping_timeout=60, compression=None)
+            ws = await ws_connect(
+                self.url,
+                max_size=self.max_size,
+                open_timeout=10,
+                ping_interval=20,
+                ping_timeout=60,
+                compression=None,
+            )
         except websockets.InvalidHandshake as exc:
             raise ConnectionLost(1006, f"handshake failed: {exc}") from exc
         return _WsConnection(ws)

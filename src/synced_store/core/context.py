@@ -129,8 +129,8 @@ class ScanResult:
         """The values in scan order."""
         return [v for _, v in self._handle._scan(**self._opts)]
 
-    def __aiter__(self) -> Iterator[tuple[EntryKey, JSONValue]]:  # type: ignore[misc]
-        return _AsyncIter(self._handle._scan(**self._opts))  # type: ignore[return-value]
+    def __aiter__(self) -> _AsyncIter:
+        return _AsyncIter(self._handle._scan(**self._opts))
 
 
 class _AsyncIter:

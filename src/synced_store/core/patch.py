@@ -59,7 +59,7 @@ def make_merge(key: RowKey, sort_key: str, old: Any, new: Any) -> dict[str, Any]
             and len(v) > len(o)
             and v.startswith(o)
         ):
-            append[f] = v[len(o):]
+            append[f] = v[len(o) :]
         elif o is _MISSING or o != v:
             changed[f] = v
     if not append:

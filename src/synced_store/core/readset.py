@@ -22,9 +22,7 @@ class ReadSet:
         #: (ns, table) -> list of (low, high) bounds in scan order; None means unbounded.
         self.ranges: dict[tuple[str, str], list[tuple[EntryKey | None, EntryKey | None]]] = {}
 
-    def add_range(
-        self, ns: str, table: str, low: EntryKey | None, high: EntryKey | None
-    ) -> None:
+    def add_range(self, ns: str, table: str, low: EntryKey | None, high: EntryKey | None) -> None:
         """Record that every position between ``low`` and ``high`` (inclusive) was read."""
         self.ranges.setdefault((ns, table), []).append((low, high))
 

@@ -11,7 +11,7 @@ __all__ = ["Authenticator", "authenticate_token", "dev_authenticate"]
 log = logging.getLogger("synced_store.server")
 
 #: ``authenticate(token) -> user_id | None`` (sync or async).
-Authenticator = Callable[[str | None], "str | None | Awaitable[str | None]"]
+Authenticator = Callable[[str | None], "str | Awaitable[str | None] | None"]
 
 
 def dev_authenticate(token: str | None) -> str | None:

@@ -6,6 +6,7 @@ Every frame is untrusted: failures map to an error frame or a close code here, i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -29,8 +30,14 @@ HANDSHAKE_TIMEOUT = 15.0
 class SyncEndpoint:
     """Serves ``/sync/{instance_id}``."""
 
-    def __init__(self, registry: InstanceRegistry, authenticate: Authenticator,
-                 actions: Any = None, *, append_deltas: bool = True) -> None:
+    def __init__(
+        self,
+        registry: InstanceRegistry,
+        authenticate: Authenticator,
+        actions: Any = None,
+        *,
+        append_deltas: bool = True,
+    ) -> None:
         self.append_deltas = append_deltas
         self.registry = registry
         self.authenticate = authenticate
@@ -39,15 +46,14 @@ class SyncEndpoint:
     async def handle(self, ws: WebSocket) -> None:
         """The Starlette WebSocket endpoint."""
         await ws.accept()
-        try:
+        with contextlib.suppress(WebSocketDisconnect):
             await self._serve(ws)
-        except WebSocketDisconnect:
-            pass
 
     async def _close(self, ws: WebSocket, code: int, reason: str) -> None:
         try:
-            await ws.send_json({"type": "error", "kind": CloseCode(code).name.lower(),
-                                "message": reason})
+            await ws.send_json(
+                {"type": "error", "kind": CloseCode(code).name.lower(), "message": reason}
+            )
             await ws.close(code, reason[:120])
         except Exception:
             log.debug("close failed", exc_info=True)
@@ -73,9 +79,12 @@ class SyncEndpoint:
             return
         pv = hello["protocol_version"]
         if not MIN_PROTOCOL_VERSION <= pv <= MAX_PROTOCOL_VERSION:
-            await self._close(ws, CloseCode.VERSION_MISMATCH,
-                              f"protocol version {pv} not supported "
-                              f"({MIN_PROTOCOL_VERSION}..{MAX_PROTOCOL_VERSION}); reload")
+            await self._close(
+                ws,
+                CloseCode.VERSION_MISMATCH,
+                f"protocol version {pv} not supported "
+                f"({MIN_PROTOCOL_VERSION}..{MAX_PROTOCOL_VERSION}); reload",
+            )
             return
         user_id = await authenticate_token(self.authenticate, hello.get("token"))
         if user_id is None:
@@ -83,9 +92,12 @@ class SyncEndpoint:
             return
         schema_version = self.registry.config.schema.schema_version
         if hello["schema_version"] != schema_version:
-            await self._close(ws, CloseCode.SCHEMA_MISMATCH,
-                              f"schema version {hello['schema_version']} != server's "
-                              f"{schema_version}; clear local data and reload")
+            await self._close(
+                ws,
+                CloseCode.SCHEMA_MISMATCH,
+                f"schema version {hello['schema_version']} != server's "
+                f"{schema_version}; clear local data and reload",
+            )
             return
         instance = await self.registry.get(instance_id)
         client_id = hello["client_id"]
@@ -101,17 +113,26 @@ class SyncEndpoint:
             await self._close(ws, code, reason)
 
         session = Session(
-            send=ws.send_text, close=close, store=instance.store, user_id=user_id,
-            client_id=client_id, cookie=hello.get("cookie"),
+            send=ws.send_text,
+            close=close,
+            store=instance.store,
+            user_id=user_id,
+            client_id=client_id,
+            cookie=hello.get("cookie"),
             known_lmid=min(int(hello.get("last_mutation_id") or 0), server_lmid),
             append_deltas=self.append_deltas,
         )
         await instance.attach(session)
         try:
-            await ws.send_json({
-                "type": "connected", "client_id": client_id, "user_id": user_id,
-                "last_mutation_id": server_lmid, "instance_id": instance_id,
-            })
+            await ws.send_json(
+                {
+                    "type": "connected",
+                    "client_id": client_id,
+                    "user_id": user_id,
+                    "last_mutation_id": server_lmid,
+                    "instance_id": instance_id,
+                }
+            )
             async with asyncio.TaskGroup() as tg:
                 sender = tg.create_task(session.run_sender())
                 try:
@@ -122,8 +143,9 @@ class SyncEndpoint:
         finally:
             instance.detach(session)
 
-    async def _read_loop(self, ws: WebSocket, instance: Any, session: Session,
-                         tg: asyncio.TaskGroup) -> None:
+    async def _read_loop(
+        self, ws: WebSocket, instance: Any, session: Session, tg: asyncio.TaskGroup
+    ) -> None:
         while not session.closed:
             try:
                 text = await _receive_text(ws)
@@ -141,10 +163,15 @@ class SyncEndpoint:
                 instance.submit_push(session, msg["mutations"])
             elif t == "action":
                 if self.actions is None:
-                    session.send_message({
-                        "type": "action_result", "request_id": msg["request_id"], "ok": False,
-                        "kind": ErrorKind.UNKNOWN_NAME, "error": "this server runs no actions",
-                    })
+                    session.send_message(
+                        {
+                            "type": "action_result",
+                            "request_id": msg["request_id"],
+                            "ok": False,
+                            "kind": ErrorKind.UNKNOWN_NAME,
+                            "error": "this server runs no actions",
+                        }
+                    )
                 else:
                     tg.create_task(self.actions.call_from_client(instance, session, msg))
             elif t == "pull":

@@ -19,7 +19,9 @@ log = logging.getLogger("synced_store.server")
 class InstanceRegistry:
     """Creates instances on first use. Use as ``async with registry:`` (owns the writers)."""
 
-    def __init__(self, config: BackendConfig, data_dir: Path, *, durability: str = "normal") -> None:
+    def __init__(
+        self, config: BackendConfig, data_dir: Path, *, durability: str = "normal"
+    ) -> None:
         self.config = config
         self.data_dir = Path(data_dir)
         self.durability = durability

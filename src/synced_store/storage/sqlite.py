@@ -156,6 +156,7 @@ class SqliteInstanceStore:
         pos = start
         excl = exclusive
         while True:
+            args: tuple[str, ...]
             if pos is None:
                 where, args = "", ()
             else:

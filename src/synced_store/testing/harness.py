@@ -119,8 +119,12 @@ class TestHarness:
     ) -> SyncedStoreClient:
         """A client of ``instance_id`` acting as ``user_id``, synced (unless ``wait=False``)."""
         client = await connect(
-            self.url, self.backend, instance_id=instance_id or self.instance_id,
-            token=user_id, user_id=user_id, persist_path=persist_path,
+            self.url,
+            self.backend,
+            instance_id=instance_id or self.instance_id,
+            token=user_id,
+            user_id=user_id,
+            persist_path=persist_path,
         )
         client._reconnect = (0.005, 0.05)
         self.clients.append(client)
@@ -142,8 +146,13 @@ class TestHarness:
             WebSocketConnector(sync_url(self.url, instance_id or self.instance_id))
         )
         client = await connect(
-            self.url, self.backend, instance_id=instance_id or self.instance_id,
-            token=user_id, user_id=user_id, persist_path=persist_path, connector=connector,
+            self.url,
+            self.backend,
+            instance_id=instance_id or self.instance_id,
+            token=user_id,
+            user_id=user_id,
+            persist_path=persist_path,
+            connector=connector,
         )
         client._reconnect = (0.005, 0.05)
         client.transport = connector.transport  # type: ignore[attr-defined]

@@ -57,8 +57,16 @@ class ServerProcess:
         paths = [*self.pythonpath, env.get("PYTHONPATH", "")]
         env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "synced_store.testing._serve", self.backend,
-             "--port", str(self.port), "--data-dir", str(self.data_dir)],
+            [
+                sys.executable,
+                "-m",
+                "synced_store.testing._serve",
+                self.backend,
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(self.data_dir),
+            ],
             env=env,
         )
         deadline = time.monotonic() + timeout

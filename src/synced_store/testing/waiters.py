@@ -64,41 +64,79 @@ def _getter(table: str, key: str, private: bool) -> Callable[[ReadContext], Any]
 
 
 async def wait_for_value(
-    client: SyncedStoreClient, *, table: str, key: str, value: Any, private: bool = False,
+    client: SyncedStoreClient,
+    *,
+    table: str,
+    key: str,
+    value: Any,
+    private: bool = False,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> Any:
     """Wait until row ``table/key`` equals ``value``."""
-    res = await wait_for(client, _getter(table, key, private), lambda r: r[1] == value,
-                         timeout=timeout, description=f"{table}/{key} == {value!r:.100}")
+    res = await wait_for(
+        client,
+        _getter(table, key, private),
+        lambda r: r[1] == value,
+        timeout=timeout,
+        description=f"{table}/{key} == {value!r:.100}",
+    )
     return res[1]
 
 
 async def wait_for_key_exists(
-    client: SyncedStoreClient, *, table: str, key: str, private: bool = False,
+    client: SyncedStoreClient,
+    *,
+    table: str,
+    key: str,
+    private: bool = False,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> Any:
     """Wait until row ``table/key`` exists; returns its value."""
-    res = await wait_for(client, _getter(table, key, private), lambda r: r[0],
-                         timeout=timeout, description=f"{table}/{key} exists")
+    res = await wait_for(
+        client,
+        _getter(table, key, private),
+        lambda r: r[0],
+        timeout=timeout,
+        description=f"{table}/{key} exists",
+    )
     return res[1]
 
 
 async def wait_for_key_deleted(
-    client: SyncedStoreClient, *, table: str, key: str, private: bool = False,
+    client: SyncedStoreClient,
+    *,
+    table: str,
+    key: str,
+    private: bool = False,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> None:
     """Wait until row ``table/key`` does not exist."""
-    await wait_for(client, _getter(table, key, private), lambda r: not r[0],
-                   timeout=timeout, description=f"{table}/{key} deleted")
+    await wait_for(
+        client,
+        _getter(table, key, private),
+        lambda r: not r[0],
+        timeout=timeout,
+        description=f"{table}/{key} deleted",
+    )
 
 
 async def wait_for_key_match(
-    client: SyncedStoreClient, *, table: str, key: str, match: Callable[[Any], bool],
-    private: bool = False, timeout: float = DEFAULT_TIMEOUT,
+    client: SyncedStoreClient,
+    *,
+    table: str,
+    key: str,
+    match: Callable[[Any], bool],
+    private: bool = False,
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> Any:
     """Wait until row ``table/key`` exists and ``match(value)`` is true; returns the value."""
-    res = await wait_for(client, _getter(table, key, private), lambda r: r[0] and match(r[1]),
-                         timeout=timeout, description=f"{table}/{key} matches")
+    res = await wait_for(
+        client,
+        _getter(table, key, private),
+        lambda r: r[0] and match(r[1]),
+        timeout=timeout,
+        description=f"{table}/{key} matches",
+    )
     return res[1]
 
 
@@ -111,7 +149,11 @@ async def wait_for_all_clients(
     description: str = "",
 ) -> list[Any]:
     """Wait until the predicate holds on every client; returns each client's result."""
-    return list(await asyncio.gather(*(
-        wait_for(c, query_fn, predicate, timeout=timeout, description=description)
-        for c in clients
-    )))
+    return list(
+        await asyncio.gather(
+            *(
+                wait_for(c, query_fn, predicate, timeout=timeout, description=description)
+                for c in clients
+            )
+        )
+    )
