@@ -104,7 +104,9 @@ class SqliteInstanceStore:
         )
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._sync}")
-        conn.execute("PRAGMA busy_timeout=5000")
+        # The writer runs on the event loop: never block it long on a lock. A busy database is
+        # a transient error; the instance retries the batch with asynchronous backoff.
+        conn.execute("PRAGMA busy_timeout=20")
         return conn
 
     # -- writer transaction ----------------------------------------------------------------
@@ -225,6 +227,20 @@ class SqliteInstanceStore:
             (name, orjson.dumps(input).decode(), user_id, now, now),
         )
         return int(cur.lastrowid or 0)
+
+    def compact_tombstones(self, before_version: int) -> int:
+        """Forget deletions older than ``before_version`` (inside the writer transaction).
+
+        Clients whose cookie is older than the new horizon get a full reset on their next pull.
+        Returns how many tombstones were removed.
+        """
+        n = self.conn.execute(
+            "DELETE FROM rows WHERE deleted = 1 AND version <= ?", (before_version,)
+        ).rowcount
+        horizon = max(self.horizon, before_version)
+        self.conn.execute("UPDATE meta SET value = ? WHERE key = 'horizon'", (horizon,))
+        self.horizon = horizon
+        return int(n)
 
     def requeue_running(self) -> int:
         """Put jobs left ``running`` by a previous process back to ``pending`` (at least once)."""
