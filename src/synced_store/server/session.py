@@ -27,6 +27,10 @@ __all__ = ["MAX_PENDING_ROWS", "Session"]
 log = logging.getLogger("synced_store.server")
 MAX_PENDING_ROWS = 20_000
 SENT_CACHE_ROWS = 2_000
+#: A row sent less than this long ago waits out the rest of the window before it is sent again,
+#: so a row updated by a stream (an LLM reply) reaches each client at most ~40 times a second,
+#: merged. Writes to rows not sent recently go out at once.
+ROW_INTERVAL = 0.025
 PART_BYTES = 1 << 20
 
 Change = tuple[str, Any, Any] | None  # (sort key, value, pre-encoded set op) or None: deleted
@@ -65,6 +69,7 @@ class Session:
         self._wake = asyncio.Event()
         self._wake.set()
         self._sent: OrderedDict[RowKey, Any] = OrderedDict()
+        self._sent_at: dict[RowKey, float] = {}
         self.closed = False
         self.bytes_sent = 0
 
@@ -123,12 +128,29 @@ class Session:
             if self._need_pull:
                 self._need_pull = False
                 await self._send_pull()
+            if self._pending and self._append_deltas:
+                await self._throttle()
             if self._pending or self._pending_lmid is not None or self._pending_errors:
                 await self._send_pending()
             while self._extras:
                 extras, self._extras = self._extras, []
                 for text in extras:
                     await self._send_text(text)
+
+    async def _throttle(self) -> None:
+        """Wait until no pending row was sent within ``ROW_INTERVAL`` (merging meanwhile)."""
+        sent_at = self._sent_at
+        if not sent_at:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        latest = max((sent_at.get(k, 0.0) for k in self._pending), default=0.0)
+        wait = latest + ROW_INTERVAL - now
+        if wait > 0:
+            await asyncio.sleep(wait)
+        if len(sent_at) > 4 * SENT_CACHE_ROWS:
+            cutoff = loop.time() - ROW_INTERVAL
+            self._sent_at = {k: t for k, t in sent_at.items() if t > cutoff}
 
     async def _send_text(self, text: str) -> None:
         self.bytes_sent += len(text)
@@ -172,6 +194,10 @@ class Session:
         pending, self._pending = self._pending, {}
         ops: list[Any] = []
         sent = self._sent
+        now = asyncio.get_running_loop().time()
+        sent_at = self._sent_at
+        for key in pending:
+            sent_at[key] = now
         for key, change in pending.items():
             if change is None:
                 ops.append(del_op(key))
