@@ -21,10 +21,12 @@ __all__ = [
     "ActionDef",
     "BackendConfig",
     "ItemDef",
+    "Migration",
     "MutatorDef",
     "Schema",
     "TableDef",
     "define_backend_config",
+    "define_migration",
     "define_schema",
     "item",
     "singleton_table",
@@ -192,6 +194,32 @@ class ActionDef:
         return self._out.to_json_value(value, f"output of action {self.name!r}")
 
 
+PendingMigrator = Callable[[Any, Callable[[str, Any], None]], None]
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One version step: ``migrate_data(ctx)`` rewrites stored rows on the server (a system
+    mutation, run once when the instance first opens with the new schema), and
+    ``migrate_pending_mutation[name](args, emit)`` rewrites a mutation made by an older client:
+    call ``emit(name, args)`` once to transform or rename, several times to expand, never to
+    drop it. Mutators without an entry pass through unchanged."""
+
+    migrate_data: Callable[[Any], Awaitable[None]] | None = None
+    migrate_pending_mutation: Mapping[str, PendingMigrator] = field(default_factory=dict)
+
+
+def define_migration(
+    *,
+    migrate_data: Callable[[Any], Awaitable[None]] | None = None,
+    migrate_pending_mutation: Mapping[str, PendingMigrator] | None = None,
+) -> Migration:
+    """Declare one schema version step (register it as ``migrations={"1to2": ...}``)."""
+    if migrate_data is not None and not inspect.iscoroutinefunction(migrate_data):
+        raise SchemaError("migrate_data must be an async function")
+    return Migration(migrate_data, dict(migrate_pending_mutation or {}))
+
+
 @dataclass(frozen=True)
 class Schema:
     """A complete schema: version, tables, mutators and actions. Built by :func:`define_schema`."""
@@ -200,6 +228,29 @@ class Schema:
     tables: Mapping[str, TableDef]
     mutators: Mapping[str, MutatorDef]
     actions: Mapping[str, ActionDef]
+    #: Version steps keyed by the version they start from.
+    migrations: Mapping[int, Migration] = field(default_factory=dict)
+
+    def can_migrate_from(self, version: int) -> bool:
+        """True if every step from ``version`` up to :attr:`schema_version` is declared."""
+        return version <= self.schema_version and all(
+            v in self.migrations for v in range(version, self.schema_version)
+        )
+
+    def migrate_mutation(self, name: str, args: Any, from_version: int) -> list[tuple[str, Any]]:
+        """The mutations a mutation made under ``from_version`` becomes under this schema."""
+        todo = [(name, args)]
+        for v in range(from_version, self.schema_version):
+            step = self.migrations[v]
+            out: list[tuple[str, Any]] = []
+            for n, a in todo:
+                fn = step.migrate_pending_mutation.get(n)
+                if fn is None:
+                    out.append((n, a))
+                else:
+                    fn(a, lambda n2, a2: out.append((n2, a2)))
+            todo = out
+        return todo
 
     def table_def(self, name: str) -> TableDef:
         """The declaration of table ``name``; raises :class:`UnknownNameError`."""
@@ -243,6 +294,7 @@ def define_schema(
     tables: Mapping[str, Any],
     mutators: Mapping[str, Any] | None = None,
     actions: Mapping[str, Any] | None = None,
+    migrations: Mapping[str, Migration] | None = None,
 ) -> Schema:
     """Declare a schema.
 
@@ -252,6 +304,7 @@ def define_schema(
         tables: ``{name: {"schema": table(Model)}}`` or ``{name: table(Model)}``.
         mutators: ``{name: {"description": str, "input": Model}}``.
         actions: ``{name: {"description": str, "input": Model, "output": Model}}``.
+        migrations: ``{"1to2": define_migration(...), "2to3": ...}``, one per version step.
     """
     if (
         not isinstance(schema_version, int)
@@ -284,7 +337,23 @@ def define_schema(
             output=d.get("output"),
             description=d.get("description", ""),
         )
-    return Schema(schema_version=schema_version, tables=tdefs, mutators=mdefs, actions=adefs)
+    steps: dict[int, Migration] = {}
+    for key, mig in (migrations or {}).items():
+        frm, _, to = str(key).partition("to")
+        if not (frm.isdigit() and to.isdigit() and int(to) == int(frm) + 1):
+            raise SchemaError(f"migration key {key!r} must look like '1to2' (one version step)")
+        if int(to) > schema_version:
+            raise SchemaError(f"migration {key!r} goes beyond schema_version {schema_version}")
+        if not isinstance(mig, Migration):
+            raise SchemaError(f"migration {key!r} must be built with define_migration()")
+        steps[int(frm)] = mig
+    return Schema(
+        schema_version=schema_version,
+        tables=tdefs,
+        mutators=mdefs,
+        actions=adefs,
+        migrations=steps,
+    )
 
 
 @dataclass(frozen=True)

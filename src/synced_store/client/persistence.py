@@ -21,7 +21,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID
 CREATE TABLE IF NOT EXISTS rows (
     ns TEXT NOT NULL, tbl TEXT NOT NULL, item TEXT NOT NULL, sk TEXT NOT NULL, value TEXT NOT NULL,
     PRIMARY KEY (ns, tbl, item)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS pending (id INTEGER PRIMARY KEY, name TEXT NOT NULL, args TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS pending (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL, args TEXT NOT NULL, v INTEGER);
 """
 
 
@@ -31,7 +32,7 @@ class LocalState:
     def __init__(self) -> None:
         self.meta: dict[str, Any] = {}
         self.rows: list[tuple[RowKey, str, Any]] = []
-        self.pending: list[tuple[int, str, Any]] = []
+        self.pending: list[tuple[int, str, Any, int | None]] = []
 
 
 class Persistence:
@@ -54,8 +55,8 @@ class Persistence:
             for ns, t, i, sk, v in self.conn.execute("SELECT ns, tbl, item, sk, value FROM rows")
         ]
         st.pending = [
-            (i, n, orjson.loads(a))
-            for i, n, a in self.conn.execute("SELECT id, name, args FROM pending ORDER BY id")
+            (i, n, orjson.loads(a), v)
+            for i, n, a, v in self.conn.execute("SELECT id, name, args, v FROM pending ORDER BY id")
         ]
         return st
 
@@ -66,12 +67,14 @@ class Persistence:
             [(k, orjson.dumps(v).decode()) for k, v in values.items()],
         )
 
-    def add_pending(self, mutation_id: int, name: str, args: Any, **meta: Any) -> None:
+    def add_pending(
+        self, mutation_id: int, name: str, args: Any, schema_version: int, **meta: Any
+    ) -> None:
         """Record a new pending mutation (durably, before the call returns)."""
         self.conn.execute("BEGIN")
         self.conn.execute(
-            "INSERT OR REPLACE INTO pending VALUES (?, ?, ?)",
-            (mutation_id, name, orjson.dumps(args).decode()),
+            "INSERT OR REPLACE INTO pending VALUES (?, ?, ?, ?)",
+            (mutation_id, name, orjson.dumps(args).decode(), schema_version),
         )
         self.set_meta(**meta)
         self.conn.execute("COMMIT")
@@ -83,6 +86,7 @@ class Persistence:
         rows: list[tuple[RowKey, tuple[str, Any] | None]],
         last_mutation_id: int,
         cookie: int | None,
+        **meta: Any,
     ) -> None:
         """Apply a server update to the persisted snapshot and drop confirmed mutations."""
         c = self.conn
@@ -98,7 +102,7 @@ class Persistence:
                     (key.ns, key.table, key.item, row[0], orjson.dumps(row[1]).decode()),
                 )
         c.execute("DELETE FROM pending WHERE id <= ?", (last_mutation_id,))
-        self.set_meta(cookie=cookie, last_mutation_id=last_mutation_id)
+        self.set_meta(cookie=cookie, last_mutation_id=last_mutation_id, **meta)
         c.execute("COMMIT")
 
     def clear(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import secrets
@@ -17,7 +18,7 @@ from ..core.client_engine import (
     Confirmed,
     MutationRejected,
     ServerError,
-    Subscription,
+    gc_paused,
 )
 from ..core.context import ReadContext
 from ..errors import (
@@ -38,6 +39,8 @@ from .transport import Connection, ConnectionLost, Connector, WebSocketConnector
 __all__ = ["MutationResult", "SyncedStoreClient", "connect"]
 
 log = logging.getLogger("synced_store.client")
+#: Frames at least this large are decoded and applied with the cyclic GC paused.
+BULK_FRAME_BYTES = 256 * 1024
 
 
 class MutationResult:
@@ -144,6 +147,7 @@ class SyncedStoreClient:
                 last_mutation_id=int(st.meta.get("last_mutation_id", 0)),
                 rows=st.rows,
                 pending=st.pending,
+                schema_version=st.meta.get("schema_version"),
             )
             self.is_bootstrapped = st.meta.get("cookie") is not None
             for m in self.engine.pending:
@@ -159,15 +163,11 @@ class SyncedStoreClient:
         self._closed = True
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
         if self._conn is not None:
-            try:
+            with contextlib.suppress(Exception):
                 await self._conn.close()
-            except Exception:
-                pass
         for fut in list(self._futures.values()) + list(self._actions.values()):
             if not fut.done():
                 fut.set_exception(ClientClosedError("client closed"))
@@ -309,8 +309,10 @@ class SyncedStoreClient:
         m = self.engine.mutate(name, args)
         fut = self._futures[m.id] = self._new_future()
         if self.persistence is not None:
-            self.persistence.add_pending(m.id, m.name, m.args,
-                                         next_mutation_id=self.engine.next_mutation_id)
+            self.persistence.add_pending(
+                m.id, m.name, m.args, self.config.schema.schema_version,
+                next_mutation_id=self.engine.next_mutation_id,
+            )
         self._after_engine()
         return MutationResult(m.id, name, fut)
 
@@ -388,6 +390,11 @@ class SyncedStoreClient:
             self._pulse()
 
     def _on_frame(self, text: str) -> None:
+        # A large frame (a part of an initial sync) allocates many objects: see gc_paused.
+        with gc_paused(len(text) >= BULK_FRAME_BYTES):
+            self._handle_frame(text)
+
+    def _handle_frame(self, text: str) -> None:
         msg = orjson.loads(text)
         if not isinstance(msg, dict):
             raise ProtocolError("server frame is not an object")
@@ -425,6 +432,7 @@ class SyncedStoreClient:
                     self.persistence.save_update(
                         reset=reset, rows=rows, last_mutation_id=self.engine.last_mutation_id,
                         cookie=self.engine.cookie,
+                        schema_version=self.config.schema.schema_version,
                     )
         self._after_engine()
 
@@ -461,6 +469,9 @@ class SyncedStoreClient:
                 code, reason = lost.code, lost.reason
             except* ProtocolError as eg:
                 log.warning("reconnecting: %s", eg.exceptions[0])
+            except* Exception as eg:
+                # A bug must not silently kill syncing: log it, reconnect and pull again.
+                log.error("synced-store client error; reconnecting", exc_info=eg.exceptions[0])
             finally:
                 self._conn = None
                 self.engine.disconnected()

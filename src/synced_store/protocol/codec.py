@@ -81,6 +81,7 @@ def decode_client_message(data: str | bytes) -> dict[str, Any]:
             _str(m, "name", max_len=_NAME_MAX)
             if "args" not in m:
                 raise ProtocolError("each mutation needs 'args'")
+            _int(m, "v", optional=True)
             if prev is not None and m["id"] != prev + 1:
                 raise ProtocolError("mutation ids in a push must be consecutive")
             prev = m["id"]

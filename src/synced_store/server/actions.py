@@ -12,18 +12,28 @@ at least once, so handlers should be idempotent (check state before acting).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import sqlite3
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ..core.context import ReadContext
 from ..errors import ActionError, SyncedStoreError
 from ..protocol.codes import ErrorKind
+from ..storage.sqlite import validate_instance_id
 from .instance import Instance
 from .registry import InstanceRegistry
 from .session import Session
 
-__all__ = ["ActionContext", "ActionRunner"]
+__all__ = ["ActionContext", "ActionRunner", "JobListener"]
+
+#: ``listener(instance, job)`` after a job's outcome is committed; ``job`` has ``id``, ``name``,
+#: ``input``, ``user_id``, ``attempts``, ``status`` (done / pending / failed), ``output``,
+#: ``error``.
+JobListener = Callable[[Instance, dict[str, Any]], None]
 
 log = logging.getLogger("synced_store.actions")
 
@@ -80,11 +90,33 @@ class ActionRunner:
         self._loop_task: asyncio.Task[Any] | None = None
         self._stopping = False
         self._running_jobs = 0
+        #: Called after each job outcome is committed (observability, tests).
+        self.on_job_finished: list[JobListener] = []
 
     def start(self) -> None:
-        """Start claiming jobs (call inside the registry's lifetime)."""
+        """Start claiming jobs (call inside the registry's lifetime).
+
+        Instances whose database holds unfinished jobs are opened at once, so a restarted
+        server resumes them without waiting for a client to connect.
+        """
         self.registry.on_open.append(self._on_open)
         self._loop_task = self.registry.spawn(self._loop(), "action-runner")
+        self._spawn(self._open_instances_with_jobs(), "action-runner:resume")
+
+    async def _open_instances_with_jobs(self) -> None:
+        data_dir = Path(self.registry.data_dir)
+        try:
+            ids = await asyncio.to_thread(_instances_with_unfinished_jobs, data_dir)
+        except OSError as exc:
+            log.error("cannot scan %s for unfinished jobs: %s", data_dir, exc)
+            return
+        for instance_id in ids:
+            if self._stopping:
+                return
+            try:
+                await self.registry.get(instance_id)
+            except Exception:
+                log.exception("cannot open instance %s to resume its jobs", instance_id)
 
     async def stop(self) -> None:
         """Stop: running jobs are cancelled and stay ``running`` until the next start."""
@@ -108,31 +140,39 @@ class ActionRunner:
     async def _loop(self) -> None:
         while not self._stopping:
             self._wake.clear()
-            while self._recover:
-                inst = self._recover.pop()
-                n = await inst.in_writer(lambda s: s.requeue_running())
-                if n:
-                    log.info("instance %s: resuming %d unfinished job(s)", inst.instance_id, n)
-            next_due: float | None = None
-            for inst in list(self.registry.instances.values()):
-                free = self._concurrency - self._running_jobs
-                if free <= 0:
-                    break
-                now = time.time()
-                jobs = await inst.in_writer(lambda s, now=now, free=free: s.claim_jobs(now, free))
-                for job in jobs:
-                    self._running_jobs += 1
-                    self._spawn(self._run_job(inst, job), f"job:{inst.instance_id}:{job['id']}")
-                due = inst.store.next_due()
-                if due is not None:
-                    next_due = due if next_due is None else min(next_due, due)
+            try:
+                next_due = await self._claim_round()
+            except Exception:  # a storage failure must not take the server down
+                log.exception("action runner: claiming jobs failed; retrying")
+                next_due = time.time() + 1.0
             wait = 1.0 if next_due is None else max(0.0, min(1.0, next_due - time.time()))
             if self._running_jobs >= self._concurrency:
                 wait = 1.0
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
-            except TimeoutError:
-                pass
+
+    async def _claim_round(self) -> float | None:
+        """Requeue jobs of newly opened instances, claim due jobs; returns the next due time."""
+        while self._recover:
+            inst = self._recover.pop()
+            n = await inst.in_writer(lambda s: s.requeue_running())
+            if n:
+                log.info("instance %s: resuming %d unfinished job(s)", inst.instance_id, n)
+        next_due: float | None = None
+        for inst in list(self.registry.instances.values()):
+            free = self._concurrency - self._running_jobs
+            if free <= 0:
+                break
+            now = time.time()
+            jobs, due = await inst.in_writer(
+                lambda s, now=now, free=free: (s.claim_jobs(now, free), s.next_due())
+            )
+            for job in jobs:
+                self._running_jobs += 1
+                self._spawn(self._run_job(inst, job), f"job:{inst.instance_id}:{job['id']}")
+            if due is not None:
+                next_due = due if next_due is None else min(next_due, due)
+        return next_due
 
     async def run(self, inst: Instance, name: str, input: Any, user_id: str,
                   job_id: int | None = None) -> Any:
@@ -146,12 +186,14 @@ class ActionRunner:
             raise ActionError(f"unknown action {name!r}") from exc
         value = adef.parse_input(input)
         ctx = ActionContext(inst, user_id, name, job_id)
+        deadline: asyncio.Timeout | None = None
         try:
-            async with self._slots:
-                async with asyncio.timeout(self.timeout):
-                    out = await handler(ctx, value)
-        except TimeoutError:
-            raise ActionError(f"action {name!r} timed out after {self.timeout}s") from None
+            async with self._slots, asyncio.timeout(self.timeout) as deadline:
+                out = await handler(ctx, value)
+        except TimeoutError as exc:
+            if deadline is not None and deadline.expired():
+                raise ActionError(f"action {name!r} timed out after {self.timeout}s") from None
+            raise ActionError(f"action {name!r} failed: {exc!r}") from exc
         except ActionError:
             raise
         except Exception as exc:
@@ -164,30 +206,48 @@ class ActionRunner:
             raise ActionError(f"action {name!r} returned an invalid output: {exc}") from exc
 
     async def _run_job(self, inst: Instance, job: dict[str, Any]) -> None:
+        # Never raises (except cancellation): a failing job must not take the server down.
         try:
             try:
                 out = await self.run(inst, job["name"], job["input"], job["user_id"], job["id"])
-            except ActionError as exc:
-                attempts = job["attempts"]
-                now = time.time()
-                if attempts >= self.max_attempts:
-                    log.error("job %s (%s) failed for good after %d attempts: %s",
-                              job["id"], job["name"], attempts, exc)
-                    await inst.in_writer(lambda s: s.finish_job(
-                        job["id"], "failed", now=now, error=str(exc)))
-                else:
-                    delay = min(self.backoff_max, self.backoff_base * 2 ** (attempts - 1))
-                    log.warning("job %s (%s) attempt %d failed, retry in %.2fs: %s",
-                                job["id"], job["name"], attempts, delay, exc)
-                    await inst.in_writer(lambda s: s.finish_job(
-                        job["id"], "pending", now=now, error=str(exc), next_run_at=now + delay))
+            except SyncedStoreError as exc:  # ActionError, or invalid stored input
+                await self._record_failure(inst, job, exc)
             else:
                 now = time.time()
                 await inst.in_writer(lambda s: s.finish_job(job["id"], "done", now=now,
                                                             output=out))
+                self._notify(inst, {**job, "status": "done", "output": out, "error": None})
+        except Exception:
+            # Recording the outcome failed (storage): the job stays ``running`` in the database
+            # and is re-queued when the instance next opens.
+            log.exception("job %s (%s): recording its outcome failed", job["id"], job["name"])
         finally:
             self._running_jobs -= 1
             self._wake.set()
+
+    async def _record_failure(self, inst: Instance, job: dict[str, Any], exc: Exception) -> None:
+        attempts = job["attempts"]
+        now = time.time()
+        if attempts >= self.max_attempts:
+            log.error("job %s (%s) failed for good after %d attempts: %s",
+                      job["id"], job["name"], attempts, exc)
+            await inst.in_writer(lambda s: s.finish_job(
+                job["id"], "failed", now=now, error=str(exc)))
+            self._notify(inst, {**job, "status": "failed", "output": None, "error": str(exc)})
+        else:
+            delay = min(self.backoff_max, self.backoff_base * 2 ** (attempts - 1))
+            log.warning("job %s (%s) attempt %d failed, retry in %.2fs: %s",
+                        job["id"], job["name"], attempts, delay, exc)
+            await inst.in_writer(lambda s: s.finish_job(
+                job["id"], "pending", now=now, error=str(exc), next_run_at=now + delay))
+            self._notify(inst, {**job, "status": "pending", "output": None, "error": str(exc)})
+
+    def _notify(self, inst: Instance, job: dict[str, Any]) -> None:
+        for listener in list(self.on_job_finished):
+            try:
+                listener(inst, job)
+            except Exception:
+                log.exception("on_job_finished listener raised")
 
     async def call_from_client(self, inst: Instance, session: Session, msg: dict[str, Any]) -> None:
         """Serve a client's ``action`` message with an ``action_result``."""
@@ -201,3 +261,30 @@ class ActionRunner:
         else:
             session.send_message({"type": "action_result", "request_id": rid, "ok": True,
                                   "output": out})
+
+
+def _instances_with_unfinished_jobs(data_dir: Path) -> list[str]:
+    """Instance ids under ``data_dir`` whose database has pending or running jobs."""
+    found: list[str] = []
+    if not data_dir.is_dir():
+        return found
+    for path in sorted(data_dir.glob("*.sqlite3")):
+        try:
+            instance_id = validate_instance_id(path.name[: -len(".sqlite3")])
+        except SyncedStoreError:
+            continue
+        try:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        except sqlite3.Error:
+            continue
+        try:
+            row = conn.execute(
+                "SELECT 1 FROM jobs WHERE status IN ('pending', 'running') LIMIT 1"
+            ).fetchone()
+        except sqlite3.Error:
+            row = None  # not an instance database, or no jobs table yet
+        finally:
+            conn.close()
+        if row is not None:
+            found.append(instance_id)
+    return found

@@ -12,7 +12,7 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ..errors import ProtocolError, ValidationError
+from ..errors import ProtocolError, SyncedStoreError, ValidationError
 from ..protocol.codec import decode_client_message
 from ..protocol.codes import CloseCode, ErrorKind
 from ..protocol.version import MAX_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION
@@ -90,8 +90,11 @@ class SyncEndpoint:
         if user_id is None:
             await self._close(ws, CloseCode.AUTH_FAILED, "authentication failed")
             return
-        schema_version = self.registry.config.schema.schema_version
-        if hello["schema_version"] != schema_version:
+        schema = self.registry.config.schema
+        schema_version = schema.schema_version
+        if hello["schema_version"] != schema_version and not schema.can_migrate_from(
+            hello["schema_version"]
+        ):
             await self._close(
                 ws,
                 CloseCode.SCHEMA_MISMATCH,
@@ -99,7 +102,12 @@ class SyncEndpoint:
                 f"{schema_version}; clear local data and reload",
             )
             return
-        instance = await self.registry.get(instance_id)
+        try:
+            instance = await self.registry.get(instance_id)
+        except SyncedStoreError as exc:
+            log.error("cannot open instance %s: %s", instance_id, exc)
+            await self._close(ws, CloseCode.INTERNAL_ERROR, "instance unavailable")
+            return
         client_id = hello["client_id"]
         owner = instance.client_owner(client_id)
         if owner is not None and owner[0] != user_id:
@@ -121,6 +129,7 @@ class SyncEndpoint:
             cookie=hello.get("cookie"),
             known_lmid=min(int(hello.get("last_mutation_id") or 0), server_lmid),
             append_deltas=self.append_deltas,
+            schema_version=hello["schema_version"],
         )
         await instance.attach(session)
         try:
@@ -131,6 +140,7 @@ class SyncEndpoint:
                     "user_id": user_id,
                     "last_mutation_id": server_lmid,
                     "instance_id": instance_id,
+                    "schema_version": schema_version,
                 }
             )
             async with asyncio.TaskGroup() as tg:

@@ -20,7 +20,7 @@ import orjson
 from ..core.context import MutationContext
 from ..core.patch import set_op
 from ..core.sequencing import Sequence, classify
-from ..errors import StorageError, SyncedStoreError, UnknownNameError
+from ..errors import SchemaError, StorageError, SyncedStoreError, UnknownNameError
 from ..protocol.codes import ErrorKind
 from ..schema import BackendConfig
 from ..storage.sqlite import SqliteInstanceStore
@@ -90,6 +90,8 @@ class _Direct:
     name: str
     args: Any
     source: dict[str, Any]
+    system: Any = None
+    after: Any = None
     future: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -238,7 +240,8 @@ class Instance:
                 continue
             if isinstance(item, _Direct):
                 err, n = await self._run_one(item.user_id, item.name, item.args, item.source,
-                                             version, changes)
+                                             version, changes, system=item.system,
+                                             after=item.after)
                 jobs += n
                 direct_results.append((item, err))
                 continue
@@ -263,6 +266,7 @@ class Instance:
                 err, n = await self._run_one(
                     session.user_id, m["name"], m["args"],
                     {"type": "user", "user_id": session.user_id}, version, changes,
+                    from_version=m.get("v", session.schema_version),
                 )
                 jobs += n
                 last = m["id"]
@@ -305,23 +309,46 @@ class Instance:
 
     async def _run_one(
         self, user_id: str, name: str, args: Any, source: dict[str, Any], version: int,
-        changes: dict[RowKey, Change],
+        changes: dict[RowKey, Change], *, from_version: int | None = None,
+        system: Any = None, after: Any = None,
     ) -> tuple[BaseException | None, int]:
-        """Run one mutation in a savepoint. Returns (permanent error or None, jobs enqueued)."""
+        """Run one mutation in a savepoint. Returns (permanent error or None, jobs enqueued).
+
+        A mutation made under an older schema version is first rewritten by the schema's
+        ``migrate_pending_mutation`` steps (into zero, one or several mutations); ``system`` runs
+        a system function (a data migration) instead of a named mutator.
+        """
         store = self.store
-        handler = self.config.mutators.get(name)
-        if handler is None:
-            return UnknownNameError(f"unknown mutator {name!r}"), 0
+        schema = self.config.schema
+        calls: list[tuple[str, Any]] = [] if system is not None else [(name, args)]
+        try:
+            if from_version is not None and from_version != schema.schema_version:
+                calls = schema.migrate_mutation(name, args, from_version)
+        except Exception as exc:
+            return exc, 0
+        if system is None:
+            for n, _ in calls:
+                if n not in self.config.mutators:
+                    return UnknownNameError(f"unknown mutator {n!r}"), 0
         tx = _ServerTx(store, version)
+        jobs: list[tuple[str, Any]] = []
         store.savepoint()
         try:
-            value = self.config.schema.mutator(name).parse_input(args)
-            ctx = MutationContext(self.config.schema, tx, user_id, is_server=True,
-                                  source=source, platform=self.platform)
-            await handler(ctx, value)
+            if system is not None:
+                ctx = MutationContext(schema, tx, user_id, is_server=True,
+                                      source=source, platform=self.platform)
+                await system(ctx)
+            for n, a in calls:
+                value = schema.mutator(n).parse_input(a)
+                ctx = MutationContext(schema, tx, user_id, is_server=True,
+                                      source=source, platform=self.platform)
+                await self.config.mutators[n](ctx, value)
+                jobs.extend(ctx.enqueued)
             now = time.time()
-            for job_name, job_input in ctx.enqueued:
+            for job_name, job_input in jobs:
                 store.add_job(job_name, job_input, user_id, now)
+            if after is not None:
+                after(store)
         except StorageError:
             raise
         except Exception as exc:
@@ -333,11 +360,37 @@ class Instance:
             return exc, 0
         store.release()
         changes.update(tx.changes)
-        return None, len(ctx.enqueued)
+        return None, len(jobs)
+
+    async def migrate_schema(self) -> None:
+        """Bring the stored data up to the schema version (``migrate_data`` steps), once."""
+        schema = self.config.schema
+        stored = self.store.schema_version
+        if stored == schema.schema_version:
+            return
+        if stored > schema.schema_version or not schema.can_migrate_from(stored):
+            raise SchemaError(
+                f"instance {self.instance_id} holds data of schema version {stored}; this "
+                f"server has version {schema.schema_version} and no migration path"
+            )
+        for v in range(stored, schema.schema_version):
+            step = schema.migrations[v]
+            item = _Direct("$system", f"$migrate{v}to{v + 1}", None, {"type": "system"},
+                           system=step.migrate_data or _noop,
+                           after=lambda s, v=v: s.set_schema_version(v + 1))
+            self._queue.append(item)
+            self._wake.set()
+            await item.future
+            log.info("instance %s: migrated data from schema version %d to %d",
+                     self.instance_id, v, v + 1)
 
     def close(self) -> None:
         """Close the database (after the writer stopped)."""
         self.store.close()
+
+
+async def _noop(ctx: Any) -> None:
+    return None
 
 
 def _is_transient_sqlite(exc: BaseException) -> bool:

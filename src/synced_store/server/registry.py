@@ -47,9 +47,11 @@ class InstanceRegistry:
         self.instances.clear()
 
     def spawn(self, coro: object, name: str) -> asyncio.Task[object]:
-        """Run a background coroutine in the registry's task group."""
+        """Run a background coroutine in the registry's task group (failures are logged)."""
         assert self._tg is not None, "registry not entered"
-        return self._tg.create_task(coro, name=name)  # type: ignore[arg-type]
+        task = self._tg.create_task(coro, name=name)  # type: ignore[arg-type]
+        task.add_done_callback(_log_failure)
+        return task
 
     async def get(self, instance_id: str) -> Instance:
         """The instance ``instance_id`` (validated), opening its database on first use."""
@@ -63,10 +65,30 @@ class InstanceRegistry:
                 store = await asyncio.to_thread(
                     SqliteInstanceStore, path, durability=self.durability
                 )
+                if store.schema_version is None:
+                    store.schema_version = (
+                        self.config.schema.schema_version if store.version else None
+                    )
                 inst = Instance(instance_id, store, self.config)
+                writer = self.spawn(inst.run(), f"writer:{instance_id}")
+                try:
+                    if store.schema_version is None:
+                        v = self.config.schema.schema_version
+                        await inst.in_writer(lambda s: s.set_schema_version(v))
+                    else:
+                        await inst.migrate_schema()
+                except BaseException:
+                    inst.stop()
+                    await writer
+                    inst.close()
+                    raise
                 self.instances[instance_id] = inst
-                self.spawn(inst.run(), f"writer:{instance_id}")
                 for cb in self.on_open:
                     cb(inst)
                 log.info("opened instance %s at %s", instance_id, path)
         return inst
+
+
+def _log_failure(task: asyncio.Task[object]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background task %s failed", task.get_name(), exc_info=task.exception())

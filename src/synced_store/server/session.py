@@ -50,7 +50,11 @@ class Session:
         cookie: int | None,
         known_lmid: int,
         append_deltas: bool = True,
+        schema_version: int | None = None,
     ) -> None:
+        #: The schema version the client's mutations are written against (older ones are
+        #: migrated with the schema's ``migrate_pending_mutation`` steps).
+        self.schema_version = schema_version
         self._append_deltas = append_deltas
         self._send = send
         self._close = close

@@ -94,6 +94,10 @@ class SqliteInstanceStore:
                 (STORAGE_VERSION,),
             )
             meta = {"version": 0, "horizon": 0}
+        #: Schema version of the stored data; None for a new database (the server's applies).
+        self.schema_version: int | None = (
+            int(meta["schema_version"]) if "schema_version" in meta else None
+        )
         self.version: int = int(meta["version"])
         self.horizon: int = int(meta.get("horizon", 0))
         self._in_tx = False
@@ -227,6 +231,13 @@ class SqliteInstanceStore:
             (name, orjson.dumps(input).decode(), user_id, now, now),
         )
         return int(cur.lastrowid or 0)
+
+    def set_schema_version(self, version: int) -> None:
+        """Record the schema version of the stored data (inside the writer transaction)."""
+        self.conn.execute(
+            "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (version,)
+        )
+        self.schema_version = version
 
     def compact_tombstones(self, before_version: int) -> int:
         """Forget deletions older than ``before_version`` (inside the writer transaction).
