@@ -228,35 +228,37 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def run_server(
-    app: Any,
+    make_app: Callable[[], Any],
     *,
     host: str,
     port: int,
     log_level: str = "info",
     banner: Callable[[int], None] | None = None,
 ) -> None:
-    """Run an ASGI app with uvicorn until interrupted (Ctrl-C or SIGTERM).
+    """Run the ASGI app ``make_app()`` with uvicorn until interrupted (Ctrl-C or SIGTERM).
 
-    Binds first, so a port in use is a clean :class:`CliError`; then calls ``banner(port)``
-    with the actual port (useful with ``--port 0``), then serves.
+    Binds ``host:port`` first, so a port in use is a clean :class:`CliError` before anything
+    else happens; then sets up rich logging at ``log_level``, calls ``banner(port)`` with the
+    actual port (useful with ``--port 0``), builds the app and serves it.
     """
     import uvicorn
 
     sock = _bind(host, port)
-    actual_port = int(sock.getsockname()[1])
-    if banner is not None:
-        banner(actual_port)
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=actual_port,
-        log_config=None,
-        log_level=log_level,
-        lifespan="on",
-        access_log=log_level == "debug",
-    )
-    server = uvicorn.Server(config)
     try:
+        actual_port = int(sock.getsockname()[1])
+        _setup_logging(log_level)
+        if banner is not None:
+            banner(actual_port)
+        config = uvicorn.Config(
+            make_app(),
+            host=host,
+            port=actual_port,
+            log_config=None,
+            log_level=log_level,
+            lifespan="on",
+            access_log=log_level == "debug",
+        )
+        server = uvicorn.Server(config)
         server.run(sockets=[sock])
     finally:
         sock.close()
@@ -275,7 +277,7 @@ def _print_banner(
 ) -> None:
     from rich.console import Console
 
-    console = Console(stderr=True, highlight=False)
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
     base = f"ws://{_display_host(host)}:{port}"
     console.print(f"[bold green]synced-store[/] serving [bold]{spec}[/]")
     console.print(f"  connect to    [bold cyan]{base}[/]")
@@ -342,7 +344,6 @@ def serve(
     """
     from .server import create_app
 
-    _setup_logging(log_level)
     backend = load_backend(app_spec)
     authenticate = None
     if auth_spec is not None:
@@ -353,9 +354,10 @@ def serve(
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CliError(f"cannot create data dir {data_dir}: {exc.strerror or exc}") from None
-    app = create_app(backend, data_dir=data_dir, durability=durability, authenticate=authenticate)
     run_server(
-        app,
+        lambda: create_app(
+            backend, data_dir=data_dir, durability=durability, authenticate=authenticate
+        ),
         host=host,
         port=port,
         log_level=log_level,
@@ -545,7 +547,8 @@ def _echo_json(data: Any) -> None:
 def inspect(data_dir: Path, instance_id: str | None, table_name: str | None, as_json: bool) -> None:
     """Show the instances of a data dir, or the contents of one instance.
 
-    Without INSTANCE: every instance with its version, row, tombstone, client and job counts.
+    Without INSTANCE: every instance with its version, row, tombstone, client and job counts
+    (an unreadable file is listed with its error).
     With INSTANCE: its rows (namespace, table, item key, sort key, value), its clients (with
     last_mutation_id) and a summary of its action jobs. This is a read-only operation: the
     files are opened with SQLite's mode=ro and are safe to inspect while a server runs.
@@ -559,7 +562,12 @@ def inspect(data_dir: Path, instance_id: str | None, table_name: str | None, as_
     if instance_id is None:
         if table_name is not None:
             raise CliError("--table needs an INSTANCE")
-        summaries = [_summary(i, p) for i, p in _list_instance_files(data_dir)]
+        summaries = []
+        for iid, path in _list_instance_files(data_dir):
+            try:
+                summaries.append(_summary(iid, path))
+            except CliError as exc:  # one unreadable file must not hide the others
+                summaries.append({"instance_id": iid, "path": str(path), "error": exc.message})
         if as_json:
             _echo_json(summaries)
             return
@@ -583,6 +591,9 @@ def _print_summaries(data_dir: Path, summaries: list[dict[str, Any]]) -> None:
     for col in ("instance", "version", "rows", "tombstones", "tables", "clients", "jobs"):
         t.add_column(col, justify="left" if col in ("instance", "tables", "jobs") else "right")
     for s in summaries:
+        if "error" in s:
+            t.add_row(s["instance_id"], "-", "-", "-", f"[red]{s['error']}[/]", "-", "-")
+            continue
         jobs = ", ".join(f"{k} {v}" for k, v in s["jobs"].items() if v) or "-"
         tables = ", ".join(f"{k} {v}" for k, v in s["tables"].items()) or "-"
         t.add_row(
@@ -783,9 +794,9 @@ def actions_retry(
 #         @cli.group()
 #         def demo() -> None: """... Example: ..."""
 #     with one command per demo, decorated with `@server_options`, that imports the demo's
-#     backend (e.g. `load_backend("examples.chat:backend")`), builds
-#     `create_app(backend, data_dir=..., durability=..., routes=<web page routes>)` and calls
-#     `run_server(app, host=..., port=..., log_level=..., banner=...)`.
+#     backend (e.g. `load_backend("examples.chat:backend")`) and calls
+#     `run_server(lambda: create_app(backend, data_dir=..., durability=..., routes=[...page
+#     routes...]), host=..., port=..., log_level=..., banner=...)`, as `serve` does above.
 #   * `synced-store chat ...`: a terminal client, `@cli.command()` over
 #     `synced_store.client.connect`.
 #

@@ -403,7 +403,7 @@ class ClientEngine:
                 calls = self.schema.migrate_mutation(m.name, m.args, m.schema_version)
                 for name, args in calls:
                     ctx = MutationContext(self.schema, tx, self.user_id, is_server=False)
-                    fn = self.config.mutators[name]
+                    fn: Any = self.config.mutators[name]
                     run_sync(fn(ctx, self.schema.mutator(name).parse_input(args)))
         except Exception as exc:
             tx.rollback()

@@ -70,12 +70,19 @@ class _ClientPlatform:
         )
 
 
+_CONTAINERS = (dict, list)
+
+
 def copy_json(value: Any) -> Any:
     """A deep copy of a JSON value (dicts and lists are copied, scalars shared)."""
-    if type(value) is dict:
-        return {k: (copy_json(v) if type(v) in (dict, list) else v) for k, v in value.items()}
-    if type(value) is list:
-        return [copy_json(v) if type(v) in (dict, list) else v for v in value]
+    t = type(value)
+    if t is dict:
+        for v in value.values():
+            if type(v) in _CONTAINERS:
+                return {k: (copy_json(v) if type(v) in _CONTAINERS else v) for k, v in value.items()}
+        return value.copy()  # a flat object (the common row): one C-level copy
+    if t is list:
+        return [copy_json(v) if type(v) in _CONTAINERS else v for v in value]
     return value
 
 

@@ -366,7 +366,7 @@ class Instance:
         """Bring the stored data up to the schema version (``migrate_data`` steps), once."""
         schema = self.config.schema
         stored = self.store.schema_version
-        if stored == schema.schema_version:
+        if stored is None or stored == schema.schema_version:
             return
         if stored > schema.schema_version or not schema.can_migrate_from(stored):
             raise SchemaError(

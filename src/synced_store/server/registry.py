@@ -49,7 +49,7 @@ class InstanceRegistry:
     def spawn(self, coro: object, name: str) -> asyncio.Task[object]:
         """Run a background coroutine in the registry's task group (failures are logged)."""
         assert self._tg is not None, "registry not entered"
-        task = self._tg.create_task(coro, name=name)  # type: ignore[arg-type]
+        task: asyncio.Task[object] = self._tg.create_task(coro, name=name)  # type: ignore[arg-type]
         task.add_done_callback(_log_failure)
         return task
 
