@@ -154,3 +154,26 @@ async def test_no_errors_logged_in_race_offline_and_replay_scenarios(harness: Te
     await b.wait_for_sync(timeout=10)
     await wait_for_all_clients([a, b], counter("s-total"), lambda v: v == 3)
     assert harness.error_logs == []
+
+
+async def test_dedupe_key_sends_only_first_and_latest_of_an_offline_queue(
+    harness: TestHarness,
+) -> None:
+    a, net = await harness.create_controlled_client("alice")
+    b = await harness.create_client("bob")
+    await net.simulate_disconnect(block_reconnect=True)
+    await a.wait_until(lambda: not a.is_online, timeout=5)
+    for v in range(1, 11):  # a cursor position dragged while offline
+        await a.mutate.setValue({"key": "cursor", "value": v}, pending_mutation_dedupe_key="cur")
+    await a.mutate.increment({"key": "clicks"})
+    net.outbound.disable_auto_flush()
+    net.simulate_reconnect()
+    await net.outbound.wait_for_held(has_inbound_type("connect"))
+    await net.outbound.flush_one()  # let the handshake through, hold the push
+    held = await net.outbound.wait_for_held(has_inbound_type("push"))
+    names = [m["name"] for m in held[0]["mutations"]]
+    assert names == ["setValue", *["$skip"] * 8, "setValue", "increment"]
+    await net.outbound.enable_auto_flush()
+    await a.wait_for_sync(timeout=10)
+    await wait_for(b, counter("cursor"), lambda v: v == 10)
+    assert await b.query(counter("clicks")) == 1

@@ -22,7 +22,7 @@ CREATE TABLE IF NOT EXISTS rows (
     ns TEXT NOT NULL, tbl TEXT NOT NULL, item TEXT NOT NULL, sk TEXT NOT NULL, value TEXT NOT NULL,
     PRIMARY KEY (ns, tbl, item)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS pending (
-    id INTEGER PRIMARY KEY, name TEXT NOT NULL, args TEXT NOT NULL, v INTEGER);
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL, args TEXT NOT NULL, v INTEGER, k TEXT);
 """
 
 
@@ -32,7 +32,7 @@ class LocalState:
     def __init__(self) -> None:
         self.meta: dict[str, Any] = {}
         self.rows: list[tuple[RowKey, str, Any]] = []
-        self.pending: list[tuple[int, str, Any, int | None]] = []
+        self.pending: list[tuple[int, str, Any, int | None, str | None]] = []
 
 
 class Persistence:
@@ -68,13 +68,19 @@ class Persistence:
         )
 
     def add_pending(
-        self, mutation_id: int, name: str, args: Any, schema_version: int, **meta: Any
+        self,
+        mutation_id: int,
+        name: str,
+        args: Any,
+        schema_version: int,
+        dedupe_key: str | None = None,
+        **meta: Any,
     ) -> None:
         """Record a new pending mutation (durably, before the call returns)."""
         self.conn.execute("BEGIN")
         self.conn.execute(
-            "INSERT OR REPLACE INTO pending VALUES (?, ?, ?, ?)",
-            (mutation_id, name, orjson.dumps(args).decode(), schema_version),
+            "INSERT OR REPLACE INTO pending VALUES (?, ?, ?, ?, ?)",
+            (mutation_id, name, orjson.dumps(args).decode(), schema_version, dedupe_key),
         )
         self.set_meta(**meta)
         self.conn.execute("COMMIT")

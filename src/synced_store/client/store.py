@@ -71,8 +71,12 @@ class _MutateProxy:
         client = self._client
         client.config.schema.mutator(name)  # unknown names fail here, clearly
 
-        async def call(args: Any = None, /, **kwargs: Any) -> MutationResult:
-            return client._mutate(name, kwargs if args is None else args)
+        async def call(
+            args: Any = None, /, *, pending_mutation_dedupe_key: str | None = None, **kwargs: Any
+        ) -> MutationResult:
+            return client._mutate(
+                name, kwargs if args is None else args, pending_mutation_dedupe_key
+            )
 
         return call
 
@@ -212,7 +216,9 @@ class SyncedStoreClient:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def wait_until(self, predicate: Callable[[], bool], *, timeout: float | None = None) -> None:
+    async def wait_until(
+        self, predicate: Callable[[], bool], *, timeout: float | None = None
+    ) -> None:
         """Wait (without polling) until ``predicate()`` holds; re-checked on every change."""
 
         async def loop() -> None:
@@ -301,22 +307,28 @@ class SyncedStoreClient:
         fut.add_done_callback(lambda f: f.cancelled() or f.exception())
         return fut
 
-    def _mutate(self, name: str, args: Any) -> MutationResult:
+    def _mutate(self, name: str, args: Any, dedupe_key: str | None = None) -> MutationResult:
         if self._closed:
             raise ClientClosedError("client closed")
         if self.end_reason is not None:
             raise ConnectionEndedError(self.end_reason)
-        m = self.engine.mutate(name, args)
+        m = self.engine.mutate(name, args, dedupe_key=dedupe_key)
         fut = self._futures[m.id] = self._new_future()
         if self.persistence is not None:
             self.persistence.add_pending(
-                m.id, m.name, m.args, self.config.schema.schema_version,
+                m.id,
+                m.name,
+                m.args,
+                self.config.schema.schema_version,
+                dedupe_key,
                 next_mutation_id=self.engine.next_mutation_id,
             )
         self._after_engine()
         return MutationResult(m.id, name, fut)
 
-    def on_failed_mutation(self, callback: Callable[[MutationFailedError], None]) -> Callable[[], None]:
+    def on_failed_mutation(
+        self, callback: Callable[[MutationFailedError], None]
+    ) -> Callable[[], None]:
         """Call ``callback(error)`` when the server rejects a mutation. Returns unsubscribe."""
         self._failed_cbs.append(callback)
         return lambda: self._failed_cbs.remove(callback)
@@ -345,8 +357,11 @@ class SyncedStoreClient:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._actions[rid] = fut
         try:
-            await self._conn.send(orjson.dumps(
-                {"type": "action", "request_id": rid, "name": name, "input": wire}).decode())
+            await self._conn.send(
+                orjson.dumps(
+                    {"type": "action", "request_id": rid, "name": name, "input": wire}
+                ).decode()
+            )
             return await fut
         except ConnectionLost as exc:
             raise OfflineError(f"connection lost while running action {name!r}") from exc
@@ -430,7 +445,9 @@ class SyncedStoreClient:
                 if self.persistence is not None:
                     reset, rows = self.engine.last_update
                     self.persistence.save_update(
-                        reset=reset, rows=rows, last_mutation_id=self.engine.last_mutation_id,
+                        reset=reset,
+                        rows=rows,
+                        last_mutation_id=self.engine.last_mutation_id,
                         cookie=self.engine.cookie,
                         schema_version=self.config.schema.schema_version,
                     )
@@ -575,7 +592,10 @@ async def connect(
     client = SyncedStoreClient(
         backend_or_config,
         connector or WebSocketConnector(sync_url(url, instance_id)),
-        token=token, user_id=str(uid), client_id=client_id, persistence=persistence,
+        token=token,
+        user_id=str(uid),
+        client_id=client_id,
+        persistence=persistence,
     )
     client._restore()
     client._start()

@@ -37,7 +37,11 @@ from .patch import op_key, op_row
 from .readset import ReadSet
 from .store import MemoryStore
 
+#: Mutation name of a no-op marker: the server advances last_mutation_id and runs nothing.
+SKIP = "$skip"
+
 __all__ = [
+    "SKIP",
     "ClientEngine",
     "Confirmed",
     "EngineEvent",
@@ -85,6 +89,9 @@ class PendingMutation:
     writes: dict[RowKey, Row | None] = field(default_factory=dict)
     #: Schema version it was made under, when older than the current one (restored from disk).
     schema_version: int | None = None
+    #: ``pending_mutation_dedupe_key``: of several unsent mutations with the same key, only the
+    #: first and the latest run on the server (last-value-wins setters: cursors, drafts).
+    dedupe_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -265,13 +272,27 @@ class ClientEngine:
     def _push_pending(self) -> None:
         if not self._connected:
             return
-        muts = []
-        for m in self.pending:
-            if m.id > self._sent_upto:
-                msg = {"id": m.id, "name": m.name, "args": m.args}
-                if m.schema_version is not None:
-                    msg["v"] = m.schema_version
-                muts.append(msg)
+        unsent = [m for m in self.pending if m.id > self._sent_upto]
+        if not unsent:
+            return
+        # Of unsent mutations sharing a dedupe key, the middle ones travel as no-op markers
+        # (ids must stay consecutive); their effects are superseded by the latest one.
+        first: dict[str, int] = {}
+        last: dict[str, int] = {}
+        for m in unsent:
+            if m.dedupe_key is not None:
+                first.setdefault(m.dedupe_key, m.id)
+                last[m.dedupe_key] = m.id
+        muts: list[dict[str, Any]] = []
+        for m in unsent:
+            k = m.dedupe_key
+            if k is not None and m.id not in (first[k], last[k]):
+                muts.append({"id": m.id, "name": SKIP, "args": None})
+                continue
+            msg: dict[str, Any] = {"id": m.id, "name": m.name, "args": m.args}
+            if m.schema_version is not None:
+                msg["v"] = m.schema_version
+            muts.append(msg)
         if muts:
             for i in range(0, len(muts), 500):
                 self._outbox.append({"type": "push", "mutations": muts[i : i + 500]})
@@ -366,7 +387,7 @@ class ClientEngine:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def mutate(self, name: str, args: Any) -> PendingMutation:
+    def mutate(self, name: str, args: Any, *, dedupe_key: str | None = None) -> PendingMutation:
         """Run mutator ``name`` optimistically and queue it for the server.
 
         Raises (and queues nothing) if the input is invalid or the mutator raises.
@@ -374,7 +395,9 @@ class ClientEngine:
         mdef = self.schema.mutator(name)
         wire_args = mdef.input_to_json(args)
         handler = self.config.mutators[name]
-        m = PendingMutation(id=self.next_mutation_id, name=name, args=wire_args)
+        m = PendingMutation(
+            id=self.next_mutation_id, name=name, args=wire_args, dedupe_key=dedupe_key
+        )
         old_view: dict[RowKey, Any] = {}
         tx = self._run(m, handler, old_view, raise_errors=True)
         del tx
@@ -657,7 +680,8 @@ class ClientEngine:
             v = None if v is None or v == current else int(v)
             if mid <= last_mutation_id or (v is None and name not in self.config.mutators):
                 continue
-            m = PendingMutation(id=mid, name=name, args=args, schema_version=v)
+            key = rec[4] if len(rec) > 4 else None
+            m = PendingMutation(id=mid, name=name, args=args, schema_version=v, dedupe_key=key)
             self._run(m, self.config.mutators.get(name), None, raise_errors=False)
             self.pending.append(m)
         self.next_mutation_id = max(

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from ..core.client_engine import SKIP
 from ..core.context import MutationContext
 from ..core.patch import set_op
 from ..core.sequencing import Sequence, classify
@@ -263,6 +264,9 @@ class Instance:
                                    f"last_mutation_id {last}; push from {last + 1}",
                     }))
                     break
+                if m["name"] == SKIP:  # superseded by a later mutation with its dedupe key
+                    last = m["id"]
+                    continue
                 err, n = await self._run_one(
                     session.user_id, m["name"], m["args"],
                     {"type": "user", "user_id": session.user_id}, version, changes,
