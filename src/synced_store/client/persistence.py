@@ -55,8 +55,10 @@ class Persistence:
             for ns, t, i, sk, v in self.conn.execute("SELECT ns, tbl, item, sk, value FROM rows")
         ]
         st.pending = [
-            (i, n, orjson.loads(a), v)
-            for i, n, a, v in self.conn.execute("SELECT id, name, args, v FROM pending ORDER BY id")
+            (i, n, orjson.loads(a), v, k)
+            for i, n, a, v, k in self.conn.execute(
+                "SELECT id, name, args, v, k FROM pending ORDER BY id"
+            )
         ]
         return st
 
