@@ -65,10 +65,13 @@ class _Validator:
             raise ValidationError(f"invalid {what}: {_short(exc)}") from None
         try:
             if self._is_model:
-                return obj.model_dump(mode="json", exclude_unset=True)
-            return self._adapter.dump_python(obj, mode="json")
+                out = obj.model_dump(mode="json", exclude_unset=True)
+            else:
+                out = self._adapter.dump_python(obj, mode="json")
+            pydantic_core.to_json(out)  # strings must be valid UTF-8 (no lone surrogates)
         except pydantic_core.PydanticSerializationError as exc:
             raise ValidationError(f"invalid {what}: not JSON-serialisable ({exc})") from None
+        return out
 
     def to_model(self, value: Any, what: str) -> Any:
         if isinstance(value, BaseModel):

@@ -346,8 +346,9 @@ class ClientEngine:
         reads = ReadSet()
         try:
             result = self.query(sub.fn, reads)
-        except SyncedStoreError as exc:
-            log.error("Synced State | Error in subscription query: %s", exc)
+        except Exception as exc:
+            # A failing query must not break the mutation or update that triggered it.
+            log.error("Synced State | Error in subscription query: %r", exc)
             result = exc
         sub.reads = reads
         for key in reads.points:
@@ -523,6 +524,19 @@ class ClientEngine:
         store = self.store
         old_view: dict[RowKey, Any] = {}
         keys = [op_key(op) for op in patch]
+        # Work out every row first, so a malformed op changes nothing (no half-applied poke).
+        rows_after: list[Row | None] = []
+        scratch: dict[RowKey, Row | None] = {}
+        originals = self._originals
+        for key, op in zip(keys, patch, strict=True):
+            if key in scratch:
+                cur_row = scratch[key]
+            elif reset:
+                cur_row = None
+            else:
+                cur_row = originals[key] if key in originals else store.get(key)
+            scratch[key] = op_row(op, cur_row)
+            rows_after.append(scratch[key])
         lmid = self.last_mutation_id
         if last_mutation_id is not None and last_mutation_id > lmid:
             lmid = last_mutation_id
@@ -542,18 +556,16 @@ class ClientEngine:
         if reset:
             store.clear()
             rows = []
-            for key, op in zip(keys, patch, strict=True):
-                row = op_row(op, None)
+            for key, row in zip(keys, rows_after, strict=True):
                 if row is not None:
                     rows.append((key, row[0], row[1]))
                     applied.append((key, row))
             store.load(rows)
         else:
-            for key, op in zip(keys, patch, strict=True):
+            for key, row in zip(keys, rows_after, strict=True):
                 cur = store.get(key)
                 if key not in old_view:
                     old_view[key] = cur
-                row = op_row(op, cur)
                 if row is None:
                     store.delete(key)
                 else:
@@ -565,7 +577,9 @@ class ClientEngine:
         self.last_update = (reset, applied)
         # 3. Drop what the server processed.
         confirmed: list[int] = []
-        rejected = {int(e["id"]): e for e in errors if isinstance(e, dict) and "id" in e}
+        rejected = {
+            e["id"]: e for e in errors if isinstance(e, dict) and isinstance(e.get("id"), int)
+        }
         self.last_mutation_id = lmid
         keep: list[PendingMutation] = []
         for m in self.pending:
@@ -573,14 +587,19 @@ class ClientEngine:
                 confirmed.append(m.id)
                 for key, w in m.writes.items():
                     cur = store.get(key)
-                    dirty[key] = (*dirty.get(key, ()), None if w is None else w[0], None if cur is None else cur[0])
+                    dirty[key] = (
+                        *dirty.get(key, ()),
+                        None if w is None else w[0],
+                        None if cur is None else cur[0],
+                    )
             else:
                 keep.append(m)
         self.pending = keep
         for mid, e in sorted(rejected.items()):
             self._events.append(
-                MutationRejected(mid, str(e.get("name", "")), str(e.get("kind", "")),
-                                 str(e.get("message", "")))
+                MutationRejected(
+                    mid, str(e.get("name", "")), str(e.get("kind", "")), str(e.get("message", ""))
+                )
             )
         if confirmed:
             self._events.append(Confirmed(tuple(confirmed)))
@@ -605,7 +624,11 @@ class ClientEngine:
                 self._run(m, self.config.mutators.get(m.name), old_view, raise_errors=False)
                 for key in before.keys() | m.writes.keys():
                     b, a = before.get(key), m.writes.get(key)
-                    dirty[key] = (*dirty.get(key, ()), None if b is None else b[0], None if a is None else a[0])
+                    dirty[key] = (
+                        *dirty.get(key, ()),
+                        None if b is None else b[0],
+                        None if a is None else a[0],
+                    )
             else:
                 tx = _Tx(self, ReadSet(), old_view)
                 for key, w in m.writes.items():
@@ -700,4 +723,3 @@ class ClientEngine:
             if orig is not None:
                 rows.append((key, orig[0], orig[1]))
         return rows
-

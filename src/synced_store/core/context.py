@@ -79,7 +79,9 @@ def copy_json(value: Any) -> Any:
     if t is dict:
         for v in value.values():
             if type(v) in _CONTAINERS:
-                return {k: (copy_json(v) if type(v) in _CONTAINERS else v) for k, v in value.items()}
+                return {
+                    k: (copy_json(v) if type(v) in _CONTAINERS else v) for k, v in value.items()
+                }
         return value.copy()  # a flat object (the common row): one C-level copy
     if t is list:
         return [copy_json(v) if type(v) in _CONTAINERS else v for v in value]
@@ -113,6 +115,15 @@ def _to_entry(key: Any) -> str:
         if isinstance(item, str):
             return item
     raise ValidationError(f"a key must be a str or EntryKey, got {type(key).__name__}")
+
+
+def _successor(prefix: str) -> str | None:
+    """The smallest string greater than every string starting with ``prefix`` (None: none)."""
+    while prefix and prefix[-1] == _MAX_CHAR:
+        prefix = prefix[:-1]
+    if not prefix:
+        return None
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
 class ScanResult:
@@ -279,7 +290,11 @@ class TableHandle:
                 raise ValidationError("scan cursor must be an EntryKey or '$last'")
             start = EntryKey(str(cursor[0]), str(cursor[1]))
         elif sk_prefix:
-            start = EntryKey(sk_prefix + _MAX_CHAR, "") if reverse else EntryKey(sk_prefix, "")
+            if reverse:
+                succ = _successor(sk_prefix)
+                start = None if succ is None else EntryKey(succ, "")
+            else:
+                start = EntryKey(sk_prefix, "")
             exclusive = reverse
         else:
             start = None

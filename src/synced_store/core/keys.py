@@ -38,19 +38,25 @@ def is_visible_to(ns: str, user_id: str) -> bool:
     return ns == PUBLIC or (ns.startswith("u:") and ns[2:] == user_id)
 
 
+def _utf8_len(s: str, what: str) -> int:
+    try:
+        return len(s.encode())
+    except UnicodeEncodeError:
+        raise ValidationError(f"{what} is not valid UTF-8 text (lone surrogate)") from None
+
+
 def check_key(table: str, item_key: Any, sort_key: Any = "") -> None:
-    """Raise unless the keys are strings and table + item key (and sort key) fit in 256 bytes."""
+    """Raise unless the keys are UTF-8 strings and table + item key (and sort key) fit in
+    256 bytes."""
     if not isinstance(item_key, str):
         raise ValidationError(f"item key must be a string, got {type(item_key).__name__}")
     if not isinstance(sort_key, str):
         raise ValidationError(f"sort key must be a string, got {type(sort_key).__name__}")
-    if len(table) + len(item_key) > MAX_KEY_BYTES // 4 and (
-        len(table.encode()) + len(item_key.encode()) > MAX_KEY_BYTES
-    ):
+    if len(table) + _utf8_len(item_key, "item key") > MAX_KEY_BYTES:
         raise KeyTooLargeError(
             f"key {table}/{item_key[:40]}... is longer than {MAX_KEY_BYTES} bytes"
         )
-    if len(sort_key) > MAX_KEY_BYTES // 4 and len(sort_key.encode()) > MAX_KEY_BYTES:
+    if _utf8_len(sort_key, "sort key") > MAX_KEY_BYTES:
         raise KeyTooLargeError(f"sort key {sort_key[:40]}... is longer than {MAX_KEY_BYTES} bytes")
 
 

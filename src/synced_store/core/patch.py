@@ -18,7 +18,16 @@ from typing import Any
 from ..errors import ProtocolError
 from ..types import RowKey
 
-__all__ = ["MIN_APPEND_CHARS", "apply_merge", "make_merge", "op_key", "op_row", "set_op"]
+__all__ = [
+    "MIN_APPEND_CHARS",
+    "apply_merge",
+    "del_op",
+    "json_equal",
+    "make_merge",
+    "op_key",
+    "op_row",
+    "set_op",
+]
 
 #: Only strings at least this long are sent as append deltas.
 MIN_APPEND_CHARS = 16
@@ -60,7 +69,7 @@ def make_merge(key: RowKey, sort_key: str, old: Any, new: Any) -> dict[str, Any]
             and v.startswith(o)
         ):
             append[f] = v[len(o) :]
-        elif o is _MISSING or o != v:
+        elif o is _MISSING or not json_equal(o, v):
             changed[f] = v
     if not append:
         return None
@@ -77,6 +86,17 @@ def make_merge(key: RowKey, sort_key: str, old: Any, new: Any) -> dict[str, Any]
     return op
 
 
+def json_equal(a: Any, b: Any) -> bool:
+    """Equality of JSON values that also tells ``1`` from ``True`` and ``1.0``."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is dict:
+        return a.keys() == b.keys() and all(json_equal(v, b[k]) for k, v in a.items())
+    if type(a) is list:
+        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
 class _Missing:
     pass
 
@@ -84,12 +104,11 @@ class _Missing:
 _MISSING = _Missing()
 
 
-def op_key(op: dict[str, Any]) -> RowKey:
+def op_key(op: Any) -> RowKey:
     """The row an op applies to; raises :class:`ProtocolError` on a malformed op."""
-    try:
-        ns, table, item = op.get("ns", ""), op["t"], op["k"]
-    except (KeyError, TypeError):
-        raise ProtocolError(f"malformed patch op: {op!r:.200}") from None
+    if type(op) is not dict:
+        raise ProtocolError(f"patch op must be an object: {op!r:.200}")
+    ns, table, item = op.get("ns", ""), op.get("t"), op.get("k")
     if not (isinstance(ns, str) and isinstance(table, str) and isinstance(item, str)):
         raise ProtocolError(f"malformed patch op: {op!r:.200}")
     return RowKey(ns, table, item)
@@ -99,21 +118,30 @@ def apply_merge(old: Any, op: dict[str, Any]) -> Any:
     """Apply a ``merge`` op to the value the receiver holds."""
     if type(old) is not dict:
         raise ProtocolError("merge op for a row that is not an object on this side")
+    append, sets, unset = op.get("append", {}), op.get("set", {}), op.get("unset", [])
+    if type(append) is not dict or type(sets) is not dict or type(unset) is not list:
+        raise ProtocolError("merge op: 'append' and 'set' must be objects, 'unset' a list")
     new = dict(old)
-    for f, suffix in op.get("append", {}).items():
+    for f, suffix in append.items():
         base = new.get(f)
-        if type(base) is not str:
-            raise ProtocolError(f"merge op appends to non-string field {f!r}")
+        if type(base) is not str or type(suffix) is not str:
+            raise ProtocolError(f"merge op appends to a non-string field {f!r}")
         new[f] = base + suffix
-    new.update(op.get("set", {}))
-    for f in op.get("unset", ()):
+    new.update(sets)
+    for f in unset:
+        if type(f) is not str:
+            raise ProtocolError("merge op: 'unset' must list field names")
         new.pop(f, None)
     return new
 
 
 def op_row(op: dict[str, Any], current: tuple[str, Any] | None) -> tuple[str, Any] | None:
     """The ``(sort_key, value)`` a row has after ``op`` (None when deleted)."""
+    if type(op) is not dict:
+        raise ProtocolError(f"patch op must be an object: {op!r:.200}")
     kind = op.get("op")
+    if kind in ("set", "merge") and type(op.get("sk", "")) is not str:
+        raise ProtocolError("patch op: 'sk' must be a string")
     if kind == "set":
         return op.get("sk", ""), op.get("v")
     if kind == "del":

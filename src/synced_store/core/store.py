@@ -141,7 +141,8 @@ class MemoryStore:
 
     def count(self, ns: str | None = None, table: str | None = None) -> int:
         """Number of rows, optionally restricted to one namespace and table."""
-        if ns is not None and table is not None:
-            t = self._tables.get((ns, table))
-            return 0 if t is None else len(t.rows)
-        return sum(len(t.rows) for t in self._tables.values())
+        return sum(
+            len(t.rows)
+            for (tns, tname), t in self._tables.items()
+            if (ns is None or tns == ns) and (table is None or tname == table)
+        )

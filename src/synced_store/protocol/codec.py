@@ -25,8 +25,11 @@ def encode(message: dict[str, Any]) -> str:
 
 
 def _parse(data: str | bytes) -> dict[str, Any]:
-    if len(data) > MAX_FRAME_BYTES:
-        raise ProtocolError(f"frame of {len(data)} bytes exceeds {MAX_FRAME_BYTES}")
+    size = len(data)
+    if isinstance(data, str) and size * 4 > MAX_FRAME_BYTES:
+        size = len(data.encode(errors="surrogatepass"))
+    if size > MAX_FRAME_BYTES:
+        raise ProtocolError(f"frame of {size} bytes exceeds {MAX_FRAME_BYTES}")
     try:
         msg = pydantic_core.from_json(data)
     except ValueError as exc:

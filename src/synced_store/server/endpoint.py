@@ -143,13 +143,16 @@ class SyncEndpoint:
                     "schema_version": schema_version,
                 }
             )
-            async with asyncio.TaskGroup() as tg:
-                sender = tg.create_task(session.run_sender())
-                try:
-                    await self._read_loop(ws, instance, session, tg)
-                finally:
-                    session.closed = True
-                    sender.cancel()
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    sender = tg.create_task(session.run_sender())
+                    try:
+                        await self._read_loop(ws, instance, session, tg)
+                    finally:
+                        session.closed = True
+                        sender.cancel()
+            except* WebSocketDisconnect:
+                pass  # the client went away while we were sending: normal
         finally:
             instance.detach(session)
 
