@@ -25,6 +25,8 @@ __all__ = ["SyncEndpoint"]
 
 log = logging.getLogger("synced_store.server")
 HANDSHAKE_TIMEOUT = 15.0
+#: Client-called actions running at once on one connection; more are refused at once.
+MAX_ACTIONS_PER_CONNECTION = 16
 
 
 class SyncEndpoint:
@@ -156,6 +158,13 @@ class SyncEndpoint:
         finally:
             instance.detach(session)
 
+    async def _run_action(self, instance: Any, session: Session, msg: dict[str, Any]) -> None:
+        session.actions_in_flight += 1
+        try:
+            await self.actions.call_from_client(instance, session, msg)
+        finally:
+            session.actions_in_flight -= 1
+
     async def _read_loop(
         self, ws: WebSocket, instance: Any, session: Session, tg: asyncio.TaskGroup
     ) -> None:
@@ -174,8 +183,20 @@ class SyncEndpoint:
             t = msg["type"]
             if t == "push":
                 instance.submit_push(session, msg["mutations"])
+                await instance.wait_for_room()
             elif t == "action":
-                if self.actions is None:
+                if session.actions_in_flight >= MAX_ACTIONS_PER_CONNECTION:
+                    session.send_message(
+                        {
+                            "type": "action_result",
+                            "request_id": msg["request_id"],
+                            "ok": False,
+                            "kind": ErrorKind.ACTION_FAILED,
+                            "error": f"more than {MAX_ACTIONS_PER_CONNECTION} actions in flight "
+                            "on this connection",
+                        }
+                    )
+                elif self.actions is None:
                     session.send_message(
                         {
                             "type": "action_result",
@@ -186,7 +207,7 @@ class SyncEndpoint:
                         }
                     )
                 else:
-                    tg.create_task(self.actions.call_from_client(instance, session, msg))
+                    tg.create_task(self._run_action(instance, session, msg))
             elif t == "pull":
                 session._need_pull = True
                 session._wake.set()

@@ -34,6 +34,8 @@ __all__ = ["Instance"]
 log = logging.getLogger("synced_store.server")
 MAX_BATCH_MUTATIONS = 2000
 MAX_TRANSIENT_RETRIES = 5
+#: Pushed mutations waiting for the writer before connections stop being read (backpressure).
+MAX_QUEUED_MUTATIONS = 20_000
 
 
 class _ServerTx:
@@ -107,6 +109,9 @@ class Instance:
         self.sessions: dict[str, Session] = {}
         self._queue: deque[_Push | _Direct | _Op] = deque()
         self._wake = asyncio.Event()
+        self._queued_pushed = 0
+        self._room = asyncio.Event()
+        self._room.set()
         self._lmids: dict[str, tuple[str, int]] = {}
         self._closing = False
         self.on_jobs_enqueued: Any = None
@@ -141,7 +146,18 @@ class Instance:
     def submit_push(self, session: Session, mutations: list[dict[str, Any]]) -> None:
         """Queue a client's push for the writer."""
         self._queue.append(_Push(session, mutations))
+        self._queued_pushed += len(mutations)
         self._wake.set()
+
+    async def wait_for_room(self) -> None:
+        """Return once fewer than ``MAX_QUEUED_MUTATIONS`` pushed mutations wait for the writer.
+
+        The endpoint awaits this before reading the next frame, so a client that pushes faster
+        than the instance commits is slowed down by TCP instead of growing the queue.
+        """
+        while self._queued_pushed >= MAX_QUEUED_MUTATIONS:
+            self._room.clear()
+            await self._room.wait()
 
     async def mutate(
         self, user_id: str, name: str, args: Any, source: dict[str, Any] | None = None
@@ -175,7 +191,13 @@ class Instance:
                 while self._queue and count < MAX_BATCH_MUTATIONS:
                     item = self._queue.popleft()
                     batch.append(item)
-                    count += len(item.mutations) if isinstance(item, _Push) else 1
+                    if isinstance(item, _Push):
+                        count += len(item.mutations)
+                        self._queued_pushed -= len(item.mutations)
+                    else:
+                        count += 1
+                if self._queued_pushed < MAX_QUEUED_MUTATIONS:
+                    self._room.set()
                 await self._process_with_retry(batch)
             if self._closing:
                 return

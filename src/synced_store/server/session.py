@@ -76,6 +76,7 @@ class Session:
         self._sent_at: dict[RowKey, float] = {}
         self.closed = False
         self.bytes_sent = 0
+        self.actions_in_flight = 0
 
     # -- called by the instance (synchronously, on the loop) ------------------------------
 
