@@ -130,6 +130,9 @@ class SyncedStoreClient:
         self._action_ids = itertools.count(1)
         self._failed_cbs: list[Callable[[MutationFailedError], None]] = []
         self._status_cbs: list[Callable[[str], None]] = []
+        self._end_cbs: list[Callable[[str], None]] = []
+        self._pending_cbs: list[Callable[[list[dict[str, Any]]], None]] = []
+        self._last_pending_ids: tuple[int, ...] = ()
         self._changed = asyncio.Event()
         self._out = asyncio.Event()
         self._conn: Connection | None = None
@@ -338,6 +341,45 @@ class SyncedStoreClient:
         self._status_cbs.append(callback)
         return lambda: self._status_cbs.remove(callback)
 
+    def on_ended(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``callback(end_reason)`` when the server ends the session for good (kicked,
+        auth_failed, version_mismatch, schema_version_mismatch, ...). Returns unsubscribe."""
+        self._end_cbs.append(callback)
+        return lambda: self._end_cbs.remove(callback)
+
+    def on_schema_version_mismatch(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` when the server refuses this client's schema version (the local
+        data has been cleared; reload the app). Returns unsubscribe."""
+
+        def on_end(reason: str) -> None:
+            if reason == "schema_version_mismatch":
+                callback()
+
+        return self.on_ended(on_end)
+
+    def get_pending_mutations(self) -> list[dict[str, Any]]:
+        """The pending mutations, oldest first: ``[{"id", "name", "args"}, ...]``."""
+        return [{"id": m.id, "name": m.name, "args": m.args} for m in self.engine.pending]
+
+    def on_pending_mutations_changed(
+        self, callback: Callable[[list[dict[str, Any]]], None]
+    ) -> Callable[[], None]:
+        """Call ``callback(pending)`` whenever the set of pending mutations changes (a
+        "saving..." indicator). Returns unsubscribe."""
+        self._pending_cbs.append(callback)
+        return lambda: self._pending_cbs.remove(callback)
+
+    @property
+    def state(self) -> str:
+        """``"initializing"`` until bootstrapped, ``"ready"``, then ``"ended"`` for good."""
+        if self.is_ended():
+            return "ended"
+        return "ready" if self.is_bootstrapped else "initializing"
+
+    async def wait_for_local_data(self) -> None:
+        """Local (persisted) data is loaded when :func:`connect` returns: returns at once."""
+        return None
+
     async def make_unique_id(self) -> str:
         """A unique, per-client increasing id such as ``"3f9a1c2b7d4e8a01-42"``."""
         self._unique += 1
@@ -373,6 +415,16 @@ class SyncedStoreClient:
     def _after_engine(self) -> None:
         if self.engine._outbox:
             self._out.set()
+        if self._pending_cbs:
+            ids = tuple(m.id for m in self.engine.pending)
+            if ids != self._last_pending_ids:
+                self._last_pending_ids = ids
+                pending = self.get_pending_mutations()
+                for pcb in list(self._pending_cbs):
+                    try:
+                        pcb(pending)
+                    except Exception:
+                        log.exception("on_pending_mutations_changed callback raised")
         for ev in self.engine.events_received():
             if isinstance(ev, Confirmed):
                 for mid in ev.mutation_ids:
@@ -515,6 +567,11 @@ class SyncedStoreClient:
         for fut in list(self._futures.values()):
             if not fut.done():
                 fut.set_exception(err)
+        for cb in list(self._end_cbs):
+            try:
+                cb(self.end_reason)
+            except Exception:
+                log.exception("on_ended callback raised")
         self._pulse()
 
     async def _writer(self, conn: Connection) -> None:
