@@ -247,3 +247,19 @@ def test_streamed_appends_compose(start: str, chunks: list[str]) -> None:
     op = make_merge(PUB, "", sent, final)
     receiver = apply_merge(receiver, op) if op is not None else final
     assert receiver == final
+
+
+def test_a_small_change_to_a_large_row_travels_as_a_set_only_merge() -> None:
+    old = {"text": "word " * 200, "status": "incomplete"}
+    new = {"text": old["text"], "status": "complete"}
+    op = make_merge(PUB, "", old, new)
+    assert op is not None
+    assert "append" not in op
+    assert op["set"] == {"status": "complete"}
+    assert apply_merge(old, op) == new
+
+
+def test_small_rows_and_large_changes_travel_whole() -> None:
+    assert make_merge(PUB, "", {"a": 1, "b": "x"}, {"a": 2, "b": "x"}) is None
+    big_old = {"text": "a" * 400}
+    assert make_merge(PUB, "", big_old, {"text": "b" * 400}) is None

@@ -631,12 +631,14 @@ async def connect(
     persist_path: str | Path | None = None,
     user_id: str | None = None,
     connector: Connector | None = None,
+    compression: str | None = None,
 ) -> SyncedStoreClient:
     """Open a client of ``instance_id`` on the server at ``url`` (``ws://host:port``).
 
     Returns at once (local data, if persisted, is loaded); syncing runs in the background.
     ``user_id`` is the user to act as before the server confirms it (default: the persisted
-    one, else the token, as in the development authentication scheme).
+    one, else the token, as in the development authentication scheme). ``compression="deflate"``
+    negotiates permessage-deflate.
     """
     persistence = Persistence(persist_path) if persist_path is not None else None
     meta: dict[str, Any] = {}
@@ -648,7 +650,7 @@ async def connect(
         persistence.set_meta(client_id=client_id, user_id=uid)
     client = SyncedStoreClient(
         backend_or_config,
-        connector or WebSocketConnector(sync_url(url, instance_id)),
+        connector or WebSocketConnector(sync_url(url, instance_id), compression=compression),
         token=token,
         user_id=str(uid),
         client_id=client_id,

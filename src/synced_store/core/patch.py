@@ -31,6 +31,8 @@ __all__ = [
 
 #: Only strings at least this long are sent as append deltas.
 MIN_APPEND_CHARS = 16
+#: Rows smaller than this (estimated JSON bytes) always travel whole unless a string grew.
+MERGE_MIN_ROW = 256
 
 
 def set_op(key: RowKey, sort_key: str, value: Any) -> dict[str, Any]:
@@ -51,8 +53,25 @@ def del_op(key: RowKey) -> dict[str, Any]:
     return op
 
 
+def _size(v: Any) -> int:
+    """A cheap estimate of a value's JSON size (exact enough to compare magnitudes)."""
+    t = type(v)
+    if t is str:
+        return len(v) + 2
+    if t is dict:
+        return sum(len(k) + 4 + _size(x) for k, x in v.items()) + 2
+    if t is list:
+        return sum(_size(x) + 1 for x in v) + 2
+    return 8
+
+
 def make_merge(key: RowKey, sort_key: str, old: Any, new: Any) -> dict[str, Any] | None:
-    """A ``merge`` op turning ``old`` into ``new`` if some string field only grew, else None."""
+    """A ``merge`` op turning ``old`` into ``new``, or None when a full ``set`` is as good.
+
+    It is used when some string field only grew (its suffix travels as an append), or when the
+    changed fields are less than half the size of the row (a long streamed reply whose status
+    flips to ``complete`` costs a few bytes, not the whole text again).
+    """
     if type(old) is not dict or type(new) is not dict:
         return None
     append: dict[str, str] = {}
@@ -71,16 +90,18 @@ def make_merge(key: RowKey, sort_key: str, old: Any, new: Any) -> dict[str, Any]
             append[f] = v[len(o) :]
         elif o is _MISSING or not json_equal(o, v):
             changed[f] = v
-    if not append:
+    unset = [f for f in old if f not in new]
+    if not append and (_size(new) < MERGE_MIN_ROW or 2 * _size(changed) > _size(new)):
         return None
-    op: dict[str, Any] = {"op": "merge", "t": key.table, "k": key.item, "append": append}
+    op: dict[str, Any] = {"op": "merge", "t": key.table, "k": key.item}
+    if append:
+        op["append"] = append
     if key.ns:
         op["ns"] = key.ns
     if sort_key:
         op["sk"] = sort_key
     if changed:
         op["set"] = changed
-    unset = [f for f in old if f not in new]
     if unset:
         op["unset"] = unset
     return op

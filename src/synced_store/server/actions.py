@@ -174,8 +174,9 @@ class ActionRunner:
                 next_due = due if next_due is None else min(next_due, due)
         return next_due
 
-    async def run(self, inst: Instance, name: str, input: Any, user_id: str,
-                  job_id: int | None = None) -> Any:
+    async def run(
+        self, inst: Instance, name: str, input: Any, user_id: str, job_id: int | None = None
+    ) -> Any:
         """Run action ``name`` now (with the timeout and a concurrency slot); returns its
         validated output as JSON, or raises :class:`ActionError`."""
         schema = inst.config.schema
@@ -214,8 +215,7 @@ class ActionRunner:
                 await self._record_failure(inst, job, exc)
             else:
                 now = time.time()
-                await inst.in_writer(lambda s: s.finish_job(job["id"], "done", now=now,
-                                                            output=out))
+                await inst.in_writer(lambda s: s.finish_job(job["id"], "done", now=now, output=out))
                 self._notify(inst, {**job, "status": "done", "output": out, "error": None})
         except Exception:
             # Recording the outcome failed (storage): the job stays ``running`` in the database
@@ -229,17 +229,32 @@ class ActionRunner:
         attempts = job["attempts"]
         now = time.time()
         if attempts >= self.max_attempts:
-            log.error("job %s (%s) failed for good after %d attempts: %s",
-                      job["id"], job["name"], attempts, exc)
-            await inst.in_writer(lambda s: s.finish_job(
-                job["id"], "failed", now=now, error=str(exc)))
+            log.error(
+                "job %s (%s) failed for good after %d attempts: %s",
+                job["id"],
+                job["name"],
+                attempts,
+                exc,
+            )
+            await inst.in_writer(
+                lambda s: s.finish_job(job["id"], "failed", now=now, error=str(exc))
+            )
             self._notify(inst, {**job, "status": "failed", "output": None, "error": str(exc)})
         else:
             delay = min(self.backoff_max, self.backoff_base * 2 ** (attempts - 1))
-            log.warning("job %s (%s) attempt %d failed, retry in %.2fs: %s",
-                        job["id"], job["name"], attempts, delay, exc)
-            await inst.in_writer(lambda s: s.finish_job(
-                job["id"], "pending", now=now, error=str(exc), next_run_at=now + delay))
+            log.warning(
+                "job %s (%s) attempt %d failed, retry in %.2fs: %s",
+                job["id"],
+                job["name"],
+                attempts,
+                delay,
+                exc,
+            )
+            await inst.in_writer(
+                lambda s: s.finish_job(
+                    job["id"], "pending", now=now, error=str(exc), next_run_at=now + delay
+                )
+            )
             self._notify(inst, {**job, "status": "pending", "output": None, "error": str(exc)})
 
     def _notify(self, inst: Instance, job: dict[str, Any]) -> None:
@@ -256,11 +271,19 @@ class ActionRunner:
             out = await self.run(inst, msg["name"], msg["input"], session.user_id)
         except SyncedStoreError as exc:
             kind = ErrorKind.ACTION_FAILED if isinstance(exc, ActionError) else exc.kind
-            session.send_message({"type": "action_result", "request_id": rid, "ok": False,
-                                  "kind": kind, "error": str(exc)})
+            session.send_message(
+                {
+                    "type": "action_result",
+                    "request_id": rid,
+                    "ok": False,
+                    "kind": kind,
+                    "error": str(exc),
+                }
+            )
         else:
-            session.send_message({"type": "action_result", "request_id": rid, "ok": True,
-                                  "output": out})
+            session.send_message(
+                {"type": "action_result", "request_id": rid, "ok": True, "output": out}
+            )
 
 
 def _instances_with_unfinished_jobs(data_dir: Path) -> list[str]:

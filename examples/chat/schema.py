@@ -1,0 +1,115 @@
+"""The chat schema: a ``messages`` table, ``sendMessage`` / ``updateMessage`` mutators and the
+``callBot`` action (the names of the seed page), plus ``cancelMessage`` / ``deleteMessage``.
+
+Shared with the browser (Pyodide): imports only the standard library, pydantic and synced_store.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel
+
+from synced_store import define_schema, table
+
+__all__ = [
+    "MENTION_RE",
+    "CallBotInput",
+    "CallBotOutput",
+    "Message",
+    "MessageIdInput",
+    "SendMessageInput",
+    "Status",
+    "UpdateMessageInput",
+    "chat_schema",
+    "parse_mention",
+]
+
+#: A bot mention at the start of a message: ``"@Claude tell me a story"`` -> ``"Claude"``.
+MENTION_RE = re.compile(r"^@(\S+)\s")
+
+Status = Literal["incomplete", "complete", "error", "cancelled"]
+
+
+def parse_mention(text: str) -> str | None:
+    """The bot named at the start of ``text`` (``^@(\\S+)\\s``), or None."""
+    m = MENTION_RE.match(text)
+    return m.group(1) if m else None
+
+
+class Message(BaseModel):
+    """A chat message (a row of ``messages``, keyed by ``id``)."""
+
+    id: str
+    text: str
+    role: Literal["user", "assistant"]
+    senderId: str
+    status: Status | None = None
+
+
+class SendMessageInput(BaseModel):
+    """``sendMessage``: a user message, and the id for the bot's reply if a bot is mentioned."""
+
+    id: str
+    text: str
+    botMessageId: str | None = None
+
+
+class UpdateMessageInput(BaseModel):
+    """``updateMessage``: replace a message's text and status (the action streams with it)."""
+
+    id: str
+    text: str
+    status: Status
+
+
+class MessageIdInput(BaseModel):
+    """``cancelMessage`` / ``deleteMessage``: the message's id."""
+
+    id: str
+
+
+class CallBotInput(BaseModel):
+    """``callBot``: which bot, and the placeholder message to stream into."""
+
+    botName: str
+    botMessageId: str
+
+
+class CallBotOutput(BaseModel):
+    """``callBot``'s result: ``success`` and the full reply."""
+
+    success: bool
+    response: str | None = None
+
+
+chat_schema = define_schema(
+    schema_version=1,
+    tables={"messages": {"schema": table(Message)}},
+    mutators={
+        "sendMessage": {
+            "description": "Send a message, optionally triggering a bot response",
+            "input": SendMessageInput,
+        },
+        "updateMessage": {
+            "description": "Update a message's text and status",
+            "input": UpdateMessageInput,
+        },
+        "cancelMessage": {
+            "description": "Stop a bot reply that is still streaming",
+            "input": MessageIdInput,
+        },
+        "deleteMessage": {
+            "description": "Delete a message (a streaming reply stops)",
+            "input": MessageIdInput,
+        },
+    },
+    actions={
+        "callBot": {
+            "description": "Stream an LLM response into a placeholder message",
+            "input": CallBotInput,
+            "output": CallBotOutput,
+        },
+    },
+)

@@ -1,0 +1,31 @@
+"""Bots for the chat demo: the ``bot.stream`` platform service and its providers.
+
+- :class:`LocalBot` — deterministic, offline (the default): a reply derived from the prompt,
+  streamed word by word at a configurable pace.
+- :class:`OpenAICompatibleBot` — any server speaking OpenAI's streaming chat-completions API
+  (``POST {base_url}/chat/completions`` with ``stream: true``), over httpx.
+
+:func:`make_bot_service` turns a :class:`BotConfig` into the service callable registered as
+``define_backend_config(services={"bot.stream": ...})``; it takes
+``{"botName": str, "messages": [{"role": ..., "content": ...}]}`` and returns an async iterator of
+text chunks. Provider failures raise :class:`BotError`.
+"""
+
+from .base import Bot, BotError, BotRequest, ChatMessage, parse_request
+from .config import BotConfig, make_bot, make_bot_service
+from .local import LocalBot, local_reply
+from .openai_compat import OpenAICompatibleBot
+
+__all__ = [
+    "Bot",
+    "BotConfig",
+    "BotError",
+    "BotRequest",
+    "ChatMessage",
+    "LocalBot",
+    "OpenAICompatibleBot",
+    "local_reply",
+    "make_bot",
+    "make_bot_service",
+    "parse_request",
+]
