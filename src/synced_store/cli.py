@@ -6,6 +6,8 @@ Commands::
     synced-store inspect                  list instances, or dump one instance (read-only)
     synced-store actions list             list the jobs of an instance's action outbox
     synced-store actions retry            re-queue failed jobs
+    synced-store demo chat                run the chat-with-bot demo (from ``chat_cli``)
+    synced-store chat                     a terminal chat client (from ``chat_cli``)
 
 Every command's help ends with an ``Example:`` block (``tests/test_cli.py`` checks it).
 User errors (bad arguments, missing files, import failures) end with ``Error: ...`` and exit
@@ -300,8 +302,9 @@ def _print_banner(
 def cli() -> None:
     """synced-store: a local-first sync engine.
 
-    Run a backend with `serve`, look inside instance databases with `inspect`, and manage the
-    action outbox with `actions list` / `actions retry`.
+    Run a backend with `serve`, look inside instance databases with `inspect`, manage the
+    action outbox with `actions list` / `actions retry`, and try the chat demo with
+    `demo chat` and `chat`.
 
     \b
     Example:
@@ -466,6 +469,10 @@ def _summary(instance_id: str, path: Path) -> dict[str, Any]:
         "path": str(path),
         "bytes": path.stat().st_size,
         "version": int(meta.get("version", 0)),
+        "schema_version": None
+        if meta.get("schema_version") is None
+        else int(meta["schema_version"]),
+        "horizon": int(meta.get("horizon", 0)),
         "rows": int(live),
         "tombstones": int(tombstones),
         "tables": tables,
@@ -547,8 +554,8 @@ def _echo_json(data: Any) -> None:
 def inspect(data_dir: Path, instance_id: str | None, table_name: str | None, as_json: bool) -> None:
     """Show the instances of a data dir, or the contents of one instance.
 
-    Without INSTANCE: every instance with its version, row, tombstone, client and job counts
-    (an unreadable file is listed with its error).
+    Without INSTANCE: every instance with its version, schema version, row, tombstone, client
+    and job counts (an unreadable file is listed with its error).
     With INSTANCE: its rows (namespace, table, item key, sort key, value), its clients (with
     last_mutation_id) and a summary of its action jobs. This is a read-only operation: the
     files are opened with SQLite's mode=ro and are safe to inspect while a server runs.
@@ -588,17 +595,18 @@ def _print_summaries(data_dir: Path, summaries: list[dict[str, Any]]) -> None:
         console.print(f"no instances in {data_dir}")
         return
     t = Table(title=f"instances in {data_dir}", title_justify="left")
-    for col in ("instance", "version", "rows", "tombstones", "tables", "clients", "jobs"):
+    for col in ("instance", "version", "schema", "rows", "tombstones", "tables", "clients", "jobs"):
         t.add_column(col, justify="left" if col in ("instance", "tables", "jobs") else "right")
     for s in summaries:
         if "error" in s:
-            t.add_row(s["instance_id"], "-", "-", "-", f"[red]{s['error']}[/]", "-", "-")
+            t.add_row(s["instance_id"], "-", "-", "-", "-", f"[red]{s['error']}[/]", "-", "-")
             continue
         jobs = ", ".join(f"{k} {v}" for k, v in s["jobs"].items() if v) or "-"
         tables = ", ".join(f"{k} {v}" for k, v in s["tables"].items()) or "-"
         t.add_row(
             s["instance_id"],
             str(s["version"]),
+            "-" if s["schema_version"] is None else str(s["schema_version"]),
             str(s["rows"]),
             str(s["tombstones"]),
             tables,
@@ -614,6 +622,7 @@ def _print_dump(dump: dict[str, Any], table_name: str | None) -> None:
     console = _console()
     console.print(
         f"[bold]{dump['instance_id']}[/]  version {dump['version']}  "
+        f"schema version {dump['schema_version'] if dump['schema_version'] is not None else '-'}  "
         f"({dump['path']}, {dump['bytes']} bytes, {dump['tombstones']} tombstones)"
     )
     what = f"rows of {table_name}" if table_name else "rows"
@@ -788,21 +797,26 @@ def actions_retry(
 # -- EXTENSION POINTS --------------------------------------------------------------------------
 #
 # New commands are plain functions registered on `cli` (or on a group hanging off it); keep each
-# thin and put the logic in the library. Planned (owned by the examples/chat author):
+# thin and put the logic in the library. A command that runs a server reuses `server_options`,
+# `load_backend` and `run_server(make_app, host=..., port=..., log_level=..., banner=...)`, as
+# `serve` does above. Commands may also live in their own module and be registered here with
+# `cli.add_command(...)`, like the chat demo's:
 #
-#   * `synced-store demo chat [--host] [--port] [--data-dir]`: a `demo` group,
-#         @cli.group()
-#         def demo() -> None: """... Example: ..."""
-#     with one command per demo, decorated with `@server_options`, that imports the demo's
-#     backend (e.g. `load_backend("examples.chat:backend")`) and calls
-#     `run_server(lambda: create_app(backend, data_dir=..., durability=..., routes=[...page
-#     routes...]), host=..., port=..., log_level=..., banner=...)`, as `serve` does above.
-#   * `synced-store chat ...`: a terminal client, `@cli.command()` over
-#     `synced_store.client.connect`.
+#   * `synced-store demo chat`: the `demo` group (one command per demo), and
+#   * `synced-store chat`: a terminal chat client,
+#
+# both in `synced_store/chat_cli.py` (owned by the examples/chat author).
 #
 # Every command's help must end with an `Example:` block (after a `\b` line so click keeps the
-# line breaks); tests/test_cli.py walks every command and checks it.
+# line breaks); tests/test_cli.py walks every command and checks it, and checks that
+# docs/operations.md shows it.
 # ---------------------------------------------------------------------------------------------
+
+from .chat_cli import chat as _chat  # noqa: E402 - registered after the core commands
+from .chat_cli import demo as _demo  # noqa: E402
+
+cli.add_command(_demo)
+cli.add_command(_chat)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -251,7 +251,7 @@ class Schema:
                 if fn is None:
                     out.append((n, a))
                 else:
-                    fn(a, lambda n2, a2: out.append((n2, a2)))
+                    fn(a, lambda n2, a2, out=out: out.append((n2, a2)))
             todo = out
         return todo
 

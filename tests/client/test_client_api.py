@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from appdefs import backend
 
+from appdefs import backend
 from synced_store import ConnectionEndedError, define_backend_config, define_schema
 from synced_store.client import connect
 from synced_store.testing import TestHarness, create_test_harness
@@ -16,7 +16,9 @@ from synced_store.testing import TestHarness, create_test_harness
 async def test_state_pending_listing_and_observer(harness: TestHarness) -> None:
     a, net = await harness.create_controlled_client("alice")
     assert a.state == "ready"
-    assert a.is_online and a.has_server_data and a.is_bootstrapped
+    assert a.is_online
+    assert a.has_server_data
+    assert a.is_bootstrapped
     seen: list[list[int]] = []
     a.on_pending_mutations_changed(lambda p: seen.append([m["id"] for m in p]))
     net.outbound.disable_auto_flush()
@@ -25,7 +27,9 @@ async def test_state_pending_listing_and_observer(harness: TestHarness) -> None:
     assert [m["name"] for m in a.get_pending_mutations()] == ["increment", "increment"]
     await net.outbound.enable_auto_flush()
     await a.wait_for_sync(timeout=5)
-    assert seen[0] == [1] and seen[1] == [1, 2] and seen[-1] == []
+    assert seen[0] == [1]
+    assert seen[1] == [1, 2]
+    assert seen[-1] == []
 
 
 async def test_kicked_when_the_same_client_id_connects_again(
@@ -42,7 +46,8 @@ async def test_kicked_when_the_same_client_id_connects_again(
     assert second.client_id == first.client_id
     with pytest.raises(ConnectionEndedError):
         await first.wait_until(lambda: False, timeout=5)
-    assert first.end_reason == "kicked" and ended == ["kicked"]
+    assert first.end_reason == "kicked"
+    assert ended == ["kicked"]
     assert first.state == "ended"
     with pytest.raises(ConnectionEndedError):
         await first.mutate.increment({"key": "k"})

@@ -8,7 +8,6 @@ import sqlite3
 from pathlib import Path
 
 from appdefs import get_counter
-
 from synced_store.storage.sqlite import instance_path
 from synced_store.testing import TestHarness, wait_for
 
@@ -66,3 +65,15 @@ async def test_a_cookie_older_than_the_tombstone_horizon_gets_a_full_reset(
     assert await a2.query(lambda ctx: get_counter(ctx, "w")) == 5
     keys = await a2.query(lambda ctx: ctx.table("counters").keys())
     assert [k.item_key for k in keys] == ["w", "x", "z"]
+
+
+async def test_bookkeeping_batches_do_not_bump_the_version(harness: TestHarness) -> None:
+    a = await harness.create_client("alice")
+    await (await a.mutate.setValue({"key": "idle", "value": 1})).confirmed
+    inst = harness.app.state.registry.instances["test"]
+    before = inst.store.version
+    for _ in range(3):  # what the action runner does every round on an idle instance
+        assert await inst.in_writer(lambda s: s.claim_jobs(0.0, 10)) == []
+    assert inst.store.version == before
+    await (await a.mutate.setValue({"key": "idle", "value": 2})).confirmed
+    assert inst.store.version == before + 1

@@ -113,6 +113,17 @@ class Persistence:
         self.set_meta(cookie=cookie, last_mutation_id=last_mutation_id, **meta)
         c.execute("COMMIT")
 
+    def replace_pending(self, pending: list[tuple[int, str, Any, int | None, str | None]]) -> None:
+        """Rewrite the pending mutations (after they were renumbered)."""
+        c = self.conn
+        c.execute("BEGIN")
+        c.execute("DELETE FROM pending")
+        c.executemany(
+            "INSERT INTO pending VALUES (?, ?, ?, ?, ?)",
+            [(i, n, orjson.dumps(a).decode(), v, k) for i, n, a, v, k in pending],
+        )
+        c.execute("COMMIT")
+
     def clear(self) -> None:
         """Forget everything (schema version mismatch)."""
         self.conn.executescript("DELETE FROM rows; DELETE FROM pending; DELETE FROM meta;")

@@ -474,6 +474,14 @@ class SyncedStoreClient:
                 else:
                     fut.set_exception(ActionError(str(msg.get("error"))))
             return
+        if (
+            t == "connected"
+            and int(msg.get("last_mutation_id") or 0) < self.engine.last_mutation_id
+        ):
+            self._start_over()
+            raise ProtocolError(
+                "the server lost this client's history; reconnecting as a new client"
+            )
         if t == "connected":
             uid = msg.get("user_id")
             if isinstance(uid, str) and uid:
@@ -557,6 +565,32 @@ class SyncedStoreClient:
                 return
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._reconnect[1])
+
+    def _start_over(self) -> None:
+        new_id = secrets.token_hex(8)
+        log.warning(
+            "synced-store: the server knows fewer mutations of client %s than it confirmed "
+            "(restored backup?); continuing as client %s with %d pending mutation(s)",
+            self.client_id,
+            new_id,
+            len(self.engine.pending),
+        )
+        renumbered = self.engine.start_over(new_id)
+        self.client_id = new_id
+        self._futures = {renumbered.get(k, k): f for k, f in self._futures.items()}
+        if self.persistence is not None:
+            self.persistence.replace_pending(
+                [
+                    (m.id, m.name, m.args, m.schema_version, m.dedupe_key)
+                    for m in self.engine.pending
+                ]
+            )
+            self.persistence.set_meta(
+                client_id=new_id,
+                cookie=None,
+                last_mutation_id=0,
+                next_mutation_id=self.engine.next_mutation_id,
+            )
 
     def _end(self, code: CloseCode, reason: str) -> None:
         self.end_reason = END_REASONS.get(code, "application")

@@ -661,6 +661,26 @@ class ClientEngine:
 
     # -- misc ------------------------------------------------------------------------------
 
+    def start_over(self, client_id: str) -> dict[int, int]:
+        """Continue as a new client after the server lost this one's history.
+
+        The server knows fewer of this client's mutations than it confirmed (a restored backup,
+        a power loss): pending mutations are renumbered from 1 under ``client_id`` and the
+        snapshot will be replaced by a full reset. Returns ``{old id: new id}``.
+        """
+        renumbered = {}
+        for n, m in enumerate(self.pending, start=1):
+            renumbered[m.id] = n
+            m.id = n
+        self.client_id = client_id
+        self.last_mutation_id = 0
+        self.next_mutation_id = len(self.pending) + 1
+        self.cookie = None
+        self._sent_upto = 0
+        self._server_acked = 0
+        self._connected = False
+        return renumbered
+
     def pending_args(self) -> list[tuple[int, str, Any]]:
         """``(id, name, args)`` of every pending mutation (for persistence)."""
         return [(m.id, m.name, m.args) for m in self.pending]

@@ -14,7 +14,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..errors import ProtocolError, SyncedStoreError, ValidationError
 from ..protocol.codec import decode_client_message
-from ..protocol.codes import CloseCode, ErrorKind
+from ..protocol.codes import END_REASONS, CloseCode, ErrorKind
 from ..protocol.version import MAX_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION
 from ..storage.sqlite import validate_instance_id
 from .auth import Authenticator, authenticate_token
@@ -54,7 +54,11 @@ class SyncEndpoint:
     async def _close(self, ws: WebSocket, code: int, reason: str) -> None:
         try:
             await ws.send_json(
-                {"type": "error", "kind": CloseCode(code).name.lower(), "message": reason}
+                {
+                    "type": "error",
+                    "kind": END_REASONS.get(CloseCode(code), CloseCode(code).name.lower()),
+                    "message": reason,
+                }
             )
             await ws.close(code, reason[:120])
         except Exception:

@@ -82,7 +82,9 @@ class _Op:
     """A storage operation run inside the writer's transaction (job bookkeeping)."""
 
     fn: Any
-    future: asyncio.Future[Any] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    future: asyncio.Future[Any] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
 
 
 @dataclass
@@ -95,7 +97,9 @@ class _Direct:
     source: dict[str, Any]
     system: Any = None
     after: Any = None
-    future: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    future: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
 
 
 class Instance:
@@ -219,8 +223,9 @@ class Instance:
                     log.error("instance %s: batch failed: %s", self.instance_id, exc)
                     self._fail_batch(batch, exc)
                     return
-                log.warning("instance %s: transient storage error, retrying: %s",
-                            self.instance_id, exc)
+                log.warning(
+                    "instance %s: transient storage error, retrying: %s", self.instance_id, exc
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
             except BaseException:
@@ -262,9 +267,16 @@ class Instance:
                 direct_results.append((item, res))
                 continue
             if isinstance(item, _Direct):
-                err, n = await self._run_one(item.user_id, item.name, item.args, item.source,
-                                             version, changes, system=item.system,
-                                             after=item.after)
+                err, n = await self._run_one(
+                    item.user_id,
+                    item.name,
+                    item.args,
+                    item.source,
+                    version,
+                    changes,
+                    system=item.system,
+                    after=item.after,
+                )
                 jobs += n
                 direct_results.append((item, err))
                 continue
@@ -280,33 +292,49 @@ class Instance:
                 if seq is Sequence.ALREADY_PROCESSED:
                     continue
                 if seq is Sequence.GAP:
-                    replies.append((session, {
-                        "type": "error", "kind": ErrorKind.MUTATION_ID_GAP,
-                        "message": f"mutation id {m['id']} skips ahead of "
-                                   f"last_mutation_id {last}; push from {last + 1}",
-                    }))
+                    replies.append(
+                        (
+                            session,
+                            {
+                                "type": "error",
+                                "kind": ErrorKind.MUTATION_ID_GAP,
+                                "message": f"mutation id {m['id']} skips ahead of "
+                                f"last_mutation_id {last}; push from {last + 1}",
+                            },
+                        )
+                    )
                     break
                 if m["name"] == SKIP:  # superseded by a later mutation with its dedupe key
                     last = m["id"]
                     continue
                 err, n = await self._run_one(
-                    session.user_id, m["name"], m["args"],
-                    {"type": "user", "user_id": session.user_id}, version, changes,
+                    session.user_id,
+                    m["name"],
+                    m["args"],
+                    {"type": "user", "user_id": session.user_id},
+                    version,
+                    changes,
                     from_version=m.get("v", session.schema_version),
                 )
                 jobs += n
                 last = m["id"]
                 if err is not None:
-                    e = {"id": m["id"], "name": m["name"],
-                         "kind": getattr(err, "kind", ErrorKind.MUTATOR_ERROR),
-                         "message": str(err) or type(err).__name__}
+                    e = {
+                        "id": m["id"],
+                        "name": m["name"],
+                        "kind": getattr(err, "kind", ErrorKind.MUTATOR_ERROR),
+                        "message": str(err) or type(err).__name__,
+                    }
                     errors.setdefault(cid, []).append(e)
                     store.add_error(cid, e)
             if last != start:
                 lmids[cid] = last
                 store.set_client(cid, session.user_id, last, version)
             replies.append((session, {"type": "push_response", "last_mutation_id": last}))
-        store.commit(version)
+        # A batch that changed no synced row and no client (job bookkeeping, idle claims)
+        # commits without a new version: clients have nothing to learn from it.
+        bumped = bool(changes or lmids)
+        store.commit(version if bumped else store.version)
         # Committed: update caches, then fan out synchronously (no await until done).
         self.mutations_processed += sum(
             len(i.mutations) if isinstance(i, _Push) else int(isinstance(i, _Direct)) for i in batch
@@ -318,9 +346,14 @@ class Instance:
                     self._lmids[cid] = (item.session.user_id, lmids[cid])
         for key, ch in changes.items():
             if ch is not None:
-                changes[key] = (ch[0], ch[1], orjson.Fragment(orjson.dumps(set_op(key, ch[0], ch[1]))))
-        for cid, session in list(self.sessions.items()):
-            session.on_commit(version, changes, lmids.get(cid), errors.get(cid))
+                changes[key] = (
+                    ch[0],
+                    ch[1],
+                    orjson.Fragment(orjson.dumps(set_op(key, ch[0], ch[1]))),
+                )
+        if bumped:
+            for cid, session in list(self.sessions.items()):
+                session.on_commit(version, changes, lmids.get(cid), errors.get(cid))
         for session, msg in replies:
             session.send_message(msg)
         for item, res in direct_results:
@@ -334,9 +367,17 @@ class Instance:
             self.on_jobs_enqueued()
 
     async def _run_one(
-        self, user_id: str, name: str, args: Any, source: dict[str, Any], version: int,
-        changes: dict[RowKey, Change], *, from_version: int | None = None,
-        system: Any = None, after: Any = None,
+        self,
+        user_id: str,
+        name: str,
+        args: Any,
+        source: dict[str, Any],
+        version: int,
+        changes: dict[RowKey, Change],
+        *,
+        from_version: int | None = None,
+        system: Any = None,
+        after: Any = None,
     ) -> tuple[BaseException | None, int]:
         """Run one mutation in a savepoint. Returns (permanent error or None, jobs enqueued).
 
@@ -361,13 +402,15 @@ class Instance:
         store.savepoint()
         try:
             if system is not None:
-                ctx = MutationContext(schema, tx, user_id, is_server=True,
-                                      source=source, platform=self.platform)
+                ctx = MutationContext(
+                    schema, tx, user_id, is_server=True, source=source, platform=self.platform
+                )
                 await system(ctx)
             for n, a in calls:
                 value = schema.mutator(n).parse_input(a)
-                ctx = MutationContext(schema, tx, user_id, is_server=True,
-                                      source=source, platform=self.platform)
+                ctx = MutationContext(
+                    schema, tx, user_id, is_server=True, source=source, platform=self.platform
+                )
                 await self.config.mutators[n](ctx, value)
                 jobs.extend(ctx.enqueued)
             now = time.time()
@@ -401,14 +444,23 @@ class Instance:
             )
         for v in range(stored, schema.schema_version):
             step = schema.migrations[v]
-            item = _Direct("$system", f"$migrate{v}to{v + 1}", None, {"type": "system"},
-                           system=step.migrate_data or _noop,
-                           after=lambda s, v=v: s.set_schema_version(v + 1))
+            item = _Direct(
+                "$system",
+                f"$migrate{v}to{v + 1}",
+                None,
+                {"type": "system"},
+                system=step.migrate_data or _noop,
+                after=lambda s, v=v: s.set_schema_version(v + 1),
+            )
             self._queue.append(item)
             self._wake.set()
             await item.future
-            log.info("instance %s: migrated data from schema version %d to %d",
-                     self.instance_id, v, v + 1)
+            log.info(
+                "instance %s: migrated data from schema version %d to %d",
+                self.instance_id,
+                v,
+                v + 1,
+            )
 
     def close(self) -> None:
         """Close the database (after the writer stopped)."""

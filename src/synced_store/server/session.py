@@ -172,7 +172,9 @@ class Session:
         )
         self._sent.clear()
         tail: dict[str, Any] = {
-            "base_cookie": base, "cookie": pull.version, "last_mutation_id": pull.last_mutation_id,
+            "base_cookie": base,
+            "cookie": pull.version,
+            "last_mutation_id": pull.last_mutation_id,
         }
         if pull.errors:
             tail["errors"] = pull.errors
@@ -210,7 +212,11 @@ class Session:
                 continue
             sk, value, encoded = change
             prev = sent.get(key)
-            op = make_merge(key, sk, prev, value) if prev is not None and self._append_deltas else None
+            op = (
+                make_merge(key, sk, prev, value)
+                if prev is not None and self._append_deltas
+                else None
+            )
             ops.append(op if op is not None else encoded)
             if type(value) is dict:
                 sent[key] = value
@@ -219,7 +225,10 @@ class Session:
                     sent.popitem(last=False)
         version = max(self._pending_version, self.cookie or 0)
         msg: dict[str, Any] = {
-            "type": "poke", "base_cookie": self.cookie, "cookie": version, "patch": ops,
+            "type": "poke",
+            "base_cookie": self.cookie,
+            "cookie": version,
+            "patch": ops,
         }
         if self._pending_lmid is not None:
             msg["last_mutation_id"] = self._pending_lmid

@@ -58,7 +58,11 @@ CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, next_run_at);
 def validate_instance_id(instance_id: str) -> str:
     """Return ``instance_id`` if it is 1-128 chars of ``[A-Za-z0-9_.-]`` not starting with a
     dot, dash or underscore; raise :class:`ValidationError` otherwise (no path tricks)."""
-    if not isinstance(instance_id, str) or not _INSTANCE_RE.match(instance_id) or ".." in instance_id:
+    if (
+        not isinstance(instance_id, str)
+        or not _INSTANCE_RE.match(instance_id)
+        or ".." in instance_id
+    ):
         raise ValidationError(f"invalid instance id {instance_id!r:.80}")
     return instance_id
 
@@ -234,9 +238,7 @@ class SqliteInstanceStore:
 
     def set_schema_version(self, version: int) -> None:
         """Record the schema version of the stored data (inside the writer transaction)."""
-        self.conn.execute(
-            "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (version,)
-        )
+        self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (version,))
         self.schema_version = version
 
     def compact_tombstones(self, before_version: int) -> int:
@@ -273,13 +275,24 @@ class SqliteInstanceStore:
                 (now, r[0]),
             )
         return [
-            {"id": r[0], "name": r[1], "input": orjson.loads(r[2]), "user_id": r[3],
-             "attempts": r[4] + 1}
+            {
+                "id": r[0],
+                "name": r[1],
+                "input": orjson.loads(r[2]),
+                "user_id": r[3],
+                "attempts": r[4] + 1,
+            }
             for r in rows
         ]
 
     def finish_job(
-        self, job_id: int, status: str, *, now: float, output: Any = None, error: str | None = None,
+        self,
+        job_id: int,
+        status: str,
+        *,
+        now: float,
+        output: Any = None,
+        error: str | None = None,
         next_run_at: float = 0.0,
     ) -> None:
         """Record a job's outcome: ``done``, ``failed`` (kept for ``actions retry``) or
@@ -287,8 +300,14 @@ class SqliteInstanceStore:
         self.conn.execute(
             "UPDATE jobs SET status = ?, output = ?, last_error = ?, next_run_at = ?, "
             "updated_at = ? WHERE id = ?",
-            (status, None if output is None else orjson.dumps(output).decode(), error,
-             next_run_at, now, job_id),
+            (
+                status,
+                None if output is None else orjson.dumps(output).decode(),
+                error,
+                next_run_at,
+                now,
+                job_id,
+            ),
         )
 
     def next_due(self) -> float | None:
@@ -380,7 +399,12 @@ class SqliteReader:
         self, ns: str, table: str, start: EntryKey | None, *, exclusive: bool, reverse: bool
     ) -> Iterator[tuple[EntryKey, Any]]:
         return SqliteInstanceStore.iterate(
-            self, ns, table, start, exclusive=exclusive, reverse=reverse  # type: ignore[arg-type]
+            self,
+            ns,
+            table,
+            start,
+            exclusive=exclusive,
+            reverse=reverse,  # type: ignore[arg-type]
         )
 
     def write(self, key: RowKey, sort_key: str, value: Any, encoded: bytes) -> None:
