@@ -29,14 +29,32 @@ MiB = 1024 * 1024
 TABLE = "kv"
 
 ITER_FULL = {
-    "reactive": 2000, "reactive_warm": 500, "write": 5000, "write_warm": 500,
-    "read": 5000, "read_warm": 500, "scan": 200, "scan_warm": 20,
-    "populate10k": 30, "populate10k_warm": 3, "populate1k": 200, "populate1k_warm": 20,
+    "reactive": 2000,
+    "reactive_warm": 500,
+    "write": 5000,
+    "write_warm": 500,
+    "read": 5000,
+    "read_warm": 500,
+    "scan": 200,
+    "scan_warm": 20,
+    "populate10k": 30,
+    "populate10k_warm": 3,
+    "populate1k": 200,
+    "populate1k_warm": 20,
 }
 ITER_QUICK = {
-    "reactive": 200, "reactive_warm": 50, "write": 500, "write_warm": 100,
-    "read": 500, "read_warm": 100, "scan": 20, "scan_warm": 3,
-    "populate10k": 5, "populate10k_warm": 1, "populate1k": 20, "populate1k_warm": 3,
+    "reactive": 200,
+    "reactive_warm": 50,
+    "write": 500,
+    "write_warm": 100,
+    "read": 500,
+    "read_warm": 100,
+    "scan": 20,
+    "scan_warm": 3,
+    "populate10k": 5,
+    "populate10k_warm": 1,
+    "populate1k": 20,
+    "populate1k_warm": 3,
 }
 ITER = ITER_FULL
 
@@ -108,8 +126,10 @@ def new_engine() -> ClientEngine:
 def load(engine: ClientEngine, prefix: str, n: int, size: int, width: int = 5) -> None:
     """Untimed loading with set_many, at most 4,096 entries per mutation."""
     for start in range(0, n, 4096):
-        entries = [[f"{prefix}{i:0{width}d}", make_value(i, 0, size)]
-                   for i in range(start, min(n, start + 4096))]
+        entries = [
+            [f"{prefix}{i:0{width}d}", make_value(i, 0, size)]
+            for i in range(start, min(n, start + 4096))
+        ]
         engine.mutate("set_many", {"entries": entries})
 
 
@@ -143,7 +163,7 @@ class _Counter:
 
 
 async def reactive(variant: str) -> list[tuple[str, LatencyStats]]:
-    """One of a1..a5. Returns [(row name suffix, stats to 5th callback), (.., to mutate returned)]."""
+    """One of a1..a5: [(label, stats to the 5th callback), (label, stats to mutate returned)]."""
     engine = new_engine()
     filler = {"a1": 0, "a2": 16384, "a3": 16384, "a4": 65536, "a5": 0}[variant]
     if filler:
@@ -349,11 +369,19 @@ ROWS = [
     ("a1/res", "a-1key-0-resolve", "a1 reactive [to mutate returned]"),
     ("a2/cb", "a-1key-16", "a2 reactive: as a1 + 16 MiB [to 5th callback]"),
     ("a2/res", "a-1key-16-resolve", "a2 reactive [to mutate returned]"),
-    ("a3/cb", "a-5keys-16", "a3 reactive: 5 keys -> 5 of 100 subs, 10 KB, +16 MiB [to 5th callback]"),
+    (
+        "a3/cb",
+        "a-5keys-16",
+        "a3 reactive: 5 keys -> 5 of 100 subs, 10 KB, +16 MiB [to 5th callback]",
+    ),
     ("a3/res", "a-5keys-16-resolve", "a3 reactive [to mutate returned]"),
     ("a4/cb", "a-5keys-64", "a4 reactive: as a3, +64 MiB [to 5th callback]"),
     ("a4/res", "a-5keys-64-resolve", "a4 reactive [to mutate returned]"),
-    ("a5/cb", "a-scan16-0", "a5 reactive: 5 keys -> 5 of 128 scan subs, 16 x 1 KB [to 5th callback]"),
+    (
+        "a5/cb",
+        "a-scan16-0",
+        "a5 reactive: 5 keys -> 5 of 128 scan subs, 16 x 1 KB [to 5th callback]",
+    ),
     ("a5/res", "a-scan16-0-resolve", "a5 reactive [to mutate returned]"),
     ("b", "b", "b write+commit: 1 x 128 B (store 10k x 1 KB)"),
     ("c", "c", "c read: get 1 x 1 KB (store 10k x 1 KB)"),
@@ -383,7 +411,9 @@ async def run_client_side(quick: bool, only: set[str] | None = None) -> dict[str
         gc.collect()
     if not only or "e" in only:
         progress(f"client-side e populate 10k x {ITER['populate10k']}")
-        results["e10k"] = await populate_bench(10_000, ITER["populate10k_warm"], ITER["populate10k"])
+        results["e10k"] = await populate_bench(
+            10_000, ITER["populate10k_warm"], ITER["populate10k"]
+        )
         progress(f"client-side e populate 1k x {ITER['populate1k']}")
         results["e1k"] = await populate_bench(1_000, ITER["populate1k_warm"], ITER["populate1k"])
     return results

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 __all__ = [
     "ALPHABET",
@@ -29,20 +30,27 @@ __all__ = [
     "progress",
 ]
 
-console = Console(highlight=False)
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 _T_START = time.monotonic()
 
 
 def progress(msg: str) -> None:
     """One progress line with the elapsed time since the runner started."""
-    console.print(f"[dim][{time.monotonic() - _T_START:7.1f}s][/dim] {msg}")
+    console.print(f"[dim]\\[{time.monotonic() - _T_START:7.1f}s][/dim] {escape(msg)}")
+    console.file.flush()  # progress must show up even when stdout is a file or a pipe
 
 
 def make_value(id_: int, rev: int, size: int) -> dict[str, Any]:
     """WORKLOAD.md section 2, verbatim: a JSON object whose compact encoding is ``size`` bytes."""
-    value: dict[str, Any] = {"id": id_, "rev": rev, "flag": (id_ + rev) % 2 == 0,
-                             "score": rev + 0.5, "nil": None, "text": ""}
+    value: dict[str, Any] = {
+        "id": id_,
+        "rev": rev,
+        "flag": (id_ + rev) % 2 == 0,
+        "score": rev + 0.5,
+        "nil": None,
+        "text": "",
+    }
     n = size - len(json.dumps(value, separators=(",", ":")).encode())
     x = (id_ * 2654435761 + rev * 40503 + 1) & 0xFFFFFFFF or 1
     out = []
@@ -104,15 +112,23 @@ def latency_stats(samples_ms: list[float], **extra: Any) -> LatencyStats:
     s = sorted(samples_ms)
     if not s:
         return LatencyStats(0, math.nan, math.nan, math.nan, math.nan, math.nan, math.nan, extra)
-    return LatencyStats(len(s), percentile(s, 50), percentile(s, 95), percentile(s, 99),
-                        sum(s) / len(s), s[0], s[-1], extra)
+    return LatencyStats(
+        len(s),
+        percentile(s, 50),
+        percentile(s, 95),
+        percentile(s, 99),
+        sum(s) / len(s),
+        s[0],
+        s[-1],
+        extra,
+    )
 
 
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process from /proc/<pid>/stat (psutil is not installed)."""
     with open(f"/proc/{pid}/stat") as f:
         data = f.read()
-    fields = data[data.rindex(")") + 2:].split()
+    fields = data[data.rindex(")") + 2 :].split()
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks
 
@@ -183,8 +199,19 @@ def machine_facts() -> dict[str, Any]:
         "implementation": platform.python_implementation(),
         "sqlite": sqlite3.sqlite_version,
         "node": _cmd(["node", "--version"]),
-        "packages": {p: v(p) for p in ("synced-store", "pydantic", "pydantic-core", "orjson",
-                                       "uvicorn", "websockets", "starlette", "rich")},
+        "packages": {
+            p: v(p)
+            for p in (
+                "synced-store",
+                "pydantic",
+                "pydantic-core",
+                "orjson",
+                "uvicorn",
+                "websockets",
+                "starlette",
+                "rich",
+            )
+        },
         "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
         "loadavg_start": loadavg(),
     }

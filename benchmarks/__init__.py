@@ -1,0 +1,1 @@
+"""synced-store benchmark suite. Run ``python -m benchmarks`` (see docs/benchmarks.md)."""
