@@ -819,6 +819,42 @@ cli.add_command(_demo)
 cli.add_command(_chat)
 
 
+@cli.group()
+def web() -> None:
+    """The browser client: fetch the runtime the web page needs.
+
+    \b
+    Example:
+        synced-store web build
+    """
+
+
+@web.command("build")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where to put the runtime (default: ./web-build or $SYNCED_STORE_WEB_BUILD).",
+)
+@click.option("--force", is_flag=True, help="Fetch again even if already built.")
+def web_build(out: Path | None, force: bool) -> None:
+    """Fetch Pyodide (npm) and the pydantic wheels for its ABI (PyPI) into web-build/.
+
+    The server then serves these files itself: the page never contacts another host.
+    Needs `npm` and network access to the npm registry and PyPI, once.
+
+    \b
+    Example:
+        synced-store web build --out ./web-build
+    """
+    from .web.build import main as build_main
+
+    argv = (["--out", str(out)] if out is not None else []) + (["--force"] if force else [])
+    code = build_main(argv)
+    if code:
+        raise SystemExit(code)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``synced-store`` console script."""
     cli.main(args=argv, prog_name="synced-store")

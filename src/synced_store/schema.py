@@ -200,6 +200,13 @@ class ActionDef:
 PendingMigrator = Callable[[Any, Callable[[str, Any], None]], None]
 
 
+def _emitter(out: list[tuple[str, Any]]) -> Callable[[str, Any], None]:
+    def emit(name: str, args: Any) -> None:
+        out.append((name, args))
+
+    return emit
+
+
 @dataclass(frozen=True)
 class Migration:
     """One version step: ``migrate_data(ctx)`` rewrites stored rows on the server (a system
@@ -251,7 +258,7 @@ class Schema:
                 if fn is None:
                     out.append((n, a))
                 else:
-                    fn(a, lambda n2, a2, out=out: out.append((n2, a2)))
+                    fn(a, _emitter(out))
             todo = out
         return todo
 

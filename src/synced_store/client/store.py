@@ -281,26 +281,26 @@ class SyncedStoreClient:
     ) -> Callable[[], None]:
         """``callback(entries, changes)`` with the table's rows and
         ``{"added": [...], "modified": [...], "removed": [...]}`` item keys (first call: all
-        added). ``private=True`` watches this user's private rows of the table."""
+        added). ``private=True`` watches this user's private rows of the table.
+
+        Maintained incrementally: an update costs the rows it changed plus building the
+        ``entries`` list, not a re-run of a whole-table query.
+        """
         self.config.schema.table_def(name)
-        prev: dict[str, Any] = {}
+        ns = "u:" + self.engine.user_id if private else ""
+        sub = self.engine.subscribe_table(ns, name, callback)
 
-        async def q(ctx: ReadContext) -> list[tuple[EntryKey, Any]]:
-            t = ctx.private_of_user(ctx.user_id).table(name) if private else ctx.table(name)
-            return await t.entries()
+        def first() -> None:
+            if sub.active:
+                entries = sub.entries()
+                added = [k.item_key for k, _ in entries]
+                try:
+                    callback(entries, {"added": added, "modified": [], "removed": []})
+                except Exception:
+                    log.exception("subscribe_to_table callback raised")
 
-        def cb(entries: list[tuple[EntryKey, Any]]) -> None:
-            nonlocal prev
-            cur = {k.item_key: v for k, v in entries}
-            changes = {
-                "added": [k for k in cur if k not in prev],
-                "modified": [k for k, v in cur.items() if k in prev and prev[k] != v],
-                "removed": [k for k in prev if k not in cur],
-            }
-            prev = cur
-            callback(entries, changes)
-
-        return self.subscribe(q, cb)
+        asyncio.get_running_loop().call_soon(first)
+        return lambda: self.engine.unsubscribe_table(sub)
 
     # -- writing ---------------------------------------------------------------------------
 

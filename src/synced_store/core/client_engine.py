@@ -23,6 +23,7 @@ from __future__ import annotations
 import gc
 import inspect
 import logging
+from bisect import bisect_left, insort
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,8 +33,8 @@ from ..errors import MutatorError, ProtocolError, SyncedStoreError
 from ..protocol.version import PROTOCOL_VERSION
 from ..schema import BackendConfig
 from ..types import EntryKey, RowKey
-from .context import MutationContext, ReadContext, run_sync
-from .patch import op_key, op_row
+from .context import MutationContext, ReadContext, copy_json, run_sync
+from .patch import json_equal, op_key, op_row
 from .readset import ReadSet
 from .store import MemoryStore
 
@@ -49,6 +50,7 @@ __all__ = [
     "PendingMutation",
     "ServerError",
     "Subscription",
+    "TableSubscription",
 ]
 
 log = logging.getLogger("synced_store.client")
@@ -133,6 +135,50 @@ class Subscription:
         self.reads = ReadSet()
         self.result: Any = _ABSENT
         self.active = True
+
+
+class TableSubscription:
+    """A whole-table subscription maintained incrementally: each update costs the rows that
+    changed, not the size of the table (what a UI list or a room view needs)."""
+
+    __slots__ = ("active", "callback", "ns", "order", "rows", "table")
+
+    def __init__(
+        self,
+        ns: str,
+        table: str,
+        callback: Callable[[list[tuple[EntryKey, Any]], dict[str, list[str]]], None],
+    ) -> None:
+        self.ns = ns
+        self.table = table
+        self.callback = callback
+        self.active = True
+        #: item key -> (sort key, a private copy of the value)
+        self.rows: dict[str, Row] = {}
+        self.order: list[EntryKey] = []
+
+    def entries(self) -> list[tuple[EntryKey, Any]]:
+        """The current rows in scan order, as ``(EntryKey, value)``."""
+        rows = self.rows
+        return [(ek, rows[ek.item_key][1]) for ek in self.order]
+
+    def _apply(self, item: str, new: Row | None) -> str | None:
+        """Bring one row up to date; returns "added", "modified", "removed" or None."""
+        old = self.rows.get(item)
+        if new is None:
+            if old is None:
+                return None
+            del self.rows[item]
+            del self.order[bisect_left(self.order, EntryKey(old[0], item))]
+            return "removed"
+        if old is not None and old[0] == new[0] and json_equal(old[1], new[1]):
+            return None
+        if old is not None and old[0] != new[0]:
+            del self.order[bisect_left(self.order, EntryKey(old[0], item))]
+        if old is None or old[0] != new[0]:
+            insort(self.order, EntryKey(new[0], item))
+        self.rows[item] = (new[0], copy_json(new[1]))
+        return "added" if old is None else "modified"
 
 
 class _Tx:
@@ -229,6 +275,7 @@ class ClientEngine:
         self._subs: set[Subscription] = set()
         self._point_index: dict[RowKey, set[Subscription]] = {}
         self._range_index: dict[tuple[str, str], set[Subscription]] = {}
+        self._table_subs: dict[tuple[str, str], set[TableSubscription]] = {}
         self.has_server_data = False
         #: Rows of the snapshot the last server update changed (for persistence).
         self.last_update: tuple[bool, list[tuple[RowKey, Row | None]]] = (False, [])
@@ -359,7 +406,66 @@ class ClientEngine:
         sub.result = result
         return changed
 
+    def subscribe_table(
+        self,
+        ns: str,
+        table: str,
+        callback: Callable[[list[tuple[EntryKey, Any]], dict[str, list[str]]], None],
+    ) -> TableSubscription:
+        """Watch every row of one table; ``callback(entries, changes)`` runs on each change
+        with ``changes = {"added": [...], "modified": [...], "removed": [...]}`` (item keys).
+
+        The first result is in ``sub.entries()``; the caller delivers it (all rows added).
+        """
+        sub = TableSubscription(ns, table, callback)
+        for ek, value in self.store.iterate(ns, table, None, exclusive=False, reverse=False):
+            sub.rows[ek.item_key] = (ek.sort_key, copy_json(value))
+            sub.order.append(ek)
+        self._table_subs.setdefault((ns, table), set()).add(sub)
+        return sub
+
+    def unsubscribe_table(self, sub: TableSubscription) -> None:
+        """Stop a table subscription."""
+        sub.active = False
+        subs = self._table_subs.get((sub.ns, sub.table))
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._table_subs[(sub.ns, sub.table)]
+
+    def _notify_tables(
+        self, changes: dict[RowKey, tuple[str | None, ...]], everything: bool
+    ) -> None:
+        store = self.store
+        for tk, subs in list(self._table_subs.items()):
+            if everything:
+                current = {
+                    ek.item_key: (ek.sort_key, v)
+                    for ek, v in store.iterate(tk[0], tk[1], None, exclusive=False, reverse=False)
+                }
+                keys = [
+                    RowKey(tk[0], tk[1], i)
+                    for i in current.keys() | set().union(*(s.rows.keys() for s in subs))
+                ]
+            else:
+                keys = [k for k in changes if k.ns == tk[0] and k.table == tk[1]]
+                if not keys:
+                    continue
+            for sub in list(subs):
+                diff: dict[str, list[str]] = {"added": [], "modified": [], "removed": []}
+                for key in keys:
+                    kind = sub._apply(key.item, store.get(key))
+                    if kind is not None:
+                        diff[kind].append(key.item)
+                if sub.active and (diff["added"] or diff["modified"] or diff["removed"]):
+                    try:
+                        sub.callback(sub.entries(), diff)
+                    except Exception:
+                        log.exception("Synced State | table subscription callback raised")
+
     def _notify(self, changes: dict[RowKey, tuple[str | None, ...]], everything: bool) -> None:
+        if self._table_subs and (changes or everything):
+            self._notify_tables(changes, everything)
         if everything:
             dirty = list(self._subs)
         else:

@@ -399,12 +399,12 @@ class SqliteReader:
         self, ns: str, table: str, start: EntryKey | None, *, exclusive: bool, reverse: bool
     ) -> Iterator[tuple[EntryKey, Any]]:
         return SqliteInstanceStore.iterate(
-            self,
+            self,  # type: ignore[arg-type]
             ns,
             table,
             start,
             exclusive=exclusive,
-            reverse=reverse,  # type: ignore[arg-type]
+            reverse=reverse,
         )
 
     def write(self, key: RowKey, sort_key: str, value: Any, encoded: bytes) -> None:

@@ -1,0 +1,211 @@
+// The chat page: rooms (instances), a user name, messages, @bot replies streaming in.
+import { createStore } from "./synced-store.js";
+
+const config = JSON.parse(document.getElementById("synced-store-config").textContent);
+const params = new URLSearchParams(location.search);
+const ROOM_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+const USER_RE = /^[^/\s]{1,64}$/;
+
+function pick(value, re, fallback) {
+  return value && re.test(value) ? value : fallback;
+}
+
+const room = pick(params.get("room") || localStorage.getItem("ss-chat-room"), ROOM_RE, "general");
+const user = pick(params.get("user") || localStorage.getItem("ss-chat-user"), USER_RE,
+  "guest-" + Math.random().toString(36).slice(2, 6));
+localStorage.setItem("ss-chat-room", room);
+localStorage.setItem("ss-chat-user", user);
+
+const $ = (id) => document.getElementById(id);
+const els = {
+  list: $("messages"), empty: $("empty"), loading: $("loading"), status: $("status"),
+  engine: $("engine"), form: $("composer"), text: $("text"), toast: $("toast"),
+  roomForm: $("room-form"), roomInput: $("room-input"), userForm: $("user-form"), userInput: $("user-input"),
+};
+document.title = `#${room} — ${config.title}`;
+els.roomInput.value = room;
+els.userInput.value = user;
+els.text.placeholder = `Message #${room} — mention @bot for a reply`;
+
+function go(newRoom, newUser) {
+  const q = new URLSearchParams({ room: newRoom, user: newUser });
+  location.search = q.toString();
+}
+els.roomForm.addEventListener("submit", (e) => {
+  e.preventDefault();
+  const v = els.roomInput.value.trim();
+  if (ROOM_RE.test(v)) go(v, user); else showToast("Room names: letters, digits, . _ -");
+});
+els.userForm.addEventListener("submit", (e) => {
+  e.preventDefault();
+  const v = els.userInput.value.trim();
+  if (USER_RE.test(v)) go(room, v); else showToast("Names cannot contain spaces or /");
+});
+
+let toastTimer = null;
+function showToast(text) {
+  els.toast.textContent = text;
+  els.toast.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => { els.toast.hidden = true; }, 5000);
+}
+
+// Message ids sort by time, so the table's key order is the conversation order.
+let seq = 0;
+function newMessageId() {
+  const t = Date.now().toString(36).padStart(9, "0");
+  seq = (seq + 1) % 1296;
+  return `m${t}${seq.toString(36).padStart(2, "0")}${Math.random().toString(36).slice(2, 6)}`;
+}
+
+const store = await createStore(config, { instanceId: room, token: user, userId: user });
+window.chat = { store, room, user };
+
+// -- status ------------------------------------------------------------------------------
+
+function renderStatus(s) {
+  els.status.dataset.status = s;
+  const text = s === "ended" ? `ended: ${store.endReason}` : s;
+  els.status.querySelector("span").textContent = text;
+}
+store.on("status", renderStatus);
+renderStatus(store.status);
+
+function renderEngine(err) {
+  if (store.optimistic) {
+    document.body.dataset.mode = "optimistic";
+    els.engine.textContent = "Python engine ready";
+    els.engine.title = "Mutators run in the page (Pyodide): messages show at once and sync in the background.";
+  } else if (err || !config.pyodide || params.has("nopy")) {
+    document.body.dataset.mode = "server";
+    els.engine.textContent = "server mode";
+    els.engine.title = err ? `Python engine failed to load: ${err}` : "No Pyodide build: messages appear when the server confirms them.";
+  }
+}
+store.on("ready", renderEngine);
+renderEngine(null);
+
+store.on("failed", (err) => showToast(`A message was rejected by the server: ${err.message}`));
+
+// -- messages ----------------------------------------------------------------------------
+
+let firstRender = true;
+const nodes = new Map();
+
+function messageNode(id) {
+  let li = nodes.get(id);
+  if (!li) {
+    li = document.createElement("li");
+    li.className = "msg";
+    li.dataset.id = id;
+    li.innerHTML = '<div class="meta"><span class="who"></span><span class="mark"></span>' +
+      '<button class="stop" type="button" hidden>stop</button></div><div class="bubble"></div>';
+    li.querySelector(".stop").addEventListener("click", () => {
+      store.mutate("cancelMessage", { id }).catch((err) => showToast(err.message));
+    });
+    nodes.set(id, li);
+  }
+  return li;
+}
+
+function fill(li, { who, text, role, status, mark, markClass, mine, ghost, errorNote }) {
+  li.classList.toggle("mine", !!mine);
+  li.classList.toggle("assistant", role === "assistant");
+  li.classList.toggle("ghost", !!ghost);
+  li.dataset.role = role;
+  li.dataset.status = status || "";
+  li.dataset.pending = String(markClass === "pending" || markClass === "sending");
+  li.querySelector(".who").textContent = who;
+  const m = li.querySelector(".mark");
+  m.textContent = mark;
+  m.className = "mark " + markClass;
+  li.querySelector(".stop").hidden = !(role === "assistant" && status === "incomplete" &&
+    config.mutators.includes("cancelMessage"));
+  const b = li.querySelector(".bubble");
+  if (b.textContent !== text) b.textContent = text;
+  let note = li.querySelector(".error-note");
+  if (errorNote) {
+    if (!note) {
+      note = document.createElement("div");
+      note.className = "error-note";
+      li.appendChild(note);
+    }
+    note.textContent = errorNote;
+  } else if (note) {
+    note.remove();
+  }
+}
+
+function render(rows, info) {
+  const main = els.list.parentElement;
+  const atBottom = main.scrollHeight - main.scrollTop - main.clientHeight < 40;
+  const seen = new Set();
+  const ordered = [];
+  for (const row of rows) {
+    const m = row.value;
+    const li = messageNode(row.key);
+    seen.add(row.key);
+    const mine = m.role === "user" && m.senderId === store.userId;
+    let mark = "";
+    let markClass = "";
+    if (row.pending) { mark = "● pending"; markClass = "pending"; }
+    else if (m.role === "user") { mark = "✓ sent"; markClass = "confirmed"; }
+    else if (m.status === "incomplete") { mark = "streaming…"; markClass = "pending"; }
+    else if (m.status === "complete") { mark = "✓"; markClass = "confirmed"; }
+    else if (m.status === "error") { mark = "✗ failed"; markClass = "failed"; }
+    else if (m.status === "cancelled") { mark = "stopped"; markClass = "sending"; }
+    fill(li, {
+      who: m.role === "user" ? (mine ? `${m.senderId} (you)` : m.senderId) : `@${m.senderId}`,
+      text: m.text, role: m.role, status: m.status, mark, markClass, mine,
+      errorNote: m.status === "error" ? "⚠ The bot reply failed." : (m.status === "cancelled" ? "Reply cancelled." : ""),
+    });
+    ordered.push(li);
+  }
+  // Without the engine, messages sent but not yet confirmed show as "sending" ghosts.
+  if (!info.optimistic) {
+    for (const p of info.pending) {
+      if (p.name !== "sendMessage" || seen.has(p.args.id)) continue;
+      const li = messageNode(p.args.id);
+      seen.add(p.args.id);
+      fill(li, { who: `${store.userId} (you)`, text: p.args.text, role: "user", status: "",
+        mark: "sending…", markClass: "sending", mine: true, ghost: true });
+      ordered.push(li);
+    }
+  }
+  for (const [id, li] of nodes) {
+    if (!seen.has(id)) { li.remove(); nodes.delete(id); }
+  }
+  ordered.forEach((li, i) => {
+    if (els.list.children[i] !== li) els.list.insertBefore(li, els.list.children[i] || null);
+  });
+  const haveData = info.fromServer || store.restoredFromCache || rows.length > 0;
+  els.loading.hidden = haveData;
+  els.empty.hidden = !haveData || ordered.length > 0;
+  if (haveData && firstRender) {
+    firstRender = false;
+    document.body.dataset.rendered = "true";
+    performance.mark("synced-store:first-messages");
+  }
+  if (atBottom || firstRender) main.scrollTop = main.scrollHeight;
+}
+
+store.subscribe({ table: "messages" }, render);
+
+// -- sending -----------------------------------------------------------------------------
+
+els.form.addEventListener("submit", (e) => {
+  e.preventDefault();
+  const text = els.text.value.trim();
+  if (!text) return;
+  const id = newMessageId();
+  const args = { id, text };
+  if (/^@(\S+)\s/.test(text + " ")) args.botMessageId = id + "r";
+  if (/^@\S+$/.test(text)) args.text = text + " ";
+  els.text.value = "";
+  store.mutate("sendMessage", args).then(
+    (res) => res.confirmed.catch((err) => showToast(`Not sent: ${err.message}`)),
+    (err) => {
+      if (!els.text.value) els.text.value = text; // give the text back to fix it
+      showToast(`Not sent: ${err.message}`);
+    });
+});

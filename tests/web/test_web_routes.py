@@ -1,0 +1,217 @@
+"""The web routes and the page's Python bridge, without a browser (always run)."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from synced_store.web import IMMUTABLE, python_bundle, routes
+from synced_store.web.build import load_build
+from synced_store.web.pyodide_bridge import Bridge
+
+REPO = Path(__file__).resolve().parents[2]
+FORBIDDEN = (
+    "synced_store.server",
+    "synced_store.client",
+    "synced_store.storage",
+    "starlette",
+    "orjson",
+    "uvicorn",
+    "websockets",
+    "sqlite3",
+    "asyncio",
+    "examples.chat.actions",
+    "examples.chat.app",
+    "synced_store.bot",
+)
+
+
+@pytest.fixture(scope="module")
+def chat_backend() -> Any:
+    from examples.chat.app import backend
+
+    return backend
+
+
+def test_bundle_ships_only_what_runs_in_the_browser(chat_backend: Any) -> None:
+    bundle = python_bundle(chat_backend, "examples.chat")
+    files = set(bundle.files)
+    assert {
+        "examples/chat/mutators.py",
+        "examples/chat/schema.py",
+        "_synced_store_bridge.py",
+        "synced_store/core/client_engine.py",
+        "synced_store/schema.py",
+    } <= files
+    assert "examples/chat/actions.py" not in files
+    assert "examples/chat/app.py" not in files
+    assert bundle.files["examples/chat/__init__.py"] == ""  # a stub, not the real package
+    assert not any(
+        f.startswith(
+            (
+                "synced_store/server",
+                "synced_store/client",
+                "synced_store/storage",
+                "synced_store/web",
+            )
+        )
+        for f in files
+    )
+    assert bundle.spec["schema"] == ["examples.chat.schema", "chat_schema"]
+    assert bundle.spec["mutators"]["sendMessage"] == ["examples.chat.mutators", "send_message"]
+    for path, text in bundle.files.items():
+        for node in ast.walk(ast.parse(text, path)):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                assert not name.startswith(FORBIDDEN), f"{path} imports {name}"
+
+
+def _in_thread(fn: Callable[[], Awaitable[None]]) -> None:
+    """Run an async check on a fresh loop in another thread (independent of any loop here)."""
+
+    async def main() -> None:
+        await fn()
+
+    with ThreadPoolExecutor(1) as ex:
+        ex.submit(asyncio.run, main()).result()
+
+
+def _client(backend: Any) -> httpx.AsyncClient:
+    app = Starlette(routes=routes("examples.chat", backend=backend))
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+def test_routes_serve_the_page_with_caching_headers(chat_backend: Any) -> None:
+    _in_thread(lambda: _check_page(chat_backend))
+
+
+async def _check_page(chat_backend: Any) -> None:
+    async with _client(chat_backend) as client:
+        page = await client.get("/")
+        assert page.status_code == 200
+        assert page.headers["cache-control"] == "no-cache"
+        again = await client.get("/", headers={"if-none-match": page.headers["etag"]})
+        assert again.status_code == 304
+        raw = page.text.split('id="synced-store-config">')[1].split("</script>")[0]
+        config = json.loads(raw)
+        assert config["schemaVersion"] == 1
+        assert "sendMessage" in config["mutators"]
+        js = await client.get("/_ss/static/synced-store.js")
+        assert js.headers["content-type"].startswith("text/javascript")
+        assert js.headers["cache-control"] == "no-cache"
+        css = await client.get("/_ss/static/chat.css")
+        assert css.headers["content-type"].startswith("text/css")
+        if config["pyodide"] is not None:
+            bundle = await client.get(config["pyodide"]["python"]["bundle"])
+            assert bundle.headers["cache-control"] == IMMUTABLE
+            assert "examples/chat/mutators.py" in bundle.json()["files"]
+            assert (await client.get("/_ss/py/0000000000000000.json")).status_code == 404
+
+
+@pytest.mark.skipif(load_build() is None, reason="no web build (scripts/build-web)")
+def test_runtime_files_have_mime_types_and_long_caching(chat_backend: Any) -> None:
+    _in_thread(lambda: _check_runtime_files(chat_backend))
+
+
+async def _check_runtime_files(chat_backend: Any) -> None:
+    async with _client(chat_backend) as client:
+        config = json.loads(
+            (await client.get("/")).text.split('id="synced-store-config">')[1].split("</script>")[0]
+        )
+        base = config["pyodide"]["indexURL"]
+        wasm = await client.head(base + "pyodide.asm.wasm")
+        assert wasm.headers["content-type"] == "application/wasm"
+        assert wasm.headers["cache-control"] == IMMUTABLE
+        mjs = await client.head(base + "pyodide.mjs")
+        assert mjs.headers["content-type"].startswith("text/javascript")
+        for url in config["pyodide"]["wheels"]:
+            r = await client.head(url)
+            assert r.status_code == 200, url
+            assert r.headers["content-type"] == "application/zip"
+            assert r.headers["cache-control"] == IMMUTABLE
+
+
+def _state(**kw: Any) -> str:
+    st = {
+        "user_id": "alice",
+        "client_id": "c1",
+        "next_mutation_id": 1,
+        "cookie": None,
+        "last_mutation_id": 0,
+        "rows": [],
+        "pending": [],
+    }
+    st.update(kw)
+    return json.dumps(st)
+
+
+def test_bridge_runs_mutators_and_rebases(chat_backend: Any) -> None:
+    spec = json.dumps(python_bundle(chat_backend, "examples.chat").spec)
+    b = Bridge(spec, _state())
+    b.subscribe_table(1, "messages", "public")
+    out = json.loads(b.take_output())
+    assert out["results"]["1"]["rows"] == []
+    b.adopt_connection(0)
+    res = json.loads(b.mutate("sendMessage", json.dumps({"id": "m1", "text": "hi"})))
+    assert res["ok"]
+    assert res["id"] == 1
+    out = json.loads(b.take_output())
+    assert json.loads(out["send"][0]) == {
+        "type": "push",
+        "mutations": [{"id": 1, "name": "sendMessage", "args": {"id": "m1", "text": "hi"}}],
+    }
+    assert out["pending_keys"] == [["", "messages", "m1"]]
+    [row] = out["results"]["1"]["rows"]
+    assert row[0] == "m1"
+    assert row[2]["senderId"] == "alice"
+    bad = json.loads(b.mutate("sendMessage", json.dumps({"id": 5})))
+    assert not bad["ok"]
+    assert "invalid" in bad["error"].lower()
+    value = {"id": "m1", "text": "hi", "role": "user", "senderId": "alice"}
+    b.receive(
+        json.dumps(
+            {
+                "type": "poke",
+                "cookie": 3,
+                "last_mutation_id": 1,
+                "patch": [{"op": "set", "t": "messages", "k": "m1", "v": value}],
+            }
+        )
+    )
+    out = json.loads(b.take_output())
+    assert out["pending_keys"] == []
+    assert out["pending"] == 0
+
+
+def test_bridge_restores_pending_mutations(chat_backend: Any) -> None:
+    spec = json.dumps(python_bundle(chat_backend, "examples.chat").spec)
+    b = Bridge(
+        spec,
+        _state(
+            cookie=2,
+            last_mutation_id=3,
+            next_mutation_id=5,
+            pending=[[4, "sendMessage", {"id": "m9", "text": "later"}]],
+        ),
+    )
+    b.subscribe_table(7, "messages", "public")
+    out = json.loads(b.take_output())
+    assert [r[0] for r in out["results"]["7"]["rows"]] == ["m9"]
+    assert out["pending_keys"] == [["", "messages", "m9"]]
+    assert json.loads(b.connect_message("alice"))["last_mutation_id"] == 3
+    b.receive(json.dumps({"type": "connected", "last_mutation_id": 3, "user_id": "alice"}))
+    pushed = [json.loads(f) for f in json.loads(b.take_output())["send"]]
+    assert pushed[0]["mutations"][0]["id"] == 4
