@@ -125,10 +125,6 @@ def _row(room: str, client: int, seq: int, id_: str) -> dict[str, Any]:
     }
 
 
-async def _entries(ctx: Any) -> Any:
-    return await ctx.table("msgs").entries()
-
-
 async def _ids(ctx: Any) -> set[str]:
     return {k.item_key for k in await ctx.table("msgs").keys()}
 
@@ -152,7 +148,7 @@ async def _connect_all(
                     answered[i] = True
                 on_result(i, result)
 
-            c.subscribe(_entries, cb)
+            c.subscribe_to_table("msgs", lambda entries, _changes, cb=cb: cb(entries))
     await asyncio.gather(*(c.wait_for_server_data(60) for c in clients))
     if on_result is not None:
         # The first callback after the server's first poke (the local empty result is earlier).
@@ -402,7 +398,7 @@ async def _fresh_client_sync(url: str, room: str, rows: int, timeout: float) -> 
             full.set()
 
     c = await connect(url, backend, instance_id=room, token="reader" + secrets.token_hex(3))
-    c.subscribe(_entries, cb)
+    c.subscribe_to_table("msgs", lambda entries, _changes: cb(entries))
     await asyncio.wait_for(full.wait(), timeout)
     ms = (t_all[0] - t0) * 1000
     await c.close()

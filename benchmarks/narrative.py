@@ -302,7 +302,8 @@ def e2e_section(
             "",
             "A write is confirmed when its `res.confirmed` resolves: the server committed it and "
             "this client rebased onto a poke carrying its `last_mutation_id`. `live` keeps a "
-            "`subscribe()` whose callback receives the full result set on every change; "
+            "`subscribe_to_table()` whose callback receives the full result set on every change "
+            "(maintained incrementally: each update costs the rows it changed); "
             "`background` has no subscription: the client still syncs the room into its local "
             "store (that is what our clients always do), and convergence is read from it with a "
             "local query. Converged = every client's ids = the confirmed ids = what a fresh "

@@ -27,6 +27,7 @@ from .common import check_vectors, console, loadavg, machine_facts, progress
 from .e2e import run_e2e
 from .peers import PeerSetup, run_replicache, run_triplit
 from .report import print_tables, write_markdown
+from .sections import carry_over
 from .sqlite_baseline import run_capacity
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,10 +155,13 @@ def main() -> None:
         help="rewrite the tables and --out from a saved run's JSON; runs nothing",
     )
     args = p.parse_args()
+    out_path = Path(args.out)
+    previous = out_path.read_text() if out_path.exists() else ""
     if args.report_only:
         data = json.loads(Path(args.report_only).read_text())
         print_tables(data)
         write_markdown(data, Path(args.out), Path(args.report_only))
+        carry_over(previous, out_path)
         console.print(f"wrote {args.out} from {args.report_only}")
         return
     if args.quick:
@@ -174,6 +178,7 @@ def main() -> None:
     Path(args.json).write_text(json.dumps(data, indent=1, default=str))
     print_tables(data)
     write_markdown(data, Path(args.out), Path(args.json))
+    carry_over(previous, out_path)
     console.print(f"wrote {args.out} and {args.json}")
 
 

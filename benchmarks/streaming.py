@@ -40,9 +40,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TimestampBot", "run", "summary"]
+__all__ = ["TimestampBot", "doc_section", "run", "summary"]
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.sections import run_facts, write_section  # noqa: E402
+
 _B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
@@ -506,6 +511,48 @@ def summary(out: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def doc_section(out: dict[str, Any], command: str) -> str:
+    """The streaming section of docs/benchmarks.md (issue 3's targets)."""
+    rows = {r["variant"]: r for r in out["results"]}
+    d = rows.get("deltas")
+    lines = [
+        "## Streaming: bot replies through ordinary rows (issue 3)",
+        "",
+        run_facts(command),
+        "",
+        'Each stream is an action calling `ctx.mutate("updateMessage")` once per chunk;',
+        "every subscriber is a real client in separate load-generator processes. `deltas` is",
+        "synced-store as shipped (per-row send window + append deltas); `naive` is the full-row",
+        "rewrite baseline (`create_app(append_deltas=False)`), run in the same sitting.",
+        "",
+        summary(out),
+        "",
+    ]
+    if d is not None:
+        p95 = d["latency_ms"]["p95"]
+        ratio = d["bytes_per_subscriber_over_final"]["mean"]
+        lines += [
+            "| target | measured (deltas) | met |",
+            "| :-- | :-- | :-- |",
+            f"| chunk → subscriber p95 ≤ 50 ms | {p95} ms | "
+            f"{'**yes**' if p95 <= 50 else '**no**'} |",
+            f"| bytes per subscriber ≤ 1.5 × final text | {ratio} × | "
+            f"{'**yes**' if ratio <= 1.5 else '**no**'} |",
+            "",
+        ]
+    lines += [
+        "Why it falls short where it does: with token-sized chunks (about 4 bytes every 50 ms)",
+        "each poke's envelope (~110 bytes) dwarfs its payload unless pokes are batched for",
+        "seconds, which the latency target forbids; larger chunks or permessage-deflate",
+        '(`connect(..., compression="deflate")`) bring the ratio down, as the variants show. At',
+        "100 streams × 10 subscribers the 2-core machine also runs ~1,100 Python clients, so the",
+        "latency tail measures CPU saturation. `tests/test_streaming_bytes.py` proves the O(n)",
+        "property on one row: 1,000 `ctx.mutate` calls cost each subscriber about 1× the final",
+        "size with deltas, several hundred × naive.",
+    ]
+    return "\n".join(lines)
+
+
 def run(quick: bool, *, pace: float | None = None, base_only: bool = False) -> dict[str, Any]:
     """Run every variant (100 streams x 10 subscribers, or 10 x 10 when ``quick``); returns
     the numbers as a dict. ``pace``: seconds between chunks (default 0.05, 20 chunks/s);
@@ -518,6 +565,7 @@ def _main() -> None:
     p.add_argument("--quick", action="store_true", help="10 streams x 10 subscribers")
     p.add_argument("--chunk-pace", type=float, default=None, help="seconds between chunks")
     p.add_argument("--base-only", action="store_true", help="only deltas vs naive")
+    p.add_argument("--write-doc", action="store_true", help="update docs/benchmarks.md")
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--data-dir", default="", help=argparse.SUPPRESS)
@@ -533,6 +581,11 @@ def _main() -> None:
     out = run(args.quick, pace=args.chunk_pace, base_only=args.base_only)
     print(json.dumps(out, indent=2))
     print(summary(out))
+    if args.write_doc:
+        write_section(
+            "streaming",
+            doc_section(out, " ".join(["python -m benchmarks.streaming", *sys.argv[1:]])),
+        )
 
 
 if __name__ == "__main__":
