@@ -262,8 +262,8 @@ async def test_kill_9_mid_stream_resumes_the_job(tmp_path: Path) -> None:
         token="alice",
         user_id="alice",
         persist_path=tmp_path / "alice.db",
+        reconnect_delay=(0.01, 0.1),
     )
-    alice._reconnect = (0.01, 0.1)
     try:
         await alice.wait_for_server_data(TIMEOUT)
         res = await alice.mutate.sendMessage(id="u1", text=PROMPT, botMessageId="b1")

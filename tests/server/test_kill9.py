@@ -16,8 +16,9 @@ TESTS = str(Path(__file__).resolve().parents[1])
 async def test_confirmed_mutations_survive_kill_minus_9(tmp_path: Path) -> None:
     server = ServerProcess("appdefs:backend", tmp_path / "data", pythonpath=[TESTS])
     server.start()
-    writer = await connect(server.url, backend, instance_id="k9", token="alice")
-    writer._reconnect = (0.01, 0.1)
+    writer = await connect(
+        server.url, backend, instance_id="k9", token="alice", reconnect_delay=(0.01, 0.1)
+    )
     try:
         await writer.wait_for_server_data(10)
         confirmed: list[str] = []

@@ -666,13 +666,15 @@ async def connect(
     user_id: str | None = None,
     connector: Connector | None = None,
     compression: str | None = None,
+    reconnect_delay: tuple[float, float] = (0.05, 5.0),
 ) -> SyncedStoreClient:
     """Open a client of ``instance_id`` on the server at ``url`` (``ws://host:port``).
 
     Returns at once (local data, if persisted, is loaded); syncing runs in the background.
     ``user_id`` is the user to act as before the server confirms it (default: the persisted
     one, else the token, as in the development authentication scheme). ``compression="deflate"``
-    negotiates permessage-deflate.
+    negotiates permessage-deflate. ``reconnect_delay`` is the (first, longest) wait between
+    reconnect attempts; it doubles after each failure.
     """
     persistence = Persistence(persist_path) if persist_path is not None else None
     meta: dict[str, Any] = {}
@@ -689,6 +691,8 @@ async def connect(
         user_id=str(uid),
         client_id=client_id,
         persistence=persistence,
+        reconnect_min=reconnect_delay[0],
+        reconnect_max=reconnect_delay[1],
     )
     client._restore()
     client._start()

@@ -108,6 +108,30 @@ class TestHarness:
         await self.stop_server()
         await self.start_server()
 
+    async def _client(
+        self,
+        user_id: str,
+        instance_id: str | None,
+        persist_path: str | Path | None,
+        connector: ControlledConnector | None,
+        wait: bool,
+        timeout: float,
+    ) -> SyncedStoreClient:
+        client = await connect(
+            self.url,
+            self.backend,
+            instance_id=instance_id or self.instance_id,
+            token=user_id,
+            user_id=user_id,
+            persist_path=persist_path,
+            connector=connector,
+            reconnect_delay=(0.005, 0.05),  # tests reconnect at once after a simulated cut
+        )
+        self.clients.append(client)
+        if wait:
+            await client.wait_for_server_data(timeout)
+        return client
+
     async def create_client(
         self,
         user_id: str = "user",
@@ -118,19 +142,7 @@ class TestHarness:
         timeout: float = 10.0,
     ) -> SyncedStoreClient:
         """A client of ``instance_id`` acting as ``user_id``, synced (unless ``wait=False``)."""
-        client = await connect(
-            self.url,
-            self.backend,
-            instance_id=instance_id or self.instance_id,
-            token=user_id,
-            user_id=user_id,
-            persist_path=persist_path,
-        )
-        client._reconnect = (0.005, 0.05)
-        self.clients.append(client)
-        if wait:
-            await client.wait_for_server_data(timeout)
-        return client
+        return await self._client(user_id, instance_id, persist_path, None, wait, timeout)
 
     async def create_controlled_client(
         self,
@@ -145,20 +157,8 @@ class TestHarness:
         connector = ControlledConnector(
             WebSocketConnector(sync_url(self.url, instance_id or self.instance_id))
         )
-        client = await connect(
-            self.url,
-            self.backend,
-            instance_id=instance_id or self.instance_id,
-            token=user_id,
-            user_id=user_id,
-            persist_path=persist_path,
-            connector=connector,
-        )
-        client._reconnect = (0.005, 0.05)
+        client = await self._client(user_id, instance_id, persist_path, connector, wait, timeout)
         client.transport = connector.transport  # type: ignore[attr-defined]
-        self.clients.append(client)
-        if wait:
-            await client.wait_for_server_data(timeout)
         return client, connector.transport
 
     @property
