@@ -1134,3 +1134,51 @@ TestRebaseAgainstModel.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+
+
+# -- incremental table subscriptions ---------------------------------------------------------
+
+
+def _table_sub(engine: Any) -> tuple[Any, list[tuple[list[str], dict[str, list[str]]]]]:
+    calls: list[tuple[list[str], dict[str, list[str]]]] = []
+    sub = engine.subscribe_table(
+        "", "counters", lambda entries, diff: calls.append(([k.item_key for k, _ in entries], diff))
+    )
+    return sub, calls
+
+
+def test_table_subscription_reports_small_and_large_updates_and_resets() -> None:
+    from .app import connected_engine, make_app, poke, set_op
+    from .app import del_op as del_
+
+    app = make_app()
+    engine = connected_engine(app, rows=[set_op("counters", "a", {"value": 1})])
+    sub, calls = _table_sub(engine)
+    assert [k.item_key for k, _ in sub.entries()] == ["a"]
+    # A small update: applied row by row.
+    engine.receive(poke(1, 2, [set_op("counters", "b", {"value": 2}), del_("counters", "a")]))
+    assert calls[-1] == (["b"], {"added": ["b"], "modified": [], "removed": ["a"]})
+    # A large update: the table is re-read in one pass; the diff is the same kind.
+    big = [set_op("counters", f"k{i:04d}", {"value": i}) for i in range(500)]
+    engine.receive(poke(2, 3, [*big, set_op("counters", "b", {"value": 3})]))
+    keys, diff = calls[-1]
+    assert keys == ["b", *[f"k{i:04d}" for i in range(500)]]
+    assert diff["modified"] == ["b"]
+    assert len(diff["added"]) == 500
+    assert diff["removed"] == []
+    # A reset replaces everything.
+    engine.receive(poke(None, 4, [set_op("counters", "z", {"value": 0})], reset=True))
+    keys, diff = calls[-1]
+    assert keys == ["z"]
+    assert diff["added"] == ["z"]
+    assert len(diff["removed"]) == 501
+    # Values handed out are the subscription's copies: mutating one leaves the store intact.
+    sub.entries()[0][1]["value"] = 99
+
+    async def read_z(ctx: Any) -> Any:
+        return await ctx.table("counters").get("z")
+
+    assert engine.query(read_z) == {"value": 0}
+    engine.unsubscribe_table(sub)
+    engine.receive(poke(4, 5, [set_op("counters", "y", {"value": 1})]))
+    assert len(calls) == 4

@@ -437,31 +437,51 @@ class ClientEngine:
         self, changes: dict[RowKey, tuple[str | None, ...]], everything: bool
     ) -> None:
         store = self.store
-        for tk, subs in list(self._table_subs.items()):
-            if everything:
-                current = {
-                    ek.item_key: (ek.sort_key, v)
-                    for ek, v in store.iterate(tk[0], tk[1], None, exclusive=False, reverse=False)
-                }
-                keys = [
-                    RowKey(tk[0], tk[1], i)
-                    for i in current.keys() | set().union(*(s.rows.keys() for s in subs))
-                ]
-            else:
-                keys = [k for k in changes if k.ns == tk[0] and k.table == tk[1]]
-                if not keys:
-                    continue
+        for (ns, table), subs in list(self._table_subs.items()):
+            keys = [] if everything else [k for k in changes if k.ns == ns and k.table == table]
+            if not everything and not keys:
+                continue
             for sub in list(subs):
-                diff: dict[str, list[str]] = {"added": [], "modified": [], "removed": []}
-                for key in keys:
-                    kind = sub._apply(key.item, store.get(key))
-                    if kind is not None:
-                        diff[kind].append(key.item)
+                if everything or len(keys) > 64 + len(sub.rows) // 8:
+                    diff = self._rebuild_table_sub(sub)
+                else:
+                    diff = {"added": [], "modified": [], "removed": []}
+                    for key in keys:
+                        kind = sub._apply(key.item, store.get(key))
+                        if kind is not None:
+                            diff[kind].append(key.item)
                 if sub.active and (diff["added"] or diff["modified"] or diff["removed"]):
                     try:
                         sub.callback(sub.entries(), diff)
                     except Exception:
                         log.exception("Synced State | table subscription callback raised")
+
+    def _rebuild_table_sub(self, sub: TableSubscription) -> dict[str, list[str]]:
+        """Re-read a whole table in one ordered pass (resets, large updates); unchanged rows
+        keep their copies."""
+        old = sub.rows
+        rows: dict[str, Row] = {}
+        order: list[EntryKey] = []
+        added: list[str] = []
+        modified: list[str] = []
+        for ek, value in self.store.iterate(
+            sub.ns, sub.table, None, exclusive=False, reverse=False
+        ):
+            item = ek.item_key
+            prev = old.get(item)
+            if prev is None:
+                rows[item] = (ek.sort_key, copy_json(value))
+                added.append(item)
+            elif prev[0] == ek.sort_key and json_equal(prev[1], value):
+                rows[item] = prev
+            else:
+                rows[item] = (ek.sort_key, copy_json(value))
+                modified.append(item)
+            order.append(ek)
+        removed = [item for item in old if item not in rows]
+        sub.rows = rows
+        sub.order = order
+        return {"added": added, "modified": modified, "removed": removed}
 
     def _notify(self, changes: dict[RowKey, tuple[str | None, ...]], everything: bool) -> None:
         if self._table_subs and (changes or everything):
