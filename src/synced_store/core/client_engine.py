@@ -23,7 +23,7 @@ from __future__ import annotations
 import gc
 import inspect
 import logging
-from bisect import bisect_left, insort
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -137,11 +137,15 @@ class Subscription:
         self.active = True
 
 
+def _entry_key(entry: tuple[EntryKey, Any]) -> EntryKey:
+    return entry[0]
+
+
 class TableSubscription:
     """A whole-table subscription maintained incrementally: each update costs the rows that
     changed, not the size of the table (what a UI list or a room view needs)."""
 
-    __slots__ = ("active", "callback", "ns", "order", "rows", "table")
+    __slots__ = ("active", "callback", "ns", "ordered", "rows", "table")
 
     def __init__(
         self,
@@ -155,12 +159,15 @@ class TableSubscription:
         self.active = True
         #: item key -> (sort key, a private copy of the value)
         self.rows: dict[str, Row] = {}
-        self.order: list[EntryKey] = []
+        #: ``(EntryKey, value)`` in scan order (the same value objects as ``rows``)
+        self.ordered: list[tuple[EntryKey, Any]] = []
 
     def entries(self) -> list[tuple[EntryKey, Any]]:
-        """The current rows in scan order, as ``(EntryKey, value)``."""
-        rows = self.rows
-        return [(ek, rows[ek.item_key][1]) for ek in self.order]
+        """The current rows in scan order, as ``(EntryKey, value)`` (a new list)."""
+        return self.ordered.copy()
+
+    def _index(self, sort_key: str, item: str) -> int:
+        return bisect_left(self.ordered, EntryKey(sort_key, item), key=_entry_key)
 
     def _apply(self, item: str, new: Row | None) -> str | None:
         """Bring one row up to date; returns "added", "modified", "removed" or None."""
@@ -169,15 +176,19 @@ class TableSubscription:
             if old is None:
                 return None
             del self.rows[item]
-            del self.order[bisect_left(self.order, EntryKey(old[0], item))]
+            del self.ordered[self._index(old[0], item)]
             return "removed"
         if old is not None and old[0] == new[0] and json_equal(old[1], new[1]):
             return None
-        if old is not None and old[0] != new[0]:
-            del self.order[bisect_left(self.order, EntryKey(old[0], item))]
-        if old is None or old[0] != new[0]:
-            insort(self.order, EntryKey(new[0], item))
-        self.rows[item] = (new[0], copy_json(new[1]))
+        value = copy_json(new[1])
+        self.rows[item] = (new[0], value)
+        entry = (EntryKey(new[0], item), value)
+        if old is not None and old[0] == new[0]:
+            self.ordered[self._index(old[0], item)] = entry
+            return "modified"
+        if old is not None:
+            del self.ordered[self._index(old[0], item)]
+        self.ordered.insert(self._index(new[0], item), entry)
         return "added" if old is None else "modified"
 
 
@@ -419,8 +430,9 @@ class ClientEngine:
         """
         sub = TableSubscription(ns, table, callback)
         for ek, value in self.store.iterate(ns, table, None, exclusive=False, reverse=False):
-            sub.rows[ek.item_key] = (ek.sort_key, copy_json(value))
-            sub.order.append(ek)
+            copy = copy_json(value)
+            sub.rows[ek.item_key] = (ek.sort_key, copy)
+            sub.ordered.append((ek, copy))
         self._table_subs.setdefault((ns, table), set()).add(sub)
         return sub
 
@@ -461,7 +473,7 @@ class ClientEngine:
         keep their copies."""
         old = sub.rows
         rows: dict[str, Row] = {}
-        order: list[EntryKey] = []
+        ordered: list[tuple[EntryKey, Any]] = []
         added: list[str] = []
         modified: list[str] = []
         for ek, value in self.store.iterate(
@@ -477,10 +489,10 @@ class ClientEngine:
             else:
                 rows[item] = (ek.sort_key, copy_json(value))
                 modified.append(item)
-            order.append(ek)
+            ordered.append((ek, rows[item][1]))
         removed = [item for item in old if item not in rows]
         sub.rows = rows
-        sub.order = order
+        sub.ordered = ordered
         return {"added": added, "modified": modified, "removed": removed}
 
     def _notify(self, changes: dict[RowKey, tuple[str | None, ...]], everything: bool) -> None:
