@@ -235,7 +235,7 @@ def doc_section(res: dict[str, Any], command: str) -> str:
         "Headless Chromium (Debian) via Playwright against `synced-store demo chat` on 127.0.0.1;",
         f"cold = empty cache and IndexedDB ({res['cold_transfer_bytes']:,} bytes transferred),",
         "warm = a new tab with the HTTP cache primed. Requests that left the machine: "
-        f"{res['requests_off_machine']}.",
+        f"{len(res['requests_off_machine'])}.",
         "",
         "| measure | median ms | range ms | target | met |",
         "| :-- | --: | :-- | :-- | :-- |",
