@@ -110,12 +110,21 @@ backend = define_backend_config(
 
 
 def _server_view(h: TestHarness, instance_id: str, user_id: str) -> dict[RowKey, Any]:
-    store = h.app.state.registry.instances[instance_id].store
-    rows = store.conn.execute(
-        "SELECT ns, tbl, item, sk, value FROM rows WHERE deleted = 0"
-    ).fetchall()
+    """The committed rows ``user_id`` may see, read from the instance's database file (so it
+    works while a restarted server has not reopened the instance yet)."""
+    import sqlite3
+
     import orjson
 
+    from synced_store.storage.sqlite import instance_path
+
+    conn = sqlite3.connect(f"file:{instance_path(h.data_dir, instance_id)}?mode=ro", uri=True)
+    try:
+        rows = conn.execute(
+            "SELECT ns, tbl, item, sk, value FROM rows WHERE deleted = 0"
+        ).fetchall()
+    finally:
+        conn.close()
     return {
         RowKey(ns, t, i): (sk, orjson.loads(v))
         for ns, t, i, sk, v in rows

@@ -76,7 +76,14 @@ class TestHarness:
         self.port = sock.getsockname()[1]
         self._sock = sock
         app = create_app(self.backend, data_dir=self.data_dir, **self.app_options)
-        config = uvicorn.Config(app, log_level="warning", lifespan="on", ws_max_size=8 << 20)
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            lifespan="on",
+            ws_max_size=8 << 20,
+            # A stalled connection must not hold a restart forever: close it after 2 s.
+            timeout_graceful_shutdown=2,
+        )
         self._server = uvicorn.Server(config)
         started = asyncio.Event()
         server = self._server
