@@ -474,15 +474,12 @@ class SyncedStoreClient:
                 else:
                     fut.set_exception(ActionError(str(msg.get("error"))))
             return
-        if (
-            t == "connected"
-            and int(msg.get("last_mutation_id") or 0) < self.engine.last_mutation_id
-        ):
-            self._start_over()
-            raise ProtocolError(
-                "the server lost this client's history; reconnecting as a new client"
-            )
         if t == "connected":
+            if int(msg.get("last_mutation_id") or 0) < self.engine.last_mutation_id:
+                self._start_over()
+                raise ProtocolError(
+                    "the server lost this client's history; reconnecting as a new client"
+                )
             uid = msg.get("user_id")
             if isinstance(uid, str) and uid:
                 self.engine.user_id = uid
@@ -491,8 +488,7 @@ class SyncedStoreClient:
             self.engine.receive(msg)
             self._set_status("connected")
         elif t == "error":
-            log.warning("server error %s: %s", msg.get("kind"), msg.get("message"))
-            self.engine.receive(msg)
+            self.engine.receive(msg)  # logged once, as a ServerError event
             if msg.get("kind") in ("mutation_id_gap", "storage_busy"):
                 # Unprocessed pushes: reconnect, learn the server's last_mutation_id, re-push.
                 self._after_engine()

@@ -281,7 +281,6 @@ class ClientEngine:
         self._events: list[EngineEvent] = []
         self._connected = False
         self._sent_upto = 0
-        self._server_acked = 0
         self._parts: list[dict[str, Any]] = []
         self._subs: set[Subscription] = set()
         self._point_index: dict[RowKey, set[Subscription]] = {}
@@ -600,10 +599,9 @@ class ClientEngine:
             self._connected = True
             server_lmid = msg.get("last_mutation_id", 0)
             self._sent_upto = max(server_lmid, self.last_mutation_id)
-            self._server_acked = server_lmid
             self._push_pending()
         elif t == "push_response":
-            self._server_acked = max(self._server_acked, int(msg.get("last_mutation_id", 0)))
+            pass  # an acknowledgement only: confirmation comes with the poke carrying the data
         elif t == "error":
             self._events.append(ServerError(str(msg.get("kind")), str(msg.get("message"))))
         else:
@@ -815,7 +813,6 @@ class ClientEngine:
         self.next_mutation_id = len(self.pending) + 1
         self.cookie = None
         self._sent_upto = 0
-        self._server_acked = 0
         self._connected = False
         return renumbered
 

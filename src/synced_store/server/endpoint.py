@@ -213,8 +213,7 @@ class SyncEndpoint:
                 else:
                     tg.create_task(self._run_action(instance, session, msg))
             elif t == "pull":
-                session._need_pull = True
-                session._wake.set()
+                session.request_pull()
             else:
                 await session.kick(CloseCode.BAD_MESSAGE, f"unexpected message {t!r}")
                 return

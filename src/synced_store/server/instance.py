@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from ..core.sequencing import Sequence, classify
 from ..errors import SchemaError, StorageError, SyncedStoreError, UnknownNameError
 from ..protocol.codes import ErrorKind
 from ..schema import BackendConfig
-from ..storage.sqlite import SqliteInstanceStore
+from ..storage.sqlite import SqliteInstanceStore, storage_error
 from ..types import EntryKey, RowKey
 from .platform import ServerPlatform
 from .session import Change, Session
@@ -147,11 +148,14 @@ class Instance:
 
     # -- submitting work -------------------------------------------------------------------
 
+    def _submit(self, item: _Push | _Direct | _Op) -> None:
+        self._queue.append(item)
+        self._wake.set()
+
     def submit_push(self, session: Session, mutations: list[dict[str, Any]]) -> None:
         """Queue a client's push for the writer."""
-        self._queue.append(_Push(session, mutations))
         self._queued_pushed += len(mutations)
-        self._wake.set()
+        self._submit(_Push(session, mutations))
 
     async def wait_for_room(self) -> None:
         """Return once fewer than ``MAX_QUEUED_MUTATIONS`` pushed mutations wait for the writer.
@@ -171,15 +175,13 @@ class Instance:
         Raises the mutator's error (nothing is committed for it) if it fails.
         """
         item = _Direct(user_id, name, args, source or {"type": "system", "user_id": user_id})
-        self._queue.append(item)
-        self._wake.set()
+        self._submit(item)
         await item.future
 
     async def in_writer(self, fn: Any) -> Any:
         """Run ``fn(store)`` inside the writer's next transaction; returns its result."""
         item = _Op(fn)
-        self._queue.append(item)
-        self._wake.set()
+        self._submit(item)
         return await item.future
 
     # -- the writer ------------------------------------------------------------------------
@@ -421,8 +423,8 @@ class Instance:
         except StorageError:
             raise
         except Exception as exc:
-            if _is_transient_sqlite(exc):
-                raise StorageError(str(exc), transient=True) from exc
+            if isinstance(exc, sqlite3.Error) and (err := storage_error(exc)).transient:
+                raise err from exc
             store.rollback_savepoint()
             if not isinstance(exc, SyncedStoreError):
                 log.info("mutator %s raised on the server: %r", name, exc)
@@ -452,8 +454,7 @@ class Instance:
                 system=step.migrate_data or _noop,
                 after=lambda s, v=v: s.set_schema_version(v + 1),
             )
-            self._queue.append(item)
-            self._wake.set()
+            self._submit(item)
             await item.future
             log.info(
                 "instance %s: migrated data from schema version %d to %d",
@@ -469,11 +470,3 @@ class Instance:
 
 async def _noop(ctx: Any) -> None:
     return None
-
-
-def _is_transient_sqlite(exc: BaseException) -> bool:
-    import sqlite3
-
-    return isinstance(exc, sqlite3.OperationalError) and any(
-        w in str(exc) for w in ("locked", "busy", "disk I/O")
-    )

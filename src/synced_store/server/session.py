@@ -17,7 +17,6 @@ from typing import Any
 
 import orjson
 
-from ..core.keys import is_visible_to
 from ..core.patch import del_op, make_merge
 from ..storage.sqlite import SqliteInstanceStore
 from ..types import RowKey
@@ -104,6 +103,11 @@ class Session:
             self._pending_lmid = lmid
         if errors:
             self._pending_errors.extend(errors)
+        self._wake.set()
+
+    def request_pull(self) -> None:
+        """Send the client everything since its cookie again (the ``pull`` message)."""
+        self._need_pull = True
         self._wake.set()
 
     def send_message(self, message: dict[str, Any]) -> None:
@@ -238,8 +242,3 @@ class Session:
             msg["errors"], self._pending_errors = self._pending_errors, []
         self.cookie = version
         await self._send_text(orjson.dumps(msg).decode())
-
-
-def visible(key: RowKey, user_id: str) -> bool:
-    """True if ``key`` may be sent to ``user_id``."""
-    return is_visible_to(key.ns, user_id)

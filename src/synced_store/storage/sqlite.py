@@ -23,7 +23,13 @@ from ..errors import PermissionDeniedError, StorageError, ValidationError
 from ..types import EntryKey, RowKey
 from .base import PullResult, Row
 
-__all__ = ["SqliteInstanceStore", "instance_path", "validate_instance_id"]
+__all__ = [
+    "SqliteInstanceStore",
+    "SqliteReader",
+    "instance_path",
+    "storage_error",
+    "validate_instance_id",
+]
 
 STORAGE_VERSION = 1
 _INSTANCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -72,7 +78,9 @@ def instance_path(data_dir: Path, instance_id: str) -> Path:
     return Path(data_dir) / f"{validate_instance_id(instance_id)}.sqlite3"
 
 
-def _transient(exc: sqlite3.Error) -> StorageError:
+def storage_error(exc: sqlite3.Error) -> StorageError:
+    """The :class:`StorageError` for a sqlite3 error; ``transient`` when a retry may succeed
+    (busy, locked, I/O, interrupted)."""
     msg = str(exc)
     transient = isinstance(exc, sqlite3.OperationalError) and any(
         w in msg for w in ("locked", "busy", "disk I/O", "interrupted")
@@ -80,7 +88,45 @@ def _transient(exc: sqlite3.Error) -> StorageError:
     return StorageError(f"sqlite: {msg}", transient=transient)
 
 
-class SqliteInstanceStore:
+class _RowReader:
+    """Reading rows through ``self.conn`` (the writer's connection or a reader's own)."""
+
+    conn: sqlite3.Connection
+
+    def read(self, key: RowKey) -> Row | None:
+        r = self.conn.execute(
+            "SELECT sk, value FROM rows WHERE ns = ? AND tbl = ? AND item = ? AND deleted = 0",
+            key,
+        ).fetchone()
+        return None if r is None else (r[0], orjson.loads(r[1]))
+
+    def iterate(
+        self, ns: str, table: str, start: EntryKey | None, *, exclusive: bool, reverse: bool
+    ) -> Iterator[tuple[EntryKey, Any]]:
+        pos = start
+        excl = exclusive
+        while True:
+            args: tuple[str, ...]
+            if pos is None:
+                where, args = "", ()
+            else:
+                op = ("<" if excl else "<=") if reverse else (">" if excl else ">=")
+                where, args = f" AND (sk, item) {op} (?, ?)", (pos[0], pos[1])
+            order = "DESC" if reverse else "ASC"
+            rows = self.conn.execute(
+                "SELECT sk, item, value FROM rows WHERE ns = ? AND tbl = ? AND deleted = 0"
+                f"{where} ORDER BY sk {order}, item {order} LIMIT 128",
+                (ns, table, *args),
+            ).fetchall()
+            for sk, item, value in rows:
+                pos = EntryKey(sk, item)
+                yield pos, orjson.loads(value)
+            if len(rows) < 128:
+                return
+            excl = True
+
+
+class SqliteInstanceStore(_RowReader):
     """The database of one instance. The writer methods run on the event loop thread."""
 
     def __init__(self, path: Path | str, *, durability: str = "normal") -> None:
@@ -123,7 +169,7 @@ class SqliteInstanceStore:
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            raise _transient(exc) from exc
+            raise storage_error(exc) from exc
         self._in_tx = True
 
     def commit(self, version: int) -> None:
@@ -132,7 +178,7 @@ class SqliteInstanceStore:
             self.conn.execute("UPDATE meta SET value = ? WHERE key = 'version'", (version,))
             self.conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            raise _transient(exc) from exc
+            raise storage_error(exc) from exc
         self._in_tx = False
         self.version = version
 
@@ -152,38 +198,6 @@ class SqliteInstanceStore:
         self.conn.execute("RELEASE m")
 
     # -- rows ------------------------------------------------------------------------------
-
-    def read(self, key: RowKey) -> Row | None:
-        r = self.conn.execute(
-            "SELECT sk, value FROM rows WHERE ns = ? AND tbl = ? AND item = ? AND deleted = 0",
-            key,
-        ).fetchone()
-        return None if r is None else (r[0], orjson.loads(r[1]))
-
-    def iterate(
-        self, ns: str, table: str, start: EntryKey | None, *, exclusive: bool, reverse: bool
-    ) -> Iterator[tuple[EntryKey, Any]]:
-        pos = start
-        excl = exclusive
-        while True:
-            args: tuple[str, ...]
-            if pos is None:
-                where, args = "", ()
-            else:
-                op = ("<" if excl else "<=") if reverse else (">" if excl else ">=")
-                where, args = f" AND (sk, item) {op} (?, ?)", (pos[0], pos[1])
-            order = "DESC" if reverse else "ASC"
-            rows = self.conn.execute(
-                "SELECT sk, item, value FROM rows WHERE ns = ? AND tbl = ? AND deleted = 0"
-                f"{where} ORDER BY sk {order}, item {order} LIMIT 128",
-                (ns, table, *args),
-            ).fetchall()
-            for sk, item, value in rows:
-                pos = EntryKey(sk, item)
-                yield pos, orjson.loads(value)
-            if len(rows) < 128:
-                return
-            excl = True
 
     def write(self, key: RowKey, sort_key: str, encoded: bytes, version: int) -> None:
         self.conn.execute(
@@ -383,7 +397,7 @@ def _op_text(ns: str, tbl: str, item: str, sk: str, value: str | None, deleted: 
     return s + ',"v":' + (value or "null") + "}"
 
 
-class SqliteReader:
+class SqliteReader(_RowReader):
     """Committed rows of an instance through its own connection (core ``Tx``, read-only)."""
 
     copy_on_read = False
@@ -391,21 +405,6 @@ class SqliteReader:
     def __init__(self, path: Path) -> None:
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.conn.execute("PRAGMA busy_timeout=5000")
-
-    def read(self, key: RowKey) -> Row | None:
-        return SqliteInstanceStore.read(self, key)  # type: ignore[arg-type]
-
-    def iterate(
-        self, ns: str, table: str, start: EntryKey | None, *, exclusive: bool, reverse: bool
-    ) -> Iterator[tuple[EntryKey, Any]]:
-        return SqliteInstanceStore.iterate(
-            self,  # type: ignore[arg-type]
-            ns,
-            table,
-            start,
-            exclusive=exclusive,
-            reverse=reverse,
-        )
 
     def write(self, key: RowKey, sort_key: str, value: Any, encoded: bytes) -> None:
         raise PermissionDeniedError("action contexts are read-only; write with ctx.mutate()")
