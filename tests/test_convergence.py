@@ -192,7 +192,9 @@ async def _run_seed(h: TestHarness, seed: int) -> None:
             await net.outbound.flush_one()
         elif r < 0.77:
             # Duplicate held frames (not the handshake: a network cannot invent a second one).
-            rng.choice([net.inbound, net.outbound]).duplicate(lambda m: m["type"] != "connect")
+            rng.choice([net.inbound, net.outbound]).duplicate(
+                lambda m: type(m) is list or m["type"] != "connect"
+            )
         elif r < 0.82:
             # Loss: held frames vanish, and the connection breaks (as it does with TCP).
             net.inbound.remove(lambda m: True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import orjson
 import pytest
 from pydantic import BaseModel
 
@@ -41,6 +42,7 @@ class Grow(BaseModel):
     id: str
     updates: int
     chunk: int
+    pace: float = 0.0  # seconds between updates (a stream's pace; 0: as fast as it can)
 
 
 schema = define_schema(
@@ -61,6 +63,8 @@ async def grow(ctx: Any, input: Grow) -> dict[str, Any]:
     for i in range(input.updates):
         text += f"{i:05d} ".ljust(input.chunk, "abcdefghij"[i % 10])
         last = i == input.updates - 1
+        if input.pace:
+            await asyncio.sleep(input.pace)
         await ctx.mutate(
             "setText", {"id": input.id, "text": text, "status": "done" if last else "streaming"}
         )
@@ -77,6 +81,7 @@ class CountingConnector:
         self._real = WebSocketConnector(url)
         self.received = 0
         self.frames = 0
+        self.texts: list[str] = []
 
     async def connect(self) -> Connection:
         conn = await self._real.connect()
@@ -90,6 +95,7 @@ class CountingConnector:
                 text = await conn.recv()
                 outer.received += len(text.encode())
                 outer.frames += 1
+                outer.texts.append(text)
                 return text
 
             async def close(self) -> None:
@@ -99,9 +105,17 @@ class CountingConnector:
 
 
 async def measure(
-    append_deltas: bool, *, subscribers: int, chunk: int, tmp: Any
+    append_deltas: bool,
+    *,
+    subscribers: int,
+    chunk: int,
+    tmp: Any,
+    counters: list[CountingConnector] | None = None,
+    updates: int = UPDATES,
+    pace: float = 0.0,
 ) -> tuple[int, list[int], list[int]]:
-    """``(final size, bytes per subscriber, frames per subscriber)`` for one streamed row."""
+    """``(final size, bytes per subscriber, frames per subscriber)`` for one streamed row;
+    the subscribers' connectors are appended to ``counters``."""
     async with await create_test_harness(backend, data_dir=tmp, append_deltas=append_deltas) as h:
         subs = []
         for i in range(subscribers):
@@ -112,9 +126,12 @@ async def measure(
             h.clients.append(client)
             await client.wait_for_server_data(10)
             counter.received = counter.frames = 0
+            counter.texts.clear()
             subs.append((client, counter))
+            if counters is not None:
+                counters.append(counter)
         caller = await h.create_client("caller")
-        out = await caller.action.grow(id="d", updates=UPDATES, chunk=chunk)
+        out = await caller.action.grow(id="d", updates=updates, chunk=chunk, pace=pace)
         size = out["size"]
         await asyncio.gather(
             *(
@@ -152,3 +169,32 @@ async def test_small_appends_are_merged_into_few_pokes(tmp_path: Any) -> None:
     final, received, frames = await measure(True, subscribers=2, chunk=32, tmp=tmp_path)
     assert max(frames) < UPDATES // 4
     assert max(received) <= 1.5 * final, f"{max(received) / final:.2f}x in {frames} frames"
+
+
+async def test_a_streamed_row_travels_as_append_frames(tmp_path: Any) -> None:
+    """After one ordinary poke names the row (``bind``), every further append to it is a
+    compact ``[check, cookie_delta, handle, suffix]`` frame: a few bytes of envelope."""
+    counters: list[CountingConnector] = []
+    final, received, _ = await measure(
+        True, subscribers=1, chunk=8, tmp=tmp_path, counters=counters, updates=60, pace=0.03
+    )
+    frames = [orjson.loads(t) for t in counters[0].texts]
+    binds = [f for f in frames if type(f) is dict and "bind" in f]
+    appends = [f for f in frames if type(f) is list]
+    assert len(binds) == 1, "the row is named once per connection"
+    assert len(appends) >= 30, f"{len(appends)} append frames in {len(frames)}"
+    handle = binds[0]["bind"][0][0]
+    cookie = None
+    for f in frames:  # the frames chain: each one continues from the cookie the previous reached
+        if type(f) is list:
+            assert cookie is not None
+            assert f[0] == cookie % 10, (f, cookie)
+            assert f[1] % 10
+            assert f[2] == handle
+            cookie += f[1]
+        elif f.get("type") == "poke":
+            cookie = f["cookie"]
+    suffix_bytes = sum(len(f[3].encode()) for f in appends)
+    frame_bytes = sum(len(orjson.dumps(f)) for f in appends)
+    assert frame_bytes <= suffix_bytes + 16 * len(appends), (frame_bytes, suffix_bytes)
+    assert received[0] < final + 16 * len(appends) + 1500, "the other frames stay few and small"

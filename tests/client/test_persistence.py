@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from appdefs import get_counter
-from synced_store.testing import TestHarness, wait_for
+from synced_store.testing import TestHarness, has_inbound_type, wait_for
 
 
 async def test_pending_mutations_survive_close_and_land_exactly_once(
@@ -48,7 +48,7 @@ async def test_a_push_sent_but_not_acknowledged_is_not_applied_twice(
     alice, net = await harness.create_controlled_client("alice", persist_path=path)
     net.inbound.disable_auto_flush()
     res = await alice.mutate.increment({"key": "once", "amount": 3})
-    await net.inbound.wait_for_held(lambda m: m["type"] == "push_response")
+    await net.inbound.wait_for_held(has_inbound_type("push_response"))
     await alice.close()  # the replies never arrive
     again = await harness.create_client("alice", persist_path=path)
     await again.wait_for_sync(timeout=10)

@@ -23,7 +23,7 @@ from synced_store.types import RowKey
 
 PUB = RowKey("", "msgs", "m1")
 PRIV = RowKey("u:bob", "msgs", "m1")
-LONG = "x" * MIN_APPEND_CHARS
+LONG = "x" * max(MIN_APPEND_CHARS, 16)
 
 
 def test_set_op_omits_empty_ns_and_sk() -> None:
@@ -81,7 +81,6 @@ def test_make_merge_shape() -> None:
     ("old", "new"),
     [
         ({"text": LONG}, {"text": LONG}),  # nothing grew
-        ({"text": LONG[:-1]}, {"text": LONG[:-1] + "more"}),  # too short to be worth it
         ({"text": LONG}, {"text": "y" + LONG}),  # prepended, not appended
         ({"text": LONG + "ab"}, {"text": LONG}),  # shrank
         ({"text": LONG}, {"text": 5}),
@@ -94,6 +93,15 @@ def test_make_merge_shape() -> None:
 )
 def test_make_merge_returns_none_without_an_append(old: Any, new: Any) -> None:
     assert make_merge(PUB, "", old, new) is None
+
+
+def test_a_string_growing_from_empty_is_an_append() -> None:
+    """A streamed reply's placeholder starts as ``""``: its first chunk is already a delta."""
+    assert MIN_APPEND_CHARS == 0
+    op = make_merge(
+        PUB, "", {"text": "", "status": "incomplete"}, {"text": " Once", "status": "incomplete"}
+    )
+    assert op == {"op": "merge", "t": "msgs", "k": "m1", "append": {"text": " Once"}}
 
 
 def test_apply_merge_does_not_mutate_its_input() -> None:

@@ -75,6 +75,12 @@ class Browsers:
         self.guards.append(NetworkGuard(ctx))
         page = ctx.new_page()
         page.on("pageerror", lambda e: self.errors.append(f"{url}: {e}"))
+        # A frame the shell could not handle is logged and the socket reconnects (which would
+        # hide the bug behind a re-pull): count it as an error of the page too.
+        page.on(
+            "console",
+            lambda m: "[synced-store frame]" in m.text and self.errors.append(f"{url}: {m.text}"),
+        )
         page.goto(url)
         return page
 

@@ -30,6 +30,7 @@ from ..errors import (
     ProtocolError,
     SyncedStoreError,
 )
+from ..protocol.append import AppendDecoder
 from ..protocol.codes import END_REASONS, TERMINAL_CODES, CloseCode
 from ..schema import BackendConfig
 from ..types import EntryKey
@@ -136,6 +137,7 @@ class SyncedStoreClient:
         self._changed = asyncio.Event()
         self._out = asyncio.Event()
         self._conn: Connection | None = None
+        self._frames = AppendDecoder()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._unique = 0
@@ -463,9 +465,13 @@ class SyncedStoreClient:
 
     def _handle_frame(self, text: str) -> None:
         msg = orjson.loads(text)
-        if not isinstance(msg, dict):
-            raise ProtocolError("server frame is not an object")
+        if type(msg) is list:
+            msg = self._frames.expand(msg, self.engine.cookie)  # a poke of streamed text
+        elif not isinstance(msg, dict):
+            raise ProtocolError("server frame is neither an object nor an append frame")
         t = msg.get("type")
+        if t == "poke" and "bind" in msg:
+            self._frames.observe(msg)
         if t == "action_result":
             fut = self._actions.get(str(msg.get("request_id")))
             if fut is not None and not fut.done():
@@ -522,6 +528,7 @@ class SyncedStoreClient:
                 delay = min(delay * 2, self._reconnect[1])
                 continue
             self._conn = conn
+            self._frames = AppendDecoder()  # handle bindings are per connection
             code = 1006
             reason = ""
             try:

@@ -29,8 +29,9 @@ __all__ = [
     "set_op",
 ]
 
-#: Only strings at least this long are sent as append deltas.
-MIN_APPEND_CHARS = 16
+#: Only strings at least this long are sent as append deltas (0: any string that grew, even
+#: from ``""``: a streamed reply's first chunk already travels as an append).
+MIN_APPEND_CHARS = 0
 #: Rows smaller than this (estimated JSON bytes) always travel whole unless a string grew.
 MERGE_MIN_ROW = 256
 

@@ -4,7 +4,8 @@ Changes committed by the instance's writer are merged into ``_pending`` (latest 
 wins), and one sender task drains it. A client that reads slowly therefore receives fewer,
 larger pokes, never a backlog of stale row versions; past ``MAX_PENDING_ROWS`` distinct rows the
 session drops its queue and re-pulls from the database. A string field that only grew since the
-value this connection last sent for the row travels as an append delta.
+value this connection last sent for the row travels as an append delta, and a poke made only of
+such appends to already-named rows travels as a compact append frame (protocol/append.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import orjson
 
 from ..core.patch import del_op, make_merge
+from ..protocol.append import AppendHandles
 from ..storage.sqlite import SqliteInstanceStore
 from ..types import RowKey
 
@@ -31,6 +33,9 @@ SENT_CACHE_ROWS = 2_000
 #: merged. Writes to rows not sent recently go out at once.
 ROW_INTERVAL = 0.025
 PART_BYTES = 1 << 20
+#: A row whose string field grows again within this many seconds of its last send to a client
+#: gets an append-frame handle on that connection (protocol/append.py).
+STREAM_GAP = 1.0
 
 Change = tuple[str, Any, Any] | None  # (sort key, value, pre-encoded set op) or None: deleted
 
@@ -73,6 +78,7 @@ class Session:
         self._wake.set()
         self._sent: OrderedDict[RowKey, Any] = OrderedDict()
         self._sent_at: dict[RowKey, float] = {}
+        self._handles = AppendHandles()
         self.closed = False
         self.bytes_sent = 0
         self.actions_in_flight = 0
@@ -175,6 +181,7 @@ class Session:
             self._store.pull, base, self.user_id, self.client_id, self.known_lmid
         )
         self._sent.clear()
+        self._handles.clear()
         tail: dict[str, Any] = {
             "base_cookie": base,
             "cookie": pull.version,
@@ -205,14 +212,25 @@ class Session:
         pending, self._pending = self._pending, {}
         ops: list[Any] = []
         sent = self._sent
+        handles = self._handles
         now = asyncio.get_running_loop().time()
         sent_at = self._sent_at
-        for key in pending:
-            sent_at[key] = now
+        # ``pairs`` stays a list while every op is an append to a row this connection already
+        # has a handle for: then the whole poke goes out as an append frame.
+        pairs: list[Any] | None = (
+            []
+            if self.cookie is not None and self._pending_lmid is None and not self._pending_errors
+            else None
+        )
+        binds: list[list[Any]] = []
         for key, change in pending.items():
+            last_sent = sent_at.get(key, -STREAM_GAP)
+            sent_at[key] = now
             if change is None:
                 ops.append(del_op(key))
                 sent.pop(key, None)
+                handles.drop(key)
+                pairs = None
                 continue
             sk, value, encoded = change
             prev = sent.get(key)
@@ -221,19 +239,51 @@ class Session:
                 if prev is not None and self._append_deltas
                 else None
             )
-            ops.append(op if op is not None else encoded)
+            if op is None:
+                ops.append(encoded)
+                pairs = None
+            else:
+                ops.append(op)
+                append = op.get("append")
+                if (
+                    append is not None
+                    and len(append) == 1
+                    and "set" not in op
+                    and "unset" not in op
+                ):
+                    ((fld, suffix),) = append.items()
+                    bound = handles.get(key)
+                    if bound is not None and bound[1] == fld and bound[2] == sk:
+                        handles.touch(key)
+                        if pairs is not None:
+                            pairs += (bound[0], suffix)
+                    else:
+                        pairs = None
+                        # A row that grows again soon after its last send is being streamed:
+                        # name it, so its next appends travel as append frames.
+                        if now - last_sent < STREAM_GAP:
+                            binds.append(handles.bind(key, fld, sk))
+                else:
+                    pairs = None
             if type(value) is dict:
                 sent[key] = value
                 sent.move_to_end(key)
                 if len(sent) > SENT_CACHE_ROWS:
                     sent.popitem(last=False)
         version = max(self._pending_version, self.cookie or 0)
+        base = self.cookie or 0
+        if pairs and (version - base) % 10:
+            self.cookie = version
+            await self._send_text(orjson.dumps([base % 10, version - base, *pairs]).decode())
+            return
         msg: dict[str, Any] = {
             "type": "poke",
             "base_cookie": self.cookie,
             "cookie": version,
             "patch": ops,
         }
+        if binds:
+            msg["bind"] = binds
         if self._pending_lmid is not None:
             msg["last_mutation_id"] = self._pending_lmid
             self.known_lmid = self._pending_lmid

@@ -19,12 +19,19 @@ from ..client.transport import Connection, ConnectionLost, Connector
 
 __all__ = ["ControlledConnector", "ControlledTransport", "MessageQueue", "has_inbound_type"]
 
-Predicate = Callable[[dict[str, Any]], bool]
+#: Called with a parsed frame: a message object, or (server to client) an append frame's list.
+Predicate = Callable[[Any], bool]
 
 
 def has_inbound_type(kind: str) -> Predicate:
-    """A predicate matching messages whose ``type`` is ``kind``."""
-    return lambda msg: msg.get("type") == kind
+    """A predicate matching messages whose ``type`` is ``kind`` (an append frame is a poke)."""
+
+    def match(msg: Any) -> bool:
+        if type(msg) is list:
+            return kind == "poke"
+        return bool(msg.get("type") == kind)
+
+    return match
 
 
 class MessageQueue:
@@ -39,7 +46,7 @@ class MessageQueue:
         self.arrived = asyncio.Event()
 
     @property
-    def queue(self) -> list[dict[str, Any]]:
+    def queue(self) -> list[Any]:
         """Held frames, parsed, oldest first."""
         return [orjson.loads(t) for t in self._held]
 
@@ -89,7 +96,7 @@ class MessageQueue:
 
     async def wait_for_held(
         self, predicate: Predicate | None = None, *, count: int = 1, timeout: float = 10.0
-    ) -> list[dict[str, Any]]:
+    ) -> list[Any]:
         """Wait until at least ``count`` held frames match ``predicate``; returns them."""
         async with asyncio.timeout(timeout):
             while True:

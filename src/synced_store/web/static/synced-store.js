@@ -16,6 +16,37 @@ const DB_STORE = "clients";
 const keyOf = (ns, t, k) => JSON.stringify([ns, t, k]);
 const cmpStr = (a, b) => (a < b ? -1 : a > b ? 1 : 0);
 
+// Append frames (protocol/append.py): a streamed string's next bytes as
+// [check, cookie_delta, handle, suffix, ...], handles bound per connection by the "bind" list
+// of an ordinary poke; check is the base cookie % 10. expand() rebuilds the poke the frame
+// stands for, applied to a receiver at `cookie`.
+class AppendFrames {
+  constructor() { this.handles = new Map(); }
+
+  observe(poke) {
+    for (const [h, ns, t, k, field, sk] of poke.bind || []) this.handles.set(h, { ns, t, k, field, sk });
+  }
+
+  expand(frame, cookie) {
+    const [check, delta] = frame;
+    if (frame.length < 4 || frame.length % 2 || !Number.isInteger(check) || !Number.isInteger(delta)
+        || delta < 1 || delta % 10 === 0) {
+      throw new Error("malformed append frame");
+    }
+    if (cookie == null || cookie % 10 !== check) throw new Error(`out-of-sequence append frame (check ${check}, have ${cookie})`);
+    const patch = [];
+    for (let i = 2; i < frame.length; i += 2) {
+      const b = this.handles.get(frame[i]);
+      if (!b || typeof frame[i + 1] !== "string") throw new Error(`append frame: unknown handle ${frame[i]}`);
+      const op = { op: "merge", t: b.t, k: b.k, append: { [b.field]: frame[i + 1] } };
+      if (b.ns) op.ns = b.ns;
+      if (b.sk) op.sk = b.sk;
+      patch.push(op);
+    }
+    return { type: "poke", base_cookie: cookie, cookie: cookie + delta, patch };
+  }
+}
+
 function randomId(bytes = 8) {
   const a = new Uint8Array(bytes);
   crypto.getRandomValues(a);
@@ -369,6 +400,7 @@ export class SyncedStore {
       return;
     }
     this._ws = ws;
+    this._frames = new AppendFrames();
     ws.onopen = () => {
       this._send({ type: "connect", protocol_version: PROTOCOL_VERSION,
         schema_version: this.config.schemaVersion, client_id: this.clientId, token: this.token,
@@ -424,7 +456,13 @@ export class SyncedStore {
   }
 
   _onFrame(text) {
-    const msg = JSON.parse(text);
+    let msg = JSON.parse(text);
+    if (Array.isArray(msg)) {
+      msg = this._frames.expand(msg, this.cookie);
+      text = JSON.stringify(msg);
+    } else if (msg.type === "poke" && msg.bind) {
+      this._frames.observe(msg);
+    }
     switch (msg.type) {
       case "connected":
         this._handshakeDone = true;
