@@ -1,8 +1,11 @@
 """``callBot``: stream a bot's reply into its placeholder message (server only).
 
-Each chunk from the ``bot.stream`` platform service becomes an ``updateMessage`` mutation, so
-every client watches the reply grow; the last one sets ``complete`` (or ``error``, and the
-exception propagates so the job is retried and finally recorded as failed).
+The reply from the ``bot.stream`` platform service is committed as it grows, one
+``updateMessage`` mutation per step, so every client watches it stream; the last one sets
+``complete`` (or ``error``, and the exception propagates so the job is retried and finally
+recorded as failed). A step is every chunk that arrived since the previous commit
+(:class:`~synced_store.bot.StreamedText`): one chunk on an idle server, several when commits are
+slow, so a busy server never falls behind the provider.
 
 The action is an idempotent gate, because a job runs at least once (a server killed mid-stream
 runs it again after restart) and a client may also call it directly:
@@ -11,8 +14,8 @@ runs it again after restart) and a client may also call it directly:
 - placeholder already ``complete``: return its text;
 - otherwise stream (again, from the start: the reply replaces whatever partial text is there).
 
-Between chunks the action re-reads the placeholder, so deleting it or marking it ``cancelled``
-stops the stream at the next chunk. Concurrent runs for the same placeholder in one server
+Between steps the action re-reads the placeholder, so deleting it or marking it ``cancelled``
+stops the stream at the next step. Concurrent runs for the same placeholder in one server
 process are serialized, so the second one sees the first one's result.
 """
 
@@ -21,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import weakref
 from typing import Any
+
+from synced_store.bot import StreamedText
 
 from .schema import CallBotInput, parse_mention
 
@@ -77,22 +82,19 @@ async def _call_bot(ctx: Any, input: CallBotInput) -> dict[str, Any]:
     if row.get("status") == "cancelled":
         return {"success": False, "response": row.get("text", "")}
     request = {"botName": input.botName, "messages": await _history(ctx, mid)}
-    stream = ctx.platform.call("bot.stream", request)
-    text = ""
-    try:
-        async for chunk in stream:
-            text += chunk
-            if await _stopped(ctx, mid):
-                return {"success": False, "response": text}
-            await ctx.mutate("updateMessage", {"id": mid, "text": text, "status": "incomplete"})
-    except Exception:
-        if not await _stopped(ctx, mid):
-            await ctx.mutate("updateMessage", {"id": mid, "text": text, "status": "error"})
-        raise
-    finally:
-        aclose = getattr(stream, "aclose", None)
-        if aclose is not None:
-            await aclose()
+    async with StreamedText(ctx.platform.call("bot.stream", request)) as reply:
+        try:
+            async for text in reply:
+                if await _stopped(ctx, mid):
+                    return {"success": False, "response": text}
+                await ctx.mutate("updateMessage", {"id": mid, "text": text, "status": "incomplete"})
+        except Exception:
+            if not await _stopped(ctx, mid):
+                await ctx.mutate(
+                    "updateMessage", {"id": mid, "text": reply.text, "status": "error"}
+                )
+            raise
+        text = reply.text
     if await _stopped(ctx, mid):
         return {"success": False, "response": text}
     await ctx.mutate("updateMessage", {"id": mid, "text": text, "status": "complete"})

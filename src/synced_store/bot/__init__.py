@@ -8,13 +8,15 @@
 :func:`make_bot_service` turns a :class:`BotConfig` into the service callable registered as
 ``define_backend_config(services={"bot.stream": ...})``; it takes
 ``{"botName": str, "messages": [{"role": ..., "content": ...}]}`` and returns an async iterator of
-text chunks. Provider failures raise :class:`BotError`.
+text chunks. Provider failures raise :class:`BotError`. :class:`StreamedText` reads such a
+stream for an action that commits the reply as it grows (bigger steps when commits are slow).
 """
 
 from .base import Bot, BotError, BotRequest, ChatMessage, parse_request
 from .config import BotConfig, make_bot, make_bot_service
 from .local import LocalBot, local_reply
 from .openai_compat import OpenAICompatibleBot
+from .streamed_text import StreamedText
 
 __all__ = [
     "Bot",
@@ -24,6 +26,7 @@ __all__ = [
     "ChatMessage",
     "LocalBot",
     "OpenAICompatibleBot",
+    "StreamedText",
     "local_reply",
     "make_bot",
     "make_bot_service",

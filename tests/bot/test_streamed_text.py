@@ -1,0 +1,95 @@
+"""StreamedText: the consumer gets the text so far, in bigger steps when it is slow."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from synced_store.bot import StreamedText
+
+END = object()
+
+
+class Provider:
+    """A chunk stream the test feeds by hand (``put``), recording whether it was closed."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[object] = asyncio.Queue()
+        self.closed = False
+
+    def put(self, *items: object) -> None:
+        for item in items:
+            self.queue.put_nowait(item)
+
+    async def stream(self) -> AsyncIterator[str]:
+        """Yields what was put; ``queue.join()`` returns once the reader took everything."""
+        try:
+            while True:
+                item = await self.queue.get()
+                self.queue.task_done()
+                if item is END:
+                    return
+                if isinstance(item, Exception):
+                    raise item
+                assert isinstance(item, str)
+                yield item
+        finally:
+            self.closed = True
+
+
+async def test_a_prompt_consumer_sees_every_chunk() -> None:
+    p = Provider()
+    steps = []
+    async with StreamedText(p.stream()) as reply:
+        it = aiter(reply)
+        for chunk in ("Once", " upon", " a time"):
+            p.put(chunk)
+            steps.append(await anext(it))
+        p.put(END)
+        with pytest.raises(StopAsyncIteration):
+            await anext(it)
+    assert steps == ["Once", "Once upon", "Once upon a time"]
+    assert p.closed
+
+
+async def test_a_busy_consumer_takes_bigger_steps() -> None:
+    p = Provider()
+    async with StreamedText(p.stream()) as reply:
+        it = aiter(reply)
+        p.put("a")
+        assert await anext(it) == "a"
+        # While the consumer is busy (committing), three chunks arrive: one step covers them.
+        p.put("b", "c", "d")
+        await p.queue.join()  # the reader has taken all three
+        assert await anext(it) == "abcd"
+        p.put(END)
+        assert [t async for t in it] == []
+
+
+async def test_the_stream_error_comes_after_the_text_before_it() -> None:
+    p = Provider()
+    p.put("partial", " reply", RuntimeError("provider failed"))
+    seen: list[str] = []
+
+    async def consume(reply: StreamedText) -> None:
+        async for text in reply:
+            seen.append(text)
+
+    async with StreamedText(p.stream()) as reply:
+        with pytest.raises(RuntimeError, match="provider failed"):
+            await consume(reply)
+        assert reply.text == "partial reply"
+    assert seen[-1] == "partial reply"
+
+
+async def test_leaving_early_stops_reading_and_closes_the_stream() -> None:
+    p = Provider()
+    async with StreamedText(p.stream()) as reply:
+        p.put("first")
+        async for text in reply:
+            assert text == "first"
+            break
+    assert p.closed
+    assert reply.text == "first"
