@@ -36,7 +36,7 @@ from ..types import RowKey
 __all__ = ["MAX_HANDLES", "AppendDecoder", "AppendHandles", "Binding"]
 
 #: Handles per connection on the server (least recently used ones are rebound).
-MAX_HANDLES = 64
+MAX_HANDLES = 256
 
 #: ``(handle, field, sort_key)`` the server bound a row to.
 Binding = tuple[int, str, str]

@@ -29,9 +29,9 @@ log = logging.getLogger("synced_store.server")
 MAX_PENDING_ROWS = 20_000
 SENT_CACHE_ROWS = 2_000
 #: A row sent less than this long ago waits out the rest of the window before it is sent again,
-#: so a row updated by a stream (an LLM reply) reaches each client at most ~40 times a second,
+#: so a row updated by a stream (an LLM reply) reaches each client at most 25 times a second,
 #: merged. Writes to rows not sent recently go out at once.
-ROW_INTERVAL = 0.025
+ROW_INTERVAL = 0.040
 PART_BYTES = 1 << 20
 #: A row whose string field grows again within this many seconds of its last send to a client
 #: gets an append-frame handle on that connection (protocol/append.py).
