@@ -1,0 +1,193 @@
+"""Session: whatever mix of pokes and append frames it sends, a receiver that applies them in
+order holds exactly the committed rows after every send.
+
+The session runs for real (its sender task, a real SQLite store for the initial catch-up) and
+commits are fed to it the way the instance's writer does; the receiver is the client's decoding
+path (``AppendDecoder`` + the patch ops), checking the cookie chain as the engine does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from synced_store.core.patch import op_key, op_row, set_op
+from synced_store.protocol.append import AppendDecoder, AppendHandles
+from synced_store.server import session as session_mod
+from synced_store.server.session import Session
+from synced_store.storage.sqlite import SqliteInstanceStore
+from synced_store.types import RowKey
+
+KEYS = [RowKey("", "messages", f"m{i}") for i in range(4)] + [RowKey("u:alice", "notes", "n")]
+
+# One change to one row: grow its text (mostly: rows are being streamed), flip its status,
+# move it (sort key) or delete it. Three rows are hot, two cold.
+change = st.tuples(
+    st.sampled_from(KEYS[:3] * 4 + KEYS[3:]),
+    st.sampled_from(["append"] * 12 + ["status", "move", "delete"]),
+    st.text(alphabet="ab c", min_size=1, max_size=6),
+)
+# Batches of commits; a batch is committed before the sender gets to run, so its rows merge.
+batches = st.lists(
+    st.lists(st.lists(change, min_size=1, max_size=2), min_size=1, max_size=3),
+    min_size=1,
+    max_size=40,
+)
+
+
+class Receiver:
+    """Applies frames the way the client does and keeps the cookie chain."""
+
+    def __init__(self) -> None:
+        self.rows: dict[RowKey, tuple[str, Any]] = {}
+        self.cookie: int | None = None
+        self.decoder = AppendDecoder()
+        self.append_frames = 0
+        self.arrived = asyncio.Event()
+
+    async def send(self, text: str) -> None:
+        msg = orjson.loads(text)
+        if type(msg) is list:
+            msg = self.decoder.expand(msg, self.cookie)
+            self.append_frames += 1
+        else:
+            self.decoder.observe(msg)
+        assert msg["type"] == "poke"
+        if not msg.get("reset"):
+            assert msg["base_cookie"] == self.cookie, "out-of-sequence poke"
+        for op in msg["patch"]:
+            key = op_key(op)
+            row = op_row(op, self.rows.get(key))
+            if row is None:
+                self.rows.pop(key, None)
+            else:
+                self.rows[key] = row
+        self.cookie = msg["cookie"]
+        self.arrived.set()
+
+
+async def _run(tmp: Path, plan: list[list[list[tuple[RowKey, str, str]]]]) -> Receiver:
+    store = SqliteInstanceStore(tmp / f"i{id(plan)}.sqlite")
+    rx = Receiver()
+
+    async def close(code: int, reason: str) -> None:
+        raise AssertionError(f"session closed: {code} {reason}")
+
+    s = Session(
+        send=rx.send,
+        close=close,
+        store=store,
+        user_id="alice",
+        client_id="c1",
+        cookie=None,
+        known_lmid=0,
+    )
+    s._handles = AppendHandles(capacity=2)  # five streaming rows: handles get rebound
+    sender = asyncio.get_running_loop().create_task(s.run_sender())
+    truth: dict[RowKey, tuple[str, Any]] = {}
+    version = store.version
+
+    async def arrived() -> None:
+        """Wait for the next frame; fail at once if the sender stopped (a frame was wrong)."""
+        waiter = asyncio.ensure_future(rx.arrived.wait())
+        done, _ = await asyncio.wait({waiter, sender}, return_when=asyncio.FIRST_COMPLETED)
+        if sender in done:
+            waiter.cancel()
+            sender.result()  # re-raises the receiver's assertion
+            raise AssertionError("the session's sender stopped")
+        rx.arrived.clear()
+
+    try:
+        await arrived()  # the initial catch-up
+        for batch in plan:
+            for commit in batch:
+                version += 1
+                changes: dict[RowKey, Any] = {}
+                for key, kind, text in commit:
+                    sk, value = truth.get(key, ("", {"text": "", "status": "incomplete"}))
+                    if kind == "delete":
+                        truth.pop(key, None)
+                        changes[key] = None
+                        continue
+                    value = dict(value)
+                    if kind == "append":
+                        value["text"] += text
+                    elif kind == "status":
+                        value["status"] = text
+                    else:
+                        sk = text
+                    truth[key] = (sk, value)
+                    changes[key] = (
+                        sk,
+                        value,
+                        orjson.Fragment(orjson.dumps(set_op(key, sk, value))),
+                    )
+                s.on_commit(version, changes, None, None)
+            while rx.cookie != version:
+                await arrived()
+            assert rx.rows == truth
+    finally:
+        s.closed = True
+        s._wake.set()
+        await asyncio.gather(sender, return_exceptions=True)
+        store.close()
+    return rx
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(plan=batches)
+def test_the_receiver_always_holds_the_committed_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, plan: list[list[list[tuple[RowKey, str, str]]]]
+) -> None:
+    monkeypatch.setattr(session_mod, "ROW_INTERVAL", 0.0)  # no per-row window in this test
+    asyncio.run(_run(tmp_path, plan))
+
+
+def test_a_stream_of_appends_uses_append_frames(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(session_mod, "ROW_INTERVAL", 0.0)
+    grow = [[[(KEYS[0], "append", "ab")], [(KEYS[1], "append", "c")]] for _ in range(10)]
+    rx = asyncio.run(_run(tmp_path, grow))
+    assert rx.append_frames >= 8  # after the first sends name the two rows, both share frames
+
+
+def test_a_moved_and_grown_row_keeps_its_new_sort_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A streaming row (named by a handle with its sort key) that moves and grows in one poke
+    must not travel as an append frame, which would carry the old sort key."""
+    monkeypatch.setattr(session_mod, "ROW_INTERVAL", 0.0)
+    k = KEYS[0]
+    grow = [[[(k, "append", "ab")]] for _ in range(4)]
+    asyncio.run(_run(tmp_path, [*grow, [[(k, "move", "z")], [(k, "append", "c")]], *grow]))
+
+
+def test_a_grown_row_whose_status_changed_too_is_not_an_append_frame(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(session_mod, "ROW_INTERVAL", 0.0)
+    k = KEYS[0]
+    grow = [[[(k, "append", "ab")]] for _ in range(4)]
+    asyncio.run(_run(tmp_path, [*grow, [[(k, "append", "c"), (k, "status", "done")]], *grow]))
+
+
+def test_ten_commits_in_one_send_never_make_an_append_frame(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cookie delta that is a multiple of 10 would defeat the check digit: such a send is an
+    ordinary poke (the receiver's decoder refuses the frame otherwise)."""
+    monkeypatch.setattr(session_mod, "ROW_INTERVAL", 0.0)
+    k = KEYS[0]
+    grow = [[[(k, "append", "ab")]] for _ in range(4)]
+    ten = [[[(k, "append", "x")]] * 10]
+    rx = asyncio.run(_run(tmp_path, [*grow, *ten, *grow, *ten]))
+    assert rx.append_frames >= 4
