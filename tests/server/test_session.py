@@ -27,10 +27,10 @@ from synced_store.types import RowKey
 KEYS = [RowKey("", "messages", f"m{i}") for i in range(4)] + [RowKey("u:alice", "notes", "n")]
 
 # One change to one row: grow its text (mostly: rows are being streamed), flip its status,
-# move it (sort key) or delete it. Three rows are hot, two cold.
+# move it (sort key), delete it or make it a plain string. Three rows are hot, two cold.
 change = st.tuples(
     st.sampled_from(KEYS[:3] * 4 + KEYS[3:]),
-    st.sampled_from(["append"] * 12 + ["status", "move", "delete"]),
+    st.sampled_from(["append"] * 12 + ["status", "move", "delete", "scalar"]),
     st.text(alphabet="ab c", min_size=1, max_size=6),
 )
 # Batches of commits; a batch is committed before the sender gets to run, so its rows merge.
@@ -91,6 +91,7 @@ async def _run(tmp: Path, plan: list[list[list[tuple[RowKey, str, str]]]]) -> Re
     s._handles = AppendHandles(capacity=2)  # five streaming rows: handles get rebound
     sender = asyncio.get_running_loop().create_task(s.run_sender())
     truth: dict[RowKey, tuple[str, Any]] = {}
+    was_object: dict[RowKey, dict[str, Any]] = {}
     version = store.version
 
     async def arrived() -> None:
@@ -115,8 +116,13 @@ async def _run(tmp: Path, plan: list[list[list[tuple[RowKey, str, str]]]]) -> Re
                         truth.pop(key, None)
                         changes[key] = None
                         continue
-                    value = dict(value)
-                    if kind == "append":
+                    # A plain-string row that becomes an object again comes back as it was
+                    # (so a delta against that old object would look plausible).
+                    value = dict(value if type(value) is dict else was_object[key])
+                    if kind == "scalar":  # the row stops being an object (no deltas then)
+                        was_object[key] = value
+                        value = text
+                    elif kind == "append":
                         value["text"] += text
                     elif kind == "status":
                         value["status"] = text
@@ -191,3 +197,12 @@ def test_ten_commits_in_one_send_never_make_an_append_frame(
     ten = [[[(k, "append", "x")]] * 10]
     rx = asyncio.run(_run(tmp_path, [*grow, *ten, *grow, *ten]))
     assert rx.append_frames >= 4
+
+
+def test_a_row_that_stops_being_an_object_gets_no_delta_against_its_old_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(session_mod, "ROW_INTERVAL", 0.0)
+    k = KEYS[0]
+    grow = [[[(k, "append", "ab")]] for _ in range(3)]
+    asyncio.run(_run(tmp_path, [*grow, [[(k, "scalar", "plain")]], *grow]))

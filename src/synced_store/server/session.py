@@ -270,6 +270,8 @@ class Session:
                 sent.move_to_end(key)
                 if len(sent) > SENT_CACHE_ROWS:
                     sent.popitem(last=False)
+            else:  # no delta applies to a non-object; forget the object this row was before
+                sent.pop(key, None)
         version = max(self._pending_version, self.cookie or 0)
         base = self.cookie or 0
         if pairs and (version - base) % 10:
