@@ -146,63 +146,52 @@ async def _run(tmp: Path, plan: list[list[list[tuple[RowKey, str, str]]]]) -> Re
     return rx
 
 
+@pytest.fixture(autouse=True)
+def _no_row_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No per-row window in these tests: every batch goes out as soon as the sender runs."""
+    monkeypatch.setattr(session_mod, "ROW_INTERVAL", 0.0)
+
+
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(plan=batches)
 def test_the_receiver_always_holds_the_committed_rows(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, plan: list[list[list[tuple[RowKey, str, str]]]]
+    tmp_path: Path, plan: list[list[list[tuple[RowKey, str, str]]]]
 ) -> None:
-    monkeypatch.setattr(session_mod, "ROW_INTERVAL", 0.0)  # no per-row window in this test
     asyncio.run(_run(tmp_path, plan))
 
 
-def test_a_stream_of_appends_uses_append_frames(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(session_mod, "ROW_INTERVAL", 0.0)
+def test_a_stream_of_appends_uses_append_frames(tmp_path: Path) -> None:
     grow = [[[(KEYS[0], "append", "ab")], [(KEYS[1], "append", "c")]] for _ in range(10)]
     rx = asyncio.run(_run(tmp_path, grow))
     assert rx.append_frames >= 8  # after the first sends name the two rows, both share frames
 
 
-def test_a_moved_and_grown_row_keeps_its_new_sort_key(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _streamed_around(tmp_path: Path, *middle: list[list[tuple[RowKey, str, str]]]) -> Receiver:
+    """Stream row ``KEYS[0]`` (so it has a handle), run the ``middle`` batches, stream again."""
+    grow = [[[(KEYS[0], "append", "ab")]] for _ in range(4)]
+    return asyncio.run(_run(tmp_path, [*grow, *middle, *grow]))
+
+
+def test_a_moved_and_grown_row_keeps_its_new_sort_key(tmp_path: Path) -> None:
     """A streaming row (named by a handle with its sort key) that moves and grows in one poke
     must not travel as an append frame, which would carry the old sort key."""
-    monkeypatch.setattr(session_mod, "ROW_INTERVAL", 0.0)
-    k = KEYS[0]
-    grow = [[[(k, "append", "ab")]] for _ in range(4)]
-    asyncio.run(_run(tmp_path, [*grow, [[(k, "move", "z")], [(k, "append", "c")]], *grow]))
+    _streamed_around(tmp_path, [[(KEYS[0], "move", "z")], [(KEYS[0], "append", "c")]])
 
 
-def test_a_grown_row_whose_status_changed_too_is_not_an_append_frame(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(session_mod, "ROW_INTERVAL", 0.0)
-    k = KEYS[0]
-    grow = [[[(k, "append", "ab")]] for _ in range(4)]
-    asyncio.run(_run(tmp_path, [*grow, [[(k, "append", "c"), (k, "status", "done")]], *grow]))
+def test_a_grown_row_whose_status_changed_too_is_not_an_append_frame(tmp_path: Path) -> None:
+    _streamed_around(tmp_path, [[(KEYS[0], "append", "c"), (KEYS[0], "status", "done")]])
 
 
-def test_ten_commits_in_one_send_never_make_an_append_frame(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_ten_commits_in_one_send_never_make_an_append_frame(tmp_path: Path) -> None:
     """A cookie delta that is a multiple of 10 would defeat the check digit: such a send is an
     ordinary poke (the receiver's decoder refuses the frame otherwise)."""
-    monkeypatch.setattr(session_mod, "ROW_INTERVAL", 0.0)
-    k = KEYS[0]
-    grow = [[[(k, "append", "ab")]] for _ in range(4)]
-    ten = [[[(k, "append", "x")]] * 10]
-    rx = asyncio.run(_run(tmp_path, [*grow, *ten, *grow, *ten]))
-    assert rx.append_frames >= 4
+    ten = [[(KEYS[0], "append", "x")]] * 10
+    assert _streamed_around(tmp_path, ten).append_frames >= 4
 
 
 def test_a_row_that_stops_being_an_object_gets_no_delta_against_its_old_value(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
-    monkeypatch.setattr(session_mod, "ROW_INTERVAL", 0.0)
-    k = KEYS[0]
-    grow = [[[(k, "append", "ab")]] for _ in range(3)]
-    asyncio.run(_run(tmp_path, [*grow, [[(k, "scalar", "plain")]], *grow]))
+    _streamed_around(tmp_path, [[(KEYS[0], "scalar", "plain")]])
