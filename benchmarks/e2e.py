@@ -14,7 +14,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from synced_store.client import SyncedStoreClient, connect
+from synced_store.testing import free_port
 
 from .app import backend
 from .common import cpu_seconds, latency_stats, progress, rss_mib
@@ -35,18 +35,12 @@ ROOT = Path(__file__).resolve().parent.parent
 BODY = "x" * 32
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class ServerProcess:
     """``python -m benchmarks.server`` in its own process."""
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
-        self.port = _free_port()
+        self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir.parent / f"{data_dir.name}-server.log"
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from statistics import median
 from typing import Any
 
 Fmt = Callable[..., str]
@@ -505,7 +504,3 @@ def shortfalls(
         "",
     ]
     return L
-
-
-def _unused(x: list[float]) -> float:  # pragma: no cover - keeps the median import honest
-    return median(x)

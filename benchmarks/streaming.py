@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import functools
 import json
 import math
 import os
@@ -41,7 +42,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -57,7 +57,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import cpu_seconds, percentile  # noqa: E402
 from benchmarks.sections import run_facts, write_section  # noqa: E402
+from synced_store.testing import free_port  # noqa: E402
 
 #: Where ``--write-doc`` keeps the raw numbers of the run it documents.
 RAW = ROOT / "benchmarks" / "results" / "streaming-last-run.json"
@@ -116,11 +118,9 @@ def _serve(args: argparse.Namespace) -> None:
     import logging
 
     import uvicorn
+    from examples.chat.app import make_backend
 
     from synced_store.server import create_app
-
-    sys.path.insert(0, str(ROOT))
-    from examples.chat.app import make_backend
 
     logging.basicConfig(level=logging.WARNING)
     bot = PacedBot(workload=args.workload, pace=args.pace, record_dir=Path(args.record_dir))
@@ -141,18 +141,12 @@ def _serve(args: argparse.Namespace) -> None:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class _Server:
     def __init__(self, *, naive: bool, workload: str, pace: float) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="ss-bench-stream-"))
         self.record_dir = self.dir / "emitted"
         self.record_dir.mkdir()
-        self.port = _free_port()
+        self.port = free_port()
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -195,10 +189,7 @@ class _Server:
                 await asyncio.sleep(0.05)
 
     def cpu_seconds(self) -> float:
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            data = f.read()
-        fields = data[data.rindex(")") + 2 :].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.proc.pid)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -293,17 +284,15 @@ def _latencies(
 
 
 def _pct(sorted_ms: list[float], p: float) -> float:
-    if not sorted_ms:
-        return math.nan
-    k = max(0, min(len(sorted_ms) - 1, math.ceil(p / 100 * len(sorted_ms)) - 1))
-    return round(sorted_ms[k], 2)
+    return round(percentile(sorted_ms, p), 2)
 
 
+@functools.cache
 def _chat_backend() -> Any:
-    from synced_store.bot import BotConfig
-
-    sys.path.insert(0, str(ROOT))
+    """One chat backend for every client of a process (clients only run its mutators)."""
     from examples.chat.app import make_backend
+
+    from synced_store.bot import BotConfig
 
     return make_backend(BotConfig(pace=0, words=1))  # clients run the mutators only
 

@@ -156,7 +156,7 @@ def demo_chat(
       synced-store demo chat --port 8000 --bot-pace 0.05
       synced-store chat --url ws://127.0.0.1:8000 --room lobby --user alice
     """
-    from .cli import run_server
+    from .cli import _display_host, run_server
     from .server import create_app
 
     backend, bot_desc = _chat_backend(provider, bot_pace, bot_words)
@@ -164,7 +164,7 @@ def demo_chat(
 
     def banner(actual_port: int) -> None:
         bound["port"] = actual_port
-        shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        shown = _display_host(host)
         click.echo(f"synced-store chat demo: http://{shown}:{actual_port}/")
         click.echo(f"  sync endpoint:   ws://{shown}:{actual_port}/sync/<room>")
         click.echo(
@@ -256,7 +256,7 @@ async def run_chat_client(
     from .client import connect
 
     console = console or Console()
-    backend, _ = _chat_backend()
+    backend: BackendConfig = load_chat_app().backend  # the example's, bot from the environment
     store = await connect(url, backend, instance_id=room, token=user, user_id=user)
     view = ChatView(user, room)
     live = console.is_terminal

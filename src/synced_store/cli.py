@@ -849,10 +849,7 @@ def web_build(out: Path | None, force: bool) -> None:
     """
     from .web.build import main as build_main
 
-    argv = (["--out", str(out)] if out is not None else []) + (["--force"] if force else [])
-    code = build_main(argv)
-    if code:
-        raise SystemExit(code)
+    build_main((["--out", str(out)] if out is not None else []) + (["--force"] if force else []))
 
 
 def main(argv: list[str] | None = None) -> None:

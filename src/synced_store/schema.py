@@ -57,6 +57,11 @@ class _Validator:
         self._is_model = isinstance(model, type) and issubclass(model, BaseModel)
 
     def to_json_value(self, value: Any, what: str) -> Any:
+        return self.encode(value, what)[0]
+
+    def encode(self, value: Any, what: str) -> tuple[Any, bytes]:
+        """``(plain-JSON value, its compact JSON bytes)``; encoding also proves the strings are
+        valid UTF-8 (no lone surrogates)."""
         if isinstance(value, BaseModel):
             value = value.model_dump(mode="json", exclude_unset=True)
         try:
@@ -68,10 +73,10 @@ class _Validator:
                 out = obj.model_dump(mode="json", exclude_unset=True)
             else:
                 out = self._adapter.dump_python(obj, mode="json")
-            pydantic_core.to_json(out)  # strings must be valid UTF-8 (no lone surrogates)
+            data = pydantic_core.to_json(out)
         except pydantic_core.PydanticSerializationError as exc:
             raise ValidationError(f"invalid {what}: not JSON-serialisable ({exc})") from None
-        return out
+        return out, data
 
     def to_model(self, value: Any, what: str) -> Any:
         if isinstance(value, BaseModel):
@@ -104,6 +109,10 @@ class TableDef:
         return self.items is not None
 
     def validate_value(self, table_name: str, item_key: str, value: Any) -> Any:
+        """The validated plain-JSON form of a row value (raises :class:`ValidationError`)."""
+        return self.validate_encoded(table_name, item_key, value)[0]
+
+    def validate_encoded(self, table_name: str, item_key: str, value: Any) -> tuple[Any, bytes]:
         """Validate ``value`` for ``item_key`` and return its JSON form (a fresh copy)."""
         if self.items is not None:
             spec = self.items.get(item_key)
@@ -120,7 +129,7 @@ class TableDef:
         validator = self._validators.get(cache_key)
         if validator is None:
             validator = self._validators[cache_key] = _Validator(model)
-        return validator.to_json_value(value, f"value for {table_name}/{item_key}")
+        return validator.encode(value, f"value for {table_name}/{item_key}")
 
 
 def table(model: Any = None) -> TableDef:

@@ -21,6 +21,7 @@ from ..core.client_engine import (
     gc_paused,
 )
 from ..core.context import ReadContext
+from ..core.keys import PUBLIC, private_ns
 from ..errors import (
     ActionError,
     ClientClosedError,
@@ -289,7 +290,7 @@ class SyncedStoreClient:
         ``entries`` list, not a re-run of a whole-table query.
         """
         self.config.schema.table_def(name)
-        ns = "u:" + self.engine.user_id if private else ""
+        ns = private_ns(self.engine.user_id) if private else PUBLIC
         sub = self.engine.subscribe_table(ns, name, callback)
 
         def first() -> None:

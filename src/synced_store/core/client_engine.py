@@ -428,10 +428,7 @@ class ClientEngine:
         The first result is in ``sub.entries()``; the caller delivers it (all rows added).
         """
         sub = TableSubscription(ns, table, callback)
-        for ek, value in self.store.iterate(ns, table, None, exclusive=False, reverse=False):
-            copy = copy_json(value)
-            sub.rows[ek.item_key] = (ek.sort_key, copy)
-            sub.ordered.append((ek, copy))
+        self._rebuild_table_sub(sub)  # the first fill: every row "added"
         self._table_subs.setdefault((ns, table), set()).add(sub)
         return sub
 

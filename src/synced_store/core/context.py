@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from ..errors import MutatorError, PermissionDeniedError, UnknownNameError, ValidationError
 from ..schema import Schema, TableDef
 from ..types import EntryKey, JSONValue, RowKey
-from .keys import PUBLIC, SERVER_ONLY, check_key, encode_value, private_ns
+from .keys import PUBLIC, SERVER_ONLY, check_key, check_value_size, encode_value, private_ns
 
 __all__ = [
     "MutationContext",
@@ -216,11 +216,13 @@ class TableHandle:
         sk = "" if sort_key is None else sort_key
         check_key(self._table, item_key, sk)
         rk = RowKey(self._ns, self._table, item_key)
-        if self._def is not None:
-            value = self._def.validate_value(self._table, item_key, value)
+        if self._def is not None:  # validation already encodes the value: keep those bytes
+            value, data = self._def.validate_encoded(self._table, item_key, value)
+            check_value_size(rk, data)
         else:
             value = copy_json(value)
-        self._tx.write(rk, sk, value, encode_value(rk, value))
+            data = encode_value(rk, value)
+        self._tx.write(rk, sk, value, data)
 
     async def delete(self, key: str | EntryKey) -> None:
         """Delete a row (no error if absent)."""

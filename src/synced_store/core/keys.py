@@ -15,6 +15,7 @@ __all__ = [
     "PUBLIC",
     "SERVER_ONLY",
     "check_key",
+    "check_value_size",
     "encode_value",
     "is_visible_to",
     "private_ns",
@@ -39,6 +40,8 @@ def is_visible_to(ns: str, user_id: str) -> bool:
 
 
 def _utf8_len(s: str, what: str) -> int:
+    if s.isascii():  # one byte per character, and no surrogates
+        return len(s)
     try:
         return len(s.encode())
     except UnicodeEncodeError:
@@ -66,8 +69,13 @@ def encode_value(key: RowKey, value: Any) -> bytes:
         data = pydantic_core.to_json(value)
     except pydantic_core.PydanticSerializationError as exc:
         raise ValidationError(f"value for {key.table}/{key.item} is not JSON: {exc}") from None
+    check_value_size(key, data)
+    return data
+
+
+def check_value_size(key: RowKey, data: bytes) -> None:
+    """Raise :class:`ValueTooLargeError` if a row's JSON bytes exceed 1 MiB."""
     if len(data) > MAX_VALUE_BYTES:
         raise ValueTooLargeError(
             f"value for {key.table}/{key.item} is {len(data)} bytes (limit {MAX_VALUE_BYTES})"
         )
-    return data

@@ -92,8 +92,10 @@ def make_merge(key: RowKey, sort_key: str, old: Any, new: Any) -> dict[str, Any]
         elif o is _MISSING or not json_equal(o, v):
             changed[f] = v
     unset = [f for f in old if f not in new]
-    if not append and (_size(new) < MERGE_MIN_ROW or 2 * _size(changed) > _size(new)):
-        return None
+    if not append:
+        size = _size(new)
+        if size < MERGE_MIN_ROW or 2 * _size(changed) > size:
+            return None
     op: dict[str, Any] = {"op": "merge", "t": key.table, "k": key.item}
     if append:
         op["append"] = append

@@ -163,9 +163,6 @@ class Session:
         wait = latest + ROW_INTERVAL - now
         if wait > 0:
             await asyncio.sleep(wait)
-        if len(sent_at) > 4 * SENT_CACHE_ROWS:
-            cutoff = loop.time() - ROW_INTERVAL
-            self._sent_at = {k: t for k, t in sent_at.items() if t > cutoff}
 
     async def _send_text(self, text: str) -> None:
         self.bytes_sent += len(text)
@@ -223,9 +220,11 @@ class Session:
             else None
         )
         binds: list[list[Any]] = []
+        deltas = self._append_deltas
         for key, change in pending.items():
             last_sent = sent_at.get(key, -STREAM_GAP)
-            sent_at[key] = now
+            if deltas:  # only deltas read it: the per-row window and stream naming
+                sent_at[key] = now
             if change is None:
                 ops.append(del_op(key))
                 sent.pop(key, None)
@@ -234,37 +233,20 @@ class Session:
                 continue
             sk, value, encoded = change
             prev = sent.get(key)
-            op = (
-                make_merge(key, sk, prev, value)
-                if prev is not None and self._append_deltas
-                else None
-            )
-            if op is None:
-                ops.append(encoded)
-                pairs = None
+            op = make_merge(key, sk, prev, value) if prev is not None and deltas else None
+            ops.append(encoded if op is None else op)
+            grown = _single_append(op)
+            bound = handles.get(key) if grown is not None else None
+            if grown is not None and bound is not None and bound[1:] == (grown[0], sk):
+                handles.touch(key)
+                if pairs is not None:
+                    pairs += (bound[0], grown[1])
             else:
-                ops.append(op)
-                append = op.get("append")
-                if (
-                    append is not None
-                    and len(append) == 1
-                    and "set" not in op
-                    and "unset" not in op
-                ):
-                    ((fld, suffix),) = append.items()
-                    bound = handles.get(key)
-                    if bound is not None and bound[1] == fld and bound[2] == sk:
-                        handles.touch(key)
-                        if pairs is not None:
-                            pairs += (bound[0], suffix)
-                    else:
-                        pairs = None
-                        # A row that grows again soon after its last send is being streamed:
-                        # name it, so its next appends travel as append frames.
-                        if now - last_sent < STREAM_GAP:
-                            binds.append(handles.bind(key, fld, sk))
-                else:
-                    pairs = None
+                pairs = None
+                # A row that grows again soon after its last send is being streamed: name it,
+                # so its next appends travel as append frames.
+                if grown is not None and now - last_sent < STREAM_GAP:
+                    binds.append(handles.bind(key, grown[0], sk))
             if type(value) is dict:
                 sent[key] = value
                 sent.move_to_end(key)
@@ -272,6 +254,9 @@ class Session:
                     sent.popitem(last=False)
             else:  # no delta applies to a non-object; forget the object this row was before
                 sent.pop(key, None)
+        if len(sent_at) > 4 * SENT_CACHE_ROWS:
+            cutoff = now - STREAM_GAP
+            self._sent_at = {k: t for k, t in sent_at.items() if t > cutoff}
         version = max(self._pending_version, self.cookie or 0)
         base = self.cookie or 0
         if pairs and (version - base) % 10:
@@ -294,3 +279,14 @@ class Session:
             msg["errors"], self._pending_errors = self._pending_errors, []
         self.cookie = version
         await self._send_text(orjson.dumps(msg).decode())
+
+
+def _single_append(op: dict[str, Any] | None) -> tuple[str, str] | None:
+    """``(field, suffix)`` if the merge ``op`` only appends to one field, else None."""
+    if op is None or "set" in op or "unset" in op:
+        return None
+    append = op.get("append")
+    if append is None or len(append) != 1:
+        return None
+    ((field, suffix),) = append.items()
+    return field, suffix

@@ -173,9 +173,11 @@ class SqliteInstanceStore(_RowReader):
         self._in_tx = True
 
     def commit(self, version: int) -> None:
-        """Record ``version`` as committed and commit."""
+        """Record ``version`` as committed and commit (a transaction that keeps the version,
+        such as job bookkeeping on an idle instance, rewrites no meta row)."""
         try:
-            self.conn.execute("UPDATE meta SET value = ? WHERE key = 'version'", (version,))
+            if version != self.version:
+                self.conn.execute("UPDATE meta SET value = ? WHERE key = 'version'", (version,))
             self.conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise storage_error(exc) from exc

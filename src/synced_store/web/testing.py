@@ -8,7 +8,6 @@ makes is checked: anything not addressed to 127.0.0.1 is aborted and recorded.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
+
+from ..testing.server_process import free_port
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Playwright, Route
@@ -61,13 +62,6 @@ def missing_requirements() -> str | None:
     if load_build() is None:
         return "no web build: run scripts/build-web (python -m synced_store.web.build)"
     return None
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class WebServer:
