@@ -119,6 +119,8 @@ class Instance:
         self._room.set()
         self._lmids: dict[str, tuple[str, int]] = {}
         self._closing = False
+        #: True while a batch is being processed (by the writer task or inline by a caller).
+        self._writing = False
         self.on_jobs_enqueued: Any = None
         self.mutations_processed = 0
 
@@ -175,14 +177,35 @@ class Instance:
         Raises the mutator's error (nothing is committed for it) if it fails.
         """
         item = _Direct(user_id, name, args, source or {"type": "system", "user_id": user_id})
-        self._submit(item)
+        await self._run_now_or_queue(item)
         await item.future
 
     async def in_writer(self, fn: Any) -> Any:
         """Run ``fn(store)`` inside the writer's next transaction; returns its result."""
         item = _Op(fn)
-        self._submit(item)
+        await self._run_now_or_queue(item)
         return await item.future
+
+    async def _run_now_or_queue(self, item: _Direct | _Op) -> None:
+        """Commit ``item`` in the calling task if the writer is idle, else queue it.
+
+        An idle writer has nothing queued and no batch in progress, so committing here keeps
+        the one-writer order and saves waking the writer: an action streaming a reply commits
+        each step as soon as it has it. The caller then yields one loop turn, as it would
+        waiting for the writer, so the sessions send the commit and a loop of mutations
+        never starves other tasks.
+        """
+        if self._writing or self._queue or self._closing:
+            self._submit(item)
+            return
+        self._writing = True
+        try:
+            await self._process_with_retry([item])
+        finally:
+            self._writing = False
+            if self._queue or self._closing:
+                self._wake.set()  # the writer skipped what arrived meanwhile (or a stop)
+        await asyncio.sleep(0)
 
     # -- the writer ------------------------------------------------------------------------
 
@@ -191,22 +214,31 @@ class Instance:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._queue:
-                batch: list[_Push | _Direct | _Op] = []
-                count = 0
-                while self._queue and count < MAX_BATCH_MUTATIONS:
-                    item = self._queue.popleft()
-                    batch.append(item)
-                    if isinstance(item, _Push):
-                        count += len(item.mutations)
-                        self._queued_pushed -= len(item.mutations)
-                    else:
-                        count += 1
-                if self._queued_pushed < MAX_QUEUED_MUTATIONS:
-                    self._room.set()
-                await self._process_with_retry(batch)
+            if self._writing:  # a caller is committing inline; it wakes us when done
+                continue
+            self._writing = True
+            try:
+                await self._drain()
+            finally:
+                self._writing = False
             if self._closing:
                 return
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch: list[_Push | _Direct | _Op] = []
+            count = 0
+            while self._queue and count < MAX_BATCH_MUTATIONS:
+                item = self._queue.popleft()
+                batch.append(item)
+                if isinstance(item, _Push):
+                    count += len(item.mutations)
+                    self._queued_pushed -= len(item.mutations)
+                else:
+                    count += 1
+            if self._queued_pushed < MAX_QUEUED_MUTATIONS:
+                self._room.set()
+            await self._process_with_retry(batch)
 
     def stop(self) -> None:
         """Ask the writer to finish what is queued and return."""
