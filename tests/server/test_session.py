@@ -33,7 +33,8 @@ change = st.tuples(
     st.sampled_from(["append"] * 12 + ["status", "move", "delete", "scalar"]),
     st.text(alphabet="ab c", min_size=1, max_size=6),
 )
-# Batches of commits; a batch is committed before the sender gets to run, so its rows merge.
+# Batches of commits, committed without a loop turn between them: a commit goes out at once
+# when the session is idle, and merges with the next ones while a send is in flight.
 batches = st.lists(
     st.lists(st.lists(change, min_size=1, max_size=2), min_size=1, max_size=3),
     min_size=1,
@@ -50,8 +51,17 @@ class Receiver:
         self.decoder = AppendDecoder()
         self.append_frames = 0
         self.arrived = asyncio.Event()
+        self.sends = 0
+        #: How many commits each frame covered (its cookie minus its base cookie).
+        self.spans: list[int] = []
 
     async def send(self, text: str) -> None:
+        # Every other send suspends, as a socket write may: the session's eager send (from
+        # on_commit) then goes on in a task and later commits merge behind it; the other
+        # sends finish inside on_commit.
+        self.sends += 1
+        if self.sends % 2 == 0:
+            await asyncio.sleep(0)
         msg = orjson.loads(text)
         if type(msg) is list:
             msg = self.decoder.expand(msg, self.cookie)
@@ -61,6 +71,7 @@ class Receiver:
         assert msg["type"] == "poke"
         if not msg.get("reset"):
             assert msg["base_cookie"] == self.cookie, "out-of-sequence poke"
+            self.spans.append(msg["cookie"] - msg["base_cookie"])
         for op in msg["patch"]:
             key = op_key(op)
             row = op_row(op, self.rows.get(key))
@@ -187,11 +198,83 @@ def test_a_grown_row_whose_status_changed_too_is_not_an_append_frame(tmp_path: P
 def test_ten_commits_in_one_send_never_make_an_append_frame(tmp_path: Path) -> None:
     """A cookie delta that is a multiple of 10 would defeat the check digit: such a send is an
     ordinary poke (the receiver's decoder refuses the frame otherwise)."""
-    ten = [[(KEYS[0], "append", "x")]] * 10
-    assert _streamed_around(tmp_path, ten).append_frames >= 4
+    # Eleven commits in a row: the first goes out at once (its send suspends), the other ten
+    # merge into one send behind it.
+    rx = _streamed_around(tmp_path, [[(KEYS[0], "append", "x")]] * 11)
+    assert 10 in rx.spans, f"no send covered ten commits: {rx.spans}"
+    assert rx.append_frames >= 4
 
 
 def test_a_row_that_stops_being_an_object_gets_no_delta_against_its_old_value(
     tmp_path: Path,
 ) -> None:
     _streamed_around(tmp_path, [[(KEYS[0], "scalar", "plain")]])
+
+
+def _one_change(version: int, text: str) -> dict[RowKey, Any]:
+    value = {"text": text, "status": "incomplete"}
+    return {KEYS[0]: ("", value, orjson.Fragment(orjson.dumps(set_op(KEYS[0], "", value))))}
+
+
+def test_an_idle_session_sends_a_commit_from_inside_on_commit(tmp_path: Path) -> None:
+    """No loop turn between the commit and the frame: the send starts inside on_commit."""
+
+    async def main() -> None:
+        store = SqliteInstanceStore(tmp_path / "i.sqlite")
+        rx = Receiver()
+        s = Session(
+            send=rx.send,
+            close=_no_close,
+            store=store,
+            user_id="a",
+            client_id="c",
+            cookie=None,
+            known_lmid=0,
+        )
+        sender = asyncio.get_running_loop().create_task(s.run_sender())
+        await rx.arrived.wait()  # the initial catch-up
+        rx.sends = 0  # the next send does not suspend
+        s.on_commit(1, _one_change(1, "hi"), None, None)
+        assert rx.cookie == 1
+        assert rx.rows[KEYS[0]] == ("", {"text": "hi", "status": "incomplete"})
+        s.closed = True
+        s._wake.set()
+        await sender
+        store.close()
+
+    asyncio.run(main())
+
+
+def test_a_failed_eager_send_ends_the_sender_with_its_error(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = SqliteInstanceStore(tmp_path / "i.sqlite")
+        sent: list[str] = []
+        caught_up = asyncio.Event()
+
+        async def send(text: str) -> None:
+            if sent:
+                raise ConnectionResetError("gone")
+            sent.append(text)
+            caught_up.set()
+
+        s = Session(
+            send=send,
+            close=_no_close,
+            store=store,
+            user_id="a",
+            client_id="c",
+            cookie=None,
+            known_lmid=0,
+        )
+        sender = asyncio.get_running_loop().create_task(s.run_sender())
+        await caught_up.wait()  # the initial catch-up went out
+        s.on_commit(1, _one_change(1, "hi"), None, None)
+        with pytest.raises(ConnectionResetError):
+            await asyncio.wait_for(sender, 5)
+        store.close()
+
+    asyncio.run(main())
+
+
+async def _no_close(code: int, reason: str) -> None:
+    raise AssertionError(f"session closed: {code} {reason}")

@@ -22,6 +22,7 @@ from ..core.patch import del_op, make_merge
 from ..protocol.append import AppendHandles
 from ..storage.sqlite import SqliteInstanceStore
 from ..types import RowKey
+from .eager import start_eagerly
 
 __all__ = ["MAX_PENDING_ROWS", "Session"]
 
@@ -79,6 +80,9 @@ class Session:
         self._sent: OrderedDict[RowKey, Any] = OrderedDict()
         self._sent_at: dict[RowKey, float] = {}
         self._handles = AppendHandles()
+        #: True while the sender task or an eager send (on_commit) is sending.
+        self._sending = False
+        self._failed: Exception | None = None
         self.closed = False
         self.bytes_sent = 0
         self.actions_in_flight = 0
@@ -109,7 +113,36 @@ class Session:
             self._pending_lmid = lmid
         if errors:
             self._pending_errors.extend(errors)
-        self._wake.set()
+        if self._sending or self._need_pull or self._extras or self._must_wait():
+            self._wake.set()
+            return
+        # The sender is idle and nothing holds this change back: send it now, from inside the
+        # commit's fan-out, instead of waking the sender task (eager.py).
+        self._sending = True
+        try:
+            start_eagerly(self._send_now())
+        except BaseException:
+            self._sending = False
+            raise
+
+    def _must_wait(self) -> bool:
+        """True if a pending row was sent within ``ROW_INTERVAL`` (the sender waits it out)."""
+        sent_at = self._sent_at
+        if not sent_at:
+            return False
+        now = asyncio.get_running_loop().time()
+        return any(now - sent_at.get(k, -ROW_INTERVAL) < ROW_INTERVAL for k in self._pending)
+
+    async def _send_now(self) -> None:
+        try:
+            await self._send_pending()
+        except Exception as exc:  # raised by the sender task, as if it had failed to send
+            self._failed = exc
+            self._wake.set()
+        finally:
+            self._sending = False
+            if self._pending or self._extras or self._need_pull or self._pending_errors:
+                self._wake.set()
 
     def request_pull(self) -> None:
         """Send the client everything since its cookie again (the ``pull`` message)."""
@@ -140,17 +173,28 @@ class Session:
             self._wake.clear()
             if self.closed:
                 return
-            if self._need_pull:
-                self._need_pull = False
-                await self._send_pull()
-            if self._pending and self._append_deltas:
-                await self._throttle()
-            if self._pending or self._pending_lmid is not None or self._pending_errors:
-                await self._send_pending()
-            while self._extras:
-                extras, self._extras = self._extras, []
-                for text in extras:
-                    await self._send_text(text)
+            if self._failed is not None:
+                raise self._failed
+            if self._sending:  # an eager send is in progress; it wakes us when done
+                continue
+            self._sending = True
+            try:
+                await self._send_all()
+            finally:
+                self._sending = False
+
+    async def _send_all(self) -> None:
+        if self._need_pull:
+            self._need_pull = False
+            await self._send_pull()
+        if self._pending and self._append_deltas:
+            await self._throttle()
+        if self._pending or self._pending_lmid is not None or self._pending_errors:
+            await self._send_pending()
+        while self._extras:
+            extras, self._extras = self._extras, []
+            for text in extras:
+                await self._send_text(text)
 
     async def _throttle(self) -> None:
         """Wait until no pending row was sent within ``ROW_INTERVAL`` (merging meanwhile)."""
