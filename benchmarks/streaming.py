@@ -111,6 +111,40 @@ class PacedBot:
         tmp.rename(self.record_dir / f"{room}.json")
 
 
+class LoopLag:
+    """How late the event loop runs a timer: a task sleeps ``interval`` seconds again and again
+    and records how much later than asked it woke. A loop busy with other callbacks, or a
+    process waiting for a CPU, shows up as lag."""
+
+    def __init__(self, interval: float = 0.01) -> None:
+        self.interval = interval
+        #: ``(wall-clock time, lag in milliseconds)``
+        self.samples: list[tuple[float, float]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start probing on the running loop."""
+        self._task = asyncio.get_running_loop().create_task(self._probe())
+
+    def stop(self) -> None:
+        """Stop probing."""
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _probe(self) -> None:
+        while True:
+            t = time.perf_counter()
+            await asyncio.sleep(self.interval)
+            lag = time.perf_counter() - t - self.interval
+            self.samples.append((time.time(), lag * 1000))
+
+
+def lag_stats(samples: list[tuple[float, float]], since: float, until: float) -> dict[str, float]:
+    """p50/p95/p99 (ms) of the lag samples taken between ``since`` and ``until``."""
+    s = sorted(lag for t, lag in samples if since <= t <= until)
+    return {"p50": _pct(s, 50), "p95": _pct(s, 95), "p99": _pct(s, 99)}
+
+
 # -- the server process --------------------------------------------------------------------
 
 
@@ -131,7 +165,7 @@ def _serve(args: argparse.Namespace) -> None:
         append_deltas=not args.naive,
         action_options={"concurrency": 512, "timeout": 600},
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host="127.0.0.1",
         port=args.port,
@@ -139,6 +173,22 @@ def _serve(args: argparse.Namespace) -> None:
         ws_max_size=16 << 20,
         ws_per_message_deflate=True,
     )
+
+    lag = LoopLag()
+
+    def write_lag(*_: Any) -> None:
+        lag.stop()
+        (Path(args.record_dir) / "server-lag.json").write_text(json.dumps(lag.samples))
+
+    # uvicorn re-raises the SIGTERM it stopped on once it has shut down; this handler then
+    # writes the lag samples and lets the process end normally.
+    signal.signal(signal.SIGTERM, write_lag)
+
+    async def serve() -> None:
+        lag.start()
+        await uvicorn.Server(config).serve()
+
+    asyncio.run(serve())
 
 
 class _Server:
@@ -191,7 +241,8 @@ class _Server:
     def cpu_seconds(self) -> float:
         return cpu_seconds(self.proc.pid)
 
-    def stop(self) -> None:
+    def stop(self) -> list[tuple[float, float]]:
+        """Stop the server; its event loop's lag samples (see :class:`LoopLag`)."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -199,7 +250,10 @@ class _Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        lag_file = self.record_dir / "server-lag.json"
+        lag = json.loads(lag_file.read_text()) if lag_file.exists() else []
         shutil.rmtree(self.dir, ignore_errors=True)
+        return lag
 
 
 # -- clients -------------------------------------------------------------------------------
@@ -212,6 +266,7 @@ class _CountingConnector:
         self.url = url
         self.deflate = deflate
         self.received = 0
+        self.frames = 0
 
     async def connect(self) -> Any:
         import websockets
@@ -243,6 +298,7 @@ class _CountingConnector:
                     raise ConnectionLost(1006, str(exc)) from exc
 
             async def recv(self) -> str:
+                outer.frames += 1
                 try:
                     msg = await ws.recv()
                 except websockets.ConnectionClosed as exc:
@@ -351,11 +407,16 @@ async def _subscribers(
     await asyncio.sleep(0.2)  # let the first (empty) subscription results arrive
     for s in subs:
         s.connector.received = 0
+        s.connector.frames = 0
     cpu0 = time.process_time()
+    lag = LoopLag()
+    lag.start()
     conn.send("ready")
     try:
         await asyncio.wait_for(asyncio.gather(*(s.done for s in subs if s.done)), timeout)
         cpu = time.process_time() - cpu0
+        lag.stop()
+        lag_ms = lag_stats(lag.samples, 0, math.inf)
         tokens = workload_tokens(workload)
         emitted = {
             room: json.loads((Path(record_dir) / f"{room}.json").read_text()) for room in rooms
@@ -364,8 +425,10 @@ async def _subscribers(
             {
                 "latencies": [x for s in subs for x in _latencies(s.seen, tokens, emitted[s.room])],
                 "ratios": [s.connector.received / max(1, len(s.final_text)) for s in subs],
+                "frames": sum(s.connector.frames for s in subs),
                 "final": [len(s.final_text) for s in subs],
                 "cpu_s": cpu,
+                "loop_lag_ms": lag_ms,
             }
         )
     finally:
@@ -442,7 +505,9 @@ async def _variant(
             if msg != "ready":
                 raise RuntimeError(f"subscriber process failed: {msg}")
         cpu0 = server.cpu_seconds()
+        main_cpu0 = time.process_time()
         t0 = time.perf_counter()
+        wall0 = time.time()
         rng = random.Random(7)
 
         async def start(sender: Any, room: str) -> None:
@@ -452,12 +517,18 @@ async def _variant(
         await asyncio.gather(*(start(s, room) for s, room in zip(senders, rooms, strict=True)))
         results = [await asyncio.to_thread(pipe.recv) for pipe in pipes]
         wall = time.perf_counter() - t0
+        wall1 = time.time()
         cpu = server.cpu_seconds() - cpu0
+        main_cpu = time.process_time() - main_cpu0
+        await asyncio.gather(*(c.close() for c in senders), return_exceptions=True)
+        senders = []
+        server_lag = server.stop()
         for r in results:
             if "error" in r:
                 raise RuntimeError(f"subscriber process failed: {r['error']}")
         lat = sorted(x for r in results for x in r["latencies"])
         ratios = sorted(x for r in results for x in r["ratios"])
+        frames = max(1, sum(r["frames"] for r in results))
         finals = [x for r in results for x in r["final"]]
         final = sum(finals) / len(finals)
         return {
@@ -485,6 +556,18 @@ async def _variant(
             "wall_s": round(wall, 2),
             "server_cpu_s": round(cpu, 2),
             "load_generator_cpu_s": [round(r["cpu_s"], 2) for r in results],
+            "senders_cpu_s": round(main_cpu, 2),
+            "frames_per_subscriber": round(frames / (streams * subscribers), 1),
+            # Every frame a subscriber got also went to its room's sender: 1 + 1/N per frame.
+            "server_cpu_us_per_frame": round(cpu / (frames * (1 + 1 / subscribers)) * 1e6, 1),
+            "client_cpu_us_per_frame": round(sum(r["cpu_s"] for r in results) / frames * 1e6, 1),
+            "machine_cpu_busy": round(
+                (cpu + main_cpu + sum(r["cpu_s"] for r in results))
+                / (wall * (os.cpu_count() or 1)),
+                2,
+            ),
+            "server_loop_lag_ms": lag_stats(server_lag, wall0, wall1),
+            "load_generator_loop_lag_ms": [r["loop_lag_ms"] for r in results],
         }
     finally:
         await asyncio.gather(*(c.close() for c in senders), return_exceptions=True)
@@ -566,6 +649,25 @@ def summary(out: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def load_summary(out: dict[str, Any]) -> str:
+    """Where the time goes, per variant: frames, CPU per frame, the server's event-loop lag."""
+    lines = [
+        "| streams × subs | workload | chunks/s | variant | frames/sub | server µs/frame | "
+        "client µs/frame | server loop lag p50 / p95 ms | machine CPU busy |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in out["results"]:
+        lag = r.get("server_loop_lag_ms") or {}
+        lines.append(
+            f"| {r['streams']} × {r['subscribers_per_stream']} | {r['workload']} | "
+            f"{round(1 / r['pace_s'])} | {r['variant']} | {r.get('frames_per_subscriber', '–')} | "
+            f"{r.get('server_cpu_us_per_frame', '–')} | {r.get('client_cpu_us_per_frame', '–')} | "
+            f"{lag.get('p50', '–')} / {lag.get('p95', '–')} | "
+            f"{round(100 * r['machine_cpu_busy']) if 'machine_cpu_busy' in r else '–'} % |"
+        )
+    return "\n".join(lines)
+
+
 def _met(r: dict[str, Any]) -> tuple[bool, bool]:
     return (
         r["latency_ms"]["p95"] <= 50,
@@ -580,7 +682,7 @@ def doc_section(out: dict[str, Any], command: str) -> str:
     lines = [
         "## Streaming: bot replies through ordinary rows (issue 3)",
         "",
-        run_facts(command),
+        out.get("facts") or run_facts(command),
         "",
         f"{streams} concurrent streams × {subs} subscribers each (and a smaller 10 × 10 run).",
         "Each stream is the chat example's `callBot` action: a benchmark bot yields chunks on a",
@@ -600,6 +702,13 @@ def doc_section(out: dict[str, Any], command: str) -> str:
         "`benchmarks/results/streaming-last-run.json`.",
         "",
         summary(out),
+        "",
+        "Where the time goes: frames each subscriber received; server CPU per frame sent (every",
+        "frame also goes to the room's sender); load-generator CPU per frame received; how late",
+        "the server's event loop ran a 10 ms timer (`LoopLag`); CPU used by the server, the load",
+        "generators and the senders' process over the machine's capacity.",
+        "",
+        load_summary(out),
         "",
         "| streams × subs | workload | chunks/s | variant | p95 ≤ 50 ms | bytes ≤ 1.5 × final |",
         "| :-- | :-- | --: | :-- | :-- | :-- |",
@@ -665,6 +774,11 @@ def _main() -> None:
         help="run only this variant, e.g. story:50:deltas:deflate (repeatable)",
     )
     p.add_argument("--write-doc", action="store_true", help="update docs/benchmarks.md")
+    p.add_argument(
+        "--from-raw",
+        action="store_true",
+        help="with --write-doc: re-render the section from the last run's raw JSON, no run",
+    )
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--data-dir", default="", help=argparse.SUPPRESS)
@@ -676,6 +790,14 @@ def _main() -> None:
     if args.serve:
         _serve(args)
         return
+    if args.from_raw:
+        out = json.loads(RAW.read_text())
+        write_section(
+            "streaming", doc_section(out, out.get("command", "python -m benchmarks.streaming"))
+        )
+        print(summary(out))
+        print(load_summary(out))
+        return
     variants = None
     if args.only:
         variants = []
@@ -686,15 +808,15 @@ def _main() -> None:
             deflate = len(parts) == 4 and parts[3] == "deflate"
             variants.append((parts[0], 1 / float(parts[1]), parts[2] == "naive", deflate))
     out = run(args.quick, variants=variants)
+    out["command"] = " ".join(["python -m benchmarks.streaming", *sys.argv[1:]])
+    out["facts"] = run_facts(out["command"])
     print(json.dumps(out, indent=2))
     print(summary(out))
+    print(load_summary(out))
     if args.write_doc:
         RAW.parent.mkdir(parents=True, exist_ok=True)
         RAW.write_text(json.dumps(out, indent=1))
-        write_section(
-            "streaming",
-            doc_section(out, " ".join(["python -m benchmarks.streaming", *sys.argv[1:]])),
-        )
+        write_section("streaming", doc_section(out, out["command"]))
 
 
 if __name__ == "__main__":
