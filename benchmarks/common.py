@@ -197,6 +197,7 @@ def machine_facts() -> dict[str, Any]:
         "kernel": platform.release(),
         "python": sys.version.split()[0],
         "implementation": platform.python_implementation(),
+        "event_loop": f"uvloop {v('uvloop')}" if v("uvloop") != "n/a" else "asyncio",
         "sqlite": sqlite3.sqlite_version,
         "node": _cmd(["node", "--version"]),
         "packages": {

@@ -332,11 +332,7 @@ def write_markdown(data: dict[str, Any], path: Path, json_path: Path) -> None:
             ["`nproc` / CPU", f"{m['nproc']} / {m['cpu']}"],
             ["memory", m["memory"]],
             ["OS / kernel", f"{m['os']} / {m['kernel']}"],
-            [
-                "Python",
-                f"{m['implementation']} {m['python']} (asyncio on uvloop in the load "
-                "generator; uvicorn picks uvloop in the server)",
-            ],
+            ["Python", f"{m['implementation']} {m['python']} ({_event_loop(m)})"],
             ["SQLite (Python's sqlite3)", m["sqlite"]],
             ["packages", ", ".join(f"{k} {v}" for k, v in m["packages"].items())],
             ["Node (peers)", m["node"]],
@@ -408,3 +404,12 @@ def _triplit_versions(data: dict[str, Any]) -> str:
     if not runs:
         return "not run"
     return ", ".join(f"{k} {v}" for k, v in runs[0].get("versions", {}).items())
+
+
+def _event_loop(m: dict[str, Any]) -> str:
+    loop = m.get("event_loop")
+    if loop is None:
+        return "event loop not recorded by this run"
+    if loop.startswith("uvloop"):
+        return f"{loop} in the load generator and (uvicorn picks it) in the server"
+    return "the asyncio event loop in the load generator and the server (uvloop not installed)"

@@ -188,7 +188,9 @@ def _serve(args: argparse.Namespace) -> None:
         lag.start()
         await uvicorn.Server(config).serve()
 
-    asyncio.run(serve())
+    # The event loop uvicorn would pick (uvloop when it is installed, as ``synced-store serve``).
+    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+        runner.run(serve())
 
 
 class _Server:
@@ -731,19 +733,38 @@ STREAMING_NOTES = [
     "with permessage-deflate the repeated parts of consecutive frames compress to a few",
     "bytes and English text itself compresses. Chunks that arrive within a row's 40 ms",
     "window, or while the action's previous commit is in flight, share one frame. So the",
-    "ratio falls with deflate, with faster streams and with compressible text; for",
-    "incompressible 4-byte chunks sent one per frame it cannot reach 1.5×, since the 2",
-    "header bytes alone are 0.5× of 4 bytes.",
+    "ratio falls with deflate, with faster streams and with compressible text. One chunk",
+    "per frame cannot reach 1.5×: the 2 header bytes plus deflate's fixed-code literals",
+    "(8–9 bits a character) already make about 1.5× of a 4.6-byte chunk. At 20 chunks/s a",
+    "chunk has its own frame unless it waits for the next one (50 ms), so there p95 ≤ 50 ms",
+    "and ≤ 1.5× exclude each other; from 50 chunks/s the 40 ms window carries 2–4 chunks",
+    "a frame and both can hold, as the 10 × 10 rows show.",
     "",
-    "Where the latency goes at 100 × 10: every step of every stream is one commit and a",
-    "frame to each of the 11 connections of its room, so a round of 100 streams is ~1,100",
-    "frames (~50 µs of server CPU each: Starlette → uvicorn → websockets → deflate → a",
-    "`send` syscall) plus 100 commits, on a 2-core machine that also runs the 1,100 Python",
-    "clients. A round then takes longer than the time between chunks and a chunk waits",
-    "for its stream's next step (p50 120–200 ms, the naive baseline no better); the bytes",
-    "stay low because each step carries several chunks. At 10 × 10 the same engine keeps",
-    "up: latency is met, and the bytes fall with the stream's speed — one chunk per frame",
-    "at 20 chunks/s (~2.2×), two at 50/s (~1.5×), four at 100/s (~1.2×, both targets met).",
+    "Where the latency goes at 100 × 10: the machine is saturated. p95 ≤ 50 ms means a",
+    "row's frames go out at most ~40 ms apart, so each of the 1,100 connections (10",
+    "subscribers and the sender per room) gets 20–25 frames a second: 20,000–27,000 frames",
+    "a second in all. The second table shows the cost: 35–48 µs of server CPU per frame",
+    "(about a third is the commit, the session's merge and websockets' framing and deflate:",
+    "~15 µs a frame measured in-process without sockets; the rest is Starlette and uvicorn,",
+    "the socket write and the kernel's loopback TCP), and 45–52 µs per frame in a Python",
+    "client. That",
+    "is 0.8–0.9 of a core for the server process and about one more for the 1,000",
+    "subscriber clients: the two cores are 87–95 % busy in every 100 × 10 variant, the",
+    "server's event loop runs 25–38 ms late at p50 with deflate, and chunks queue. One run",
+    "with the server pinned to its own core (story at 100/s) used 93 % of that core and",
+    "p95 rose to 150 ms: a single server process is itself at its limit here. Without",
+    "deflate the load is a little lower and the machine drops below the cliff (tokens at",
+    "20/s: p95 41 ms with deltas, 22 ms naive — whose full rows are encoded once per commit",
+    "for all connections — but 4.7× and 147× the bytes). At 10 × 10 the same code keeps up",
+    "(loop lag p95 ~1 ms): story at 100 chunks/s meets both targets (1.18×, p95 40.5 ms),",
+    "where p95 is the 40 ms window itself.",
+    "",
+    "Changes measured along the way (paired runs, 100 × 10 story at 20/s): committing an",
+    "action's mutation in its own task when the writer is idle, and sending a commit from",
+    "inside its fan-out when a connection is idle (no task switch per connection), cut p50",
+    "from ~70 to ~50 ms and p95 from ~150 to ~115 ms. Tried and dropped: uvloop for the",
+    "server (p95 1.3–2.3× higher), raising the GC thresholds (p99 better, p95 unchanged),",
+    "sharing one merge per commit across connections (no measurable change).",
     "",
     "Earlier runs of this benchmark (before append frames) used a bot that slept a fixed",
     "time *after* each commit, so a busy server slowed the stream down instead of letting",
