@@ -74,3 +74,23 @@ async def test_errors_before_and_after_the_first_suspension() -> None:
     assert task is not None
     with pytest.raises(ValueError, match="later"):
         await task
+
+
+async def test_cancelling_the_task_between_bare_yields_throws_into_the_coroutine() -> None:
+    """A cancel that finds the task ready to run (no future to cancel) is thrown in."""
+    cleaned: list[str] = []
+
+    async def work() -> None:
+        try:
+            for _ in range(10_000):  # bare yields: the task never waits on a future
+                await asyncio.sleep(0)
+        finally:
+            cleaned.append("finally")
+
+    task = start_eagerly(work())
+    assert task is not None
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cleaned == ["finally"]

@@ -7,9 +7,11 @@ Real SQLite store; no server or sessions.
 from __future__ import annotations
 
 import asyncio
+import gc
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pydantic import BaseModel
 
 from synced_store import define_backend_config, define_schema, table
@@ -130,4 +132,30 @@ async def test_a_loop_of_inline_mutations_lets_other_tasks_run(tmp_path: Path) -
         inst.stop()
     assert turns >= 100, f"other tasks ran {turns} times during 100 mutations"
     assert inst.store.version == 100
+    inst.close()
+
+
+async def test_a_caller_cancelled_mid_commit_commits_nothing_and_leaves_no_stray_error(
+    tmp_path: Path,
+) -> None:
+    inst = _instance(tmp_path)
+    GATES["a"] = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(inst.run())
+        caller = tg.create_task(inst.mutate("u", "put", {"id": "a", "n": 1, "hold": True}))
+        await HOLDING[0].wait()  # inside its inline commit
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        assert inst.store.version == 0  # rolled back
+        await inst.mutate("u", "put", {"id": "b", "n": 2})  # the instance goes on
+        assert inst.store.version == 1
+        inst.stop()
+    del caller
+    gc.collect()
+    loop.set_exception_handler(None)
+    assert not reported, reported
     inst.close()

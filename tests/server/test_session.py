@@ -43,9 +43,17 @@ batches = st.lists(
 
 
 class Receiver:
-    """Applies frames the way the client does and keeps the cookie chain."""
+    """Applies frames the way the client does and keeps the cookie chain.
 
-    def __init__(self) -> None:
+    ``suspend``: every other send (from the second on) gives the loop a turn, as a socket
+    write may. The session's first send (the catch-up) then finishes at once, so on_commit
+    starts sending eagerly; the first eager send that suspends goes on in a task, and from
+    then on the sender task sends and later commits merge behind a send in flight. Without
+    ``suspend`` every commit goes out from inside on_commit.
+    """
+
+    def __init__(self, suspend: bool = True) -> None:
+        self.suspend = suspend
         self.rows: dict[RowKey, tuple[str, Any]] = {}
         self.cookie: int | None = None
         self.decoder = AppendDecoder()
@@ -56,11 +64,8 @@ class Receiver:
         self.spans: list[int] = []
 
     async def send(self, text: str) -> None:
-        # Every other send suspends, as a socket write may: the session's eager send (from
-        # on_commit) then goes on in a task and later commits merge behind it; the other
-        # sends finish inside on_commit.
         self.sends += 1
-        if self.sends % 2 == 0:
+        if self.suspend and self.sends % 2 == 0:
             await asyncio.sleep(0)
         msg = orjson.loads(text)
         if type(msg) is list:
@@ -83,9 +88,11 @@ class Receiver:
         self.arrived.set()
 
 
-async def _run(tmp: Path, plan: list[list[list[tuple[RowKey, str, str]]]]) -> Receiver:
+async def _run(
+    tmp: Path, plan: list[list[list[tuple[RowKey, str, str]]]], suspend: bool = True
+) -> Receiver:
     store = SqliteInstanceStore(tmp / f"i{id(plan)}.sqlite")
-    rx = Receiver()
+    rx = Receiver(suspend)
 
     async def close(code: int, reason: str) -> None:
         raise AssertionError(f"session closed: {code} {reason}")
@@ -166,11 +173,11 @@ def _no_row_window(monkeypatch: pytest.MonkeyPatch) -> None:
 @settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(plan=batches)
+@given(plan=batches, suspend=st.booleans())
 def test_the_receiver_always_holds_the_committed_rows(
-    tmp_path: Path, plan: list[list[list[tuple[RowKey, str, str]]]]
+    tmp_path: Path, plan: list[list[list[tuple[RowKey, str, str]]]], suspend: bool
 ) -> None:
-    asyncio.run(_run(tmp_path, plan))
+    asyncio.run(_run(tmp_path, plan, suspend))
 
 
 def test_a_stream_of_appends_uses_append_frames(tmp_path: Path) -> None:
@@ -198,9 +205,9 @@ def test_a_grown_row_whose_status_changed_too_is_not_an_append_frame(tmp_path: P
 def test_ten_commits_in_one_send_never_make_an_append_frame(tmp_path: Path) -> None:
     """A cookie delta that is a multiple of 10 would defeat the check digit: such a send is an
     ordinary poke (the receiver's decoder refuses the frame otherwise)."""
-    # Eleven commits in a row: the first goes out at once (its send suspends), the other ten
-    # merge into one send behind it.
-    rx = _streamed_around(tmp_path, [[(KEYS[0], "append", "x")]] * 11)
+    # Ten commits with no loop turn between them merge into one send (the receiver's sends
+    # suspend, so the sender task sends: see Receiver).
+    rx = _streamed_around(tmp_path, [[(KEYS[0], "append", "x")]] * 10)
     assert 10 in rx.spans, f"no send covered ten commits: {rx.spans}"
     assert rx.append_frames >= 4
 
@@ -211,67 +218,149 @@ def test_a_row_that_stops_being_an_object_gets_no_delta_against_its_old_value(
     _streamed_around(tmp_path, [[(KEYS[0], "scalar", "plain")]])
 
 
-def _one_change(version: int, text: str) -> dict[RowKey, Any]:
+def _one_change(text: str, key: RowKey = KEYS[0]) -> dict[RowKey, Any]:
     value = {"text": text, "status": "incomplete"}
-    return {KEYS[0]: ("", value, orjson.Fragment(orjson.dumps(set_op(KEYS[0], "", value))))}
+    return {key: ("", value, orjson.Fragment(orjson.dumps(set_op(key, "", value))))}
+
+
+class _Caught:
+    """A session of user ``alice`` on a fresh store, its sender task started and its initial
+    catch-up received by ``rx``."""
+
+    def __init__(self, tmp: Path, send: Any) -> None:
+        self.store = SqliteInstanceStore(tmp / "i.sqlite")
+        self.session = Session(
+            send=send,
+            close=_no_close,
+            store=self.store,
+            user_id="alice",
+            client_id="c",
+            cookie=None,
+            known_lmid=0,
+        )
+
+    async def __aenter__(self) -> Session:
+        self.sender = asyncio.get_running_loop().create_task(self.session.run_sender())
+        return self.session
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.session.closed = True
+        self.session._wake.set()
+        await asyncio.gather(self.sender, return_exceptions=True)
+        self.store.close()
+
+
+async def _turns(n: int) -> None:
+    """Let the loop run ``n`` times (anything runnable would have run)."""
+    for _ in range(n):
+        await asyncio.sleep(0)
 
 
 def test_an_idle_session_sends_a_commit_from_inside_on_commit(tmp_path: Path) -> None:
     """No loop turn between the commit and the frame: the send starts inside on_commit."""
 
     async def main() -> None:
-        store = SqliteInstanceStore(tmp_path / "i.sqlite")
-        rx = Receiver()
-        s = Session(
-            send=rx.send,
-            close=_no_close,
-            store=store,
-            user_id="a",
-            client_id="c",
-            cookie=None,
-            known_lmid=0,
-        )
-        sender = asyncio.get_running_loop().create_task(s.run_sender())
-        await rx.arrived.wait()  # the initial catch-up
-        rx.sends = 0  # the next send does not suspend
-        s.on_commit(1, _one_change(1, "hi"), None, None)
-        assert rx.cookie == 1
-        assert rx.rows[KEYS[0]] == ("", {"text": "hi", "status": "incomplete"})
-        s.closed = True
-        s._wake.set()
-        await sender
-        store.close()
+        rx = Receiver(suspend=False)
+        async with _Caught(tmp_path, rx.send) as s:
+            await rx.arrived.wait()  # the initial catch-up: it did not suspend
+            s.on_commit(1, _one_change("hi"), None, None)
+            assert rx.cookie == 1
+            assert rx.rows[KEYS[0]] == ("", {"text": "hi", "status": "incomplete"})
+            s.on_commit(2, {}, 7, None)  # a confirmation alone also goes out at once
+            assert rx.cookie == 2
+
+    asyncio.run(main())
+
+
+def test_a_connection_whose_send_suspends_is_sent_to_by_its_sender_task(tmp_path: Path) -> None:
+    """A send that gives the loop a turn (the catch-up shows it) rules out eager sends: the
+    rest of such a send would run in a task other than the one that started it."""
+
+    async def main() -> None:
+        sends = 0
+        arrived = asyncio.Event()
+
+        async def send(text: str) -> None:
+            nonlocal sends
+            sends += 1  # counted when the send starts
+            await asyncio.sleep(0)
+            arrived.set()
+
+        async with _Caught(tmp_path, send) as s:
+            await arrived.wait()
+            arrived.clear()
+            s.on_commit(1, _one_change("hi"), None, None)
+            assert sends == 1, "sent from inside on_commit despite a suspending send"
+            await arrived.wait()
+            assert sends == 2
+
+    asyncio.run(main())
+
+
+def test_a_commit_of_rows_the_session_cannot_see_sends_nothing(tmp_path: Path) -> None:
+    async def main() -> None:
+        rx = Receiver(suspend=False)
+        async with _Caught(tmp_path, rx.send) as s:
+            await rx.arrived.wait()
+            frames = rx.sends
+            s.on_commit(1, _one_change("bob's", RowKey("u:bob", "notes", "n")), None, None)
+            s.on_commit(2, _one_change("server", RowKey("s", "jobs", "j")), None, None)
+            await _turns(20)
+            assert rx.sends == frames, "a poke went out for rows this user cannot see"
+            s.on_commit(3, _one_change("hi"), None, None)  # the next visible change
+            assert rx.cookie == 3
 
     asyncio.run(main())
 
 
 def test_a_failed_eager_send_ends_the_sender_with_its_error(tmp_path: Path) -> None:
     async def main() -> None:
-        store = SqliteInstanceStore(tmp_path / "i.sqlite")
-        sent: list[str] = []
+        calls = 0
         caught_up = asyncio.Event()
 
         async def send(text: str) -> None:
-            if sent:
+            nonlocal calls
+            calls += 1
+            if calls > 1:
                 raise ConnectionResetError("gone")
-            sent.append(text)
             caught_up.set()
 
-        s = Session(
-            send=send,
-            close=_no_close,
-            store=store,
-            user_id="a",
-            client_id="c",
-            cookie=None,
-            known_lmid=0,
-        )
-        sender = asyncio.get_running_loop().create_task(s.run_sender())
-        await caught_up.wait()  # the initial catch-up went out
-        s.on_commit(1, _one_change(1, "hi"), None, None)
-        with pytest.raises(ConnectionResetError):
-            await asyncio.wait_for(sender, 5)
-        store.close()
+        c = _Caught(tmp_path, send)
+        async with c as s:
+            await caught_up.wait()
+            s.on_commit(1, _one_change("hi"), None, None)  # the error stays out of the commit
+            assert calls == 2  # the send ran inside on_commit
+            with pytest.raises(ConnectionResetError):
+                await asyncio.wait_for(asyncio.shield(c.sender), 5)
+
+    asyncio.run(main())
+
+
+def test_a_send_cancelled_before_it_suspends_ends_the_connection_not_the_commit(
+    tmp_path: Path,
+) -> None:
+    """A send that awaits an already-cancelled future raises CancelledError without ever
+    suspending; it must not reach the writer that called on_commit."""
+
+    async def main() -> None:
+        calls = 0
+        caught_up = asyncio.Event()
+
+        async def send(text: str) -> None:
+            nonlocal calls
+            calls += 1
+            if calls > 1:
+                gone = asyncio.get_running_loop().create_future()
+                gone.cancel()
+                await gone
+            caught_up.set()
+
+        c = _Caught(tmp_path, send)
+        async with c as s:
+            await caught_up.wait()
+            s.on_commit(1, _one_change("hi"), None, None)
+            with pytest.raises(ConnectionError):
+                await asyncio.wait_for(asyncio.shield(c.sender), 5)
 
     asyncio.run(main())
 

@@ -193,7 +193,8 @@ class Instance:
         the one-writer order and saves waking the writer: an action streaming a reply commits
         each step as soon as it has it. The caller then yields one loop turn, as it would
         waiting for the writer, so the sessions send the commit and a loop of mutations
-        never starves other tasks.
+        never starves other tasks. A caller cancelled in the middle (an action's timeout)
+        rolls its mutation back: nothing of it is committed.
         """
         if self._writing or self._queue or self._closing:
             self._submit(item)
@@ -201,6 +202,12 @@ class Instance:
         self._writing = True
         try:
             await self._process_with_retry([item])
+        except BaseException:
+            # The caller was cancelled mid-commit: the batch rolled back and its future holds
+            # the failure, which nobody else will read.
+            if item.future.done() and not item.future.cancelled():
+                item.future.exception()
+            raise
         finally:
             self._writing = False
             if self._queue or self._closing:

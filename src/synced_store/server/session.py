@@ -83,6 +83,10 @@ class Session:
         #: True while the sender task or an eager send (on_commit) is sending.
         self._sending = False
         self._failed: Exception | None = None
+        #: Whether on_commit may send eagerly: None until the connection's first send shows
+        #: whether a send suspends; False for good once one has.
+        self._eager: bool | None = None
+        self._eager_task: asyncio.Task[None] | None = None
         self.closed = False
         self.bytes_sent = 0
         self.actions_in_flight = 0
@@ -113,17 +117,27 @@ class Session:
             self._pending_lmid = lmid
         if errors:
             self._pending_errors.extend(errors)
-        if self._sending or self._need_pull or self._extras or self._must_wait():
+        if not (pending or self._pending_lmid is not None or self._pending_errors):
+            if self._need_pull:
+                self._wake.set()
+            return  # nothing in this commit that this connection may see
+        if (
+            self._eager is not True
+            or self._sending
+            or self._need_pull
+            or self._extras
+            or self._must_wait()
+        ):
             self._wake.set()
             return
-        # The sender is idle and nothing holds this change back: send it now, from inside the
-        # commit's fan-out, instead of waking the sender task (eager.py).
+        # The sender is idle, this connection's sends finish without suspending, and nothing
+        # holds this change back: send it now, from inside the commit's fan-out, instead of
+        # waking the sender task (eager.py).
         self._sending = True
-        try:
-            start_eagerly(self._send_now())
-        except BaseException:
-            self._sending = False
-            raise
+        task = start_eagerly(self._send_now())
+        if task is not None:  # it suspended after all: from now on the sender task sends
+            self._eager = False
+            self._eager_task = task
 
     def _must_wait(self) -> bool:
         """True if a pending row was sent within ``ROW_INTERVAL`` (the sender waits it out)."""
@@ -136,12 +150,23 @@ class Session:
     async def _send_now(self) -> None:
         try:
             await self._send_pending()
-        except Exception as exc:  # raised by the sender task, as if it had failed to send
-            self._failed = exc
+        except (Exception, asyncio.CancelledError) as exc:
+            # Never into the commit that called on_commit: the sender task raises it, as if
+            # its own send had failed, and the connection ends.
+            self._failed = (
+                exc if isinstance(exc, Exception) else ConnectionError(f"send failed: {exc!r}")
+            )
             self._wake.set()
         finally:
             self._sending = False
-            if self._pending or self._extras or self._need_pull or self._pending_errors:
+            self._eager_task = None
+            if (
+                self._pending
+                or self._pending_lmid is not None
+                or self._pending_errors
+                or self._extras
+                or self._need_pull
+            ):
                 self._wake.set()
 
     def request_pull(self) -> None:
@@ -210,7 +235,20 @@ class Session:
 
     async def _send_text(self, text: str) -> None:
         self.bytes_sent += len(text)
-        await self._send(text)
+        if self._eager is not None:
+            await self._send(text)
+            return
+        # The connection's first send (from the sender task): learn whether a send finishes
+        # without suspending (uvicorn writes to the socket at once). Only then may on_commit
+        # send from inside the committing task. A callback scheduled now runs only if the
+        # send gives the loop a turn.
+        turned: list[bool] = []
+        handle = asyncio.get_running_loop().call_soon(turned.append, True)
+        try:
+            await self._send(text)
+        finally:
+            handle.cancel()
+        self._eager = not turned
 
     async def _send_pull(self) -> None:
         # Whatever commits while this runs is queued in _pending and sent right after.
