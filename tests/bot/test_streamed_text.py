@@ -93,3 +93,43 @@ async def test_leaving_early_stops_reading_and_closes_the_stream() -> None:
             break
     assert p.closed
     assert reply.text == "first"
+
+
+async def test_steps_are_at_least_min_interval_apart() -> None:
+    """Chunks that arrive within ``min_interval`` of the consumer's last step wait and join
+    the next step: a fast stream is committed as often as the server sends a row, no more."""
+    p = Provider()
+    loop = asyncio.get_running_loop()
+    async with StreamedText(p.stream(), min_interval=0.1) as reply:
+        it = aiter(reply)
+        p.put("a")
+        assert await anext(it) == "a"
+        asked = loop.time()
+        p.put("b")
+        await p.queue.join()
+        p.put("c")
+        assert await anext(it) == "abc"
+        assert loop.time() - asked >= 0.099
+        p.put(END)
+        assert [t async for t in it] == []
+
+
+async def test_the_last_step_does_not_wait_out_the_interval() -> None:
+    p = Provider()
+    loop = asyncio.get_running_loop()
+    async with StreamedText(p.stream(), min_interval=5.0) as reply:
+        it = aiter(reply)
+        p.put("a")
+        assert await anext(it) == "a"
+        asked = loop.time()
+        p.put("b")
+        await p.queue.join()
+        step = asyncio.ensure_future(anext(it))
+        for _ in range(10):  # the consumer is now waiting out the interval
+            await asyncio.sleep(0)
+        assert not step.done()
+        p.put(END)  # the stream ends: the step comes at once
+        assert await step == "ab"
+        assert loop.time() - asked < 4.0
+        with pytest.raises(StopAsyncIteration):
+            await anext(it)
