@@ -4,23 +4,17 @@ An action that streams a reply into a row commits one mutation per step. When co
 slower than the provider's chunks (a busy server), mutating once per chunk would fall further
 and further behind the provider; :class:`StreamedText` reads the stream in a background task
 and hands the consumer the whole text received so far each time it asks, so every commit
-carries everything that arrived meanwhile. Steps are also at least ``min_interval`` apart
-(40 ms by default, the server's per-row send window): the server sends a row to a client at
-most that often, so committing a fast stream more often would only cost CPU, not latency.
+carries everything that arrived meanwhile. On an idle server that is one chunk per step.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 from collections.abc import AsyncIterable, AsyncIterator
 from types import TracebackType
 
-__all__ = ["MIN_STEP_INTERVAL", "StreamedText"]
-
-#: Default least time between two steps: the server's per-row send window (``ROW_INTERVAL``).
-MIN_STEP_INTERVAL = 0.040
+__all__ = ["StreamedText"]
 
 
 class StreamedText:
@@ -30,17 +24,11 @@ class StreamedText:
     yields the text received so far, each time it grew since the previous step, and ends when
     the stream does (re-raising the stream's error after the text that came before it).
     :attr:`text` is everything received, also after an error. Leaving the block stops reading
-    and closes the stream (``aclose``). A step comes at least ``min_interval`` seconds after
-    the consumer asked for the previous one (when it had committed it), except the last one,
-    which comes as soon as the stream ends.
+    and closes the stream (``aclose``).
     """
 
-    def __init__(
-        self, stream: AsyncIterable[str], *, min_interval: float = MIN_STEP_INTERVAL
-    ) -> None:
+    def __init__(self, stream: AsyncIterable[str]) -> None:
         self._stream = stream
-        self.min_interval = min_interval
-        self._pausing: asyncio.Future[None] | None = None
         self.text = ""
         self._changed = asyncio.Event()
         self._done = False
@@ -75,35 +63,16 @@ class StreamedText:
         finally:
             self._done = True
             self._changed.set()
-            if self._pausing is not None:
-                _resolve(self._pausing)  # the last step needs no wait
-
-    async def _pause(self, seconds: float) -> None:
-        """Sleep ``seconds``, or less if the stream ends meanwhile."""
-        loop = asyncio.get_running_loop()
-        fut = self._pausing = loop.create_future()
-        handle = loop.call_later(seconds, _resolve, fut)
-        try:
-            await fut
-        finally:
-            handle.cancel()
-            self._pausing = None
 
     async def _steps(self) -> AsyncIterator[str]:
-        loop = asyncio.get_running_loop()
         seen = 0
-        asked = -math.inf  # when the consumer asked for this step (it had committed the last)
         while True:
             await self._changed.wait()
-            wait = asked + self.min_interval - loop.time()
-            if wait > 0 and not self._done:
-                await self._pause(wait)  # chunks arriving meanwhile join this step
             self._changed.clear()
             done = self._done  # read before the text: a chunk can't slip in after "done"
             if len(self.text) > seen:
                 seen = len(self.text)
                 yield self.text
-                asked = loop.time()
             if done:
                 if self._error is not None:
                     raise self._error
@@ -111,8 +80,3 @@ class StreamedText:
 
     def __aiter__(self) -> AsyncIterator[str]:
         return self._steps()
-
-
-def _resolve(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
