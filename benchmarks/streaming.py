@@ -141,8 +141,7 @@ class LoopLag:
 
 def lag_stats(samples: list[tuple[float, float]], since: float, until: float) -> dict[str, float]:
     """p50/p95/p99 (ms) of the lag samples taken between ``since`` and ``until``."""
-    s = sorted(lag for t, lag in samples if since <= t <= until)
-    return {"p50": _pct(s, 50), "p95": _pct(s, 95), "p99": _pct(s, 99)}
+    return _percentiles(sorted(lag for t, lag in samples if since <= t <= until))
 
 
 # -- the server process --------------------------------------------------------------------
@@ -345,6 +344,10 @@ def _pct(sorted_ms: list[float], p: float) -> float:
     return round(percentile(sorted_ms, p), 2)
 
 
+def _percentiles(sorted_ms: list[float]) -> dict[str, float]:
+    return {"p50": _pct(sorted_ms, 50), "p95": _pct(sorted_ms, 95), "p99": _pct(sorted_ms, 99)}
+
+
 @functools.cache
 def _chat_backend() -> Any:
     """One chat backend for every client of a process (clients only run its mutators)."""
@@ -531,6 +534,7 @@ async def _variant(
         lat = sorted(x for r in results for x in r["latencies"])
         ratios = sorted(x for r in results for x in r["ratios"])
         frames = max(1, sum(r["frames"] for r in results))
+        gen_cpu = sum(r["cpu_s"] for r in results)
         finals = [x for r in results for x in r["final"]]
         final = sum(finals) / len(finals)
         return {
@@ -545,12 +549,7 @@ async def _variant(
             "pace_s": pace,
             "final_text_bytes": round(final, 1),
             "chunk_samples": len(lat),
-            "latency_ms": {
-                "p50": _pct(lat, 50),
-                "p95": _pct(lat, 95),
-                "p99": _pct(lat, 99),
-                "max": round(lat[-1], 2) if lat else math.nan,
-            },
+            "latency_ms": {**_percentiles(lat), "max": round(lat[-1], 2) if lat else math.nan},
             "bytes_per_subscriber_over_final": {
                 "mean": round(sum(ratios) / len(ratios), 2),
                 "max": round(ratios[-1], 2),
@@ -562,11 +561,9 @@ async def _variant(
             "frames_per_subscriber": round(frames / (streams * subscribers), 1),
             # Every frame a subscriber got also went to its room's sender: 1 + 1/N per frame.
             "server_cpu_us_per_frame": round(cpu / (frames * (1 + 1 / subscribers)) * 1e6, 1),
-            "client_cpu_us_per_frame": round(sum(r["cpu_s"] for r in results) / frames * 1e6, 1),
+            "client_cpu_us_per_frame": round(gen_cpu / frames * 1e6, 1),
             "machine_cpu_busy": round(
-                (cpu + main_cpu + sum(r["cpu_s"] for r in results))
-                / (wall * (os.cpu_count() or 1)),
-                2,
+                (cpu + main_cpu + gen_cpu) / (wall * (os.cpu_count() or 1)), 2
             ),
             "server_loop_lag_ms": lag_stats(server_lag, wall0, wall1),
             "load_generator_loop_lag_ms": [r["loop_lag_ms"] for r in results],

@@ -61,6 +61,18 @@ async def _turns(n: int) -> None:
         await asyncio.sleep(0)
 
 
+async def _hold_a_commit(
+    inst: Instance, tg: asyncio.TaskGroup
+) -> tuple[asyncio.Task[None], asyncio.Task[None]]:
+    """Start the writer and a mutation (inline: the writer is idle) that stays inside its
+    commit until ``GATES["a"]`` is set; returns ``(writer, caller)`` once it is in there."""
+    GATES["a"] = asyncio.Event()
+    writer = tg.create_task(inst.run())
+    caller = tg.create_task(inst.mutate("u", "put", {"id": "a", "n": 1, "hold": True}))
+    await HOLDING[0].wait()
+    return writer, caller
+
+
 async def test_an_idle_writer_commits_in_the_callers_task(tmp_path: Path) -> None:
     inst = _instance(tmp_path)
     # No writer task runs: the mutation can only commit inline.
@@ -74,11 +86,8 @@ async def test_mutations_queued_behind_a_busy_commit_keep_submission_order(
     tmp_path: Path,
 ) -> None:
     inst = _instance(tmp_path)
-    GATES["a"] = asyncio.Event()
     async with asyncio.TaskGroup() as tg:
-        tg.create_task(inst.run())
-        first = tg.create_task(inst.mutate("u", "put", {"id": "a", "n": 1, "hold": True}))
-        await HOLDING[0].wait()  # the first mutation is inside its (inline) commit
+        _writer, first = await _hold_a_commit(inst, tg)
         later = [
             tg.create_task(inst.mutate("u", "put", {"id": x, "n": 2})) for x in ("b", "c", "d")
         ]
@@ -97,11 +106,8 @@ async def test_mutations_queued_behind_a_busy_commit_keep_submission_order(
 
 async def test_stop_during_an_inline_commit_lets_it_finish(tmp_path: Path) -> None:
     inst = _instance(tmp_path)
-    GATES["a"] = asyncio.Event()
     async with asyncio.TaskGroup() as tg:
-        writer = tg.create_task(inst.run())
-        first = tg.create_task(inst.mutate("u", "put", {"id": "a", "n": 1, "hold": True}))
-        await HOLDING[0].wait()
+        writer, first = await _hold_a_commit(inst, tg)
         inst.stop()
         await _turns(20)
         assert not writer.done(), "the writer must wait for the commit in progress"
@@ -139,14 +145,11 @@ async def test_a_caller_cancelled_mid_commit_commits_nothing_and_leaves_no_stray
     tmp_path: Path,
 ) -> None:
     inst = _instance(tmp_path)
-    GATES["a"] = asyncio.Event()
     loop = asyncio.get_running_loop()
     reported: list[dict[str, Any]] = []
     loop.set_exception_handler(lambda _loop, context: reported.append(context))
     async with asyncio.TaskGroup() as tg:
-        tg.create_task(inst.run())
-        caller = tg.create_task(inst.mutate("u", "put", {"id": "a", "n": 1, "hold": True}))
-        await HOLDING[0].wait()  # inside its inline commit
+        _writer, caller = await _hold_a_commit(inst, tg)
         caller.cancel()
         with pytest.raises(asyncio.CancelledError):
             await caller

@@ -9,6 +9,7 @@ path (``AppendDecoder`` + the patch ops), checking the cookie chain as the engin
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -313,23 +314,32 @@ def test_a_commit_of_rows_the_session_cannot_see_sends_nothing(tmp_path: Path) -
     asyncio.run(main())
 
 
+class _FailsAfterCatchUp:
+    """A send that lets the initial catch-up through and runs ``fail`` on every later send."""
+
+    def __init__(self, fail: Callable[[], Awaitable[None]]) -> None:
+        self.calls = 0
+        self.caught_up = asyncio.Event()
+        self._fail = fail
+
+    async def send(self, text: str) -> None:
+        self.calls += 1
+        if self.calls > 1:
+            await self._fail()
+        self.caught_up.set()
+
+
 def test_a_failed_eager_send_ends_the_sender_with_its_error(tmp_path: Path) -> None:
     async def main() -> None:
-        calls = 0
-        caught_up = asyncio.Event()
+        async def reset() -> None:
+            raise ConnectionResetError("gone")
 
-        async def send(text: str) -> None:
-            nonlocal calls
-            calls += 1
-            if calls > 1:
-                raise ConnectionResetError("gone")
-            caught_up.set()
-
-        c = _Caught(tmp_path, send)
+        tx = _FailsAfterCatchUp(reset)
+        c = _Caught(tmp_path, tx.send)
         async with c as s:
-            await caught_up.wait()
+            await tx.caught_up.wait()
             s.on_commit(1, _one_change("hi"), None, None)  # the error stays out of the commit
-            assert calls == 2  # the send ran inside on_commit
+            assert tx.calls == 2  # the send ran inside on_commit
             with pytest.raises(ConnectionResetError):
                 await asyncio.wait_for(asyncio.shield(c.sender), 5)
 
@@ -343,21 +353,15 @@ def test_a_send_cancelled_before_it_suspends_ends_the_connection_not_the_commit(
     suspending; it must not reach the writer that called on_commit."""
 
     async def main() -> None:
-        calls = 0
-        caught_up = asyncio.Event()
+        async def cancelled() -> None:
+            gone = asyncio.get_running_loop().create_future()
+            gone.cancel()
+            await gone
 
-        async def send(text: str) -> None:
-            nonlocal calls
-            calls += 1
-            if calls > 1:
-                gone = asyncio.get_running_loop().create_future()
-                gone.cancel()
-                await gone
-            caught_up.set()
-
-        c = _Caught(tmp_path, send)
+        tx = _FailsAfterCatchUp(cancelled)
+        c = _Caught(tmp_path, tx.send)
         async with c as s:
-            await caught_up.wait()
+            await tx.caught_up.wait()
             s.on_commit(1, _one_change("hi"), None, None)
             with pytest.raises(ConnectionError):
                 await asyncio.wait_for(asyncio.shield(c.sender), 5)

@@ -117,7 +117,7 @@ class Session:
             self._pending_lmid = lmid
         if errors:
             self._pending_errors.extend(errors)
-        if not (pending or self._pending_lmid is not None or self._pending_errors):
+        if not self._has_poke():
             if self._need_pull:
                 self._wake.set()
             return  # nothing in this commit that this connection may see
@@ -126,7 +126,7 @@ class Session:
             or self._sending
             or self._need_pull
             or self._extras
-            or self._must_wait()
+            or self._window_left() > 0
         ):
             self._wake.set()
             return
@@ -139,13 +139,17 @@ class Session:
             self._eager = False
             self._eager_task = task
 
-    def _must_wait(self) -> bool:
-        """True if a pending row was sent within ``ROW_INTERVAL`` (the sender waits it out)."""
+    def _has_poke(self) -> bool:
+        """True if a poke is due: rows, a confirmation or rejected mutations to send."""
+        return bool(self._pending) or self._pending_lmid is not None or bool(self._pending_errors)
+
+    def _window_left(self) -> float:
+        """Seconds until every pending row's ``ROW_INTERVAL`` since its last send is over."""
         sent_at = self._sent_at
-        if not sent_at:
-            return False
-        now = asyncio.get_running_loop().time()
-        return any(now - sent_at.get(k, -ROW_INTERVAL) < ROW_INTERVAL for k in self._pending)
+        if not sent_at:  # send times are kept only with append deltas on
+            return 0.0
+        latest = max((sent_at.get(k, -ROW_INTERVAL) for k in self._pending), default=-ROW_INTERVAL)
+        return latest + ROW_INTERVAL - asyncio.get_running_loop().time()
 
     async def _send_now(self) -> None:
         try:
@@ -160,13 +164,7 @@ class Session:
         finally:
             self._sending = False
             self._eager_task = None
-            if (
-                self._pending
-                or self._pending_lmid is not None
-                or self._pending_errors
-                or self._extras
-                or self._need_pull
-            ):
+            if self._has_poke() or self._extras or self._need_pull:
                 self._wake.set()
 
     def request_pull(self) -> None:
@@ -212,26 +210,15 @@ class Session:
         if self._need_pull:
             self._need_pull = False
             await self._send_pull()
-        if self._pending and self._append_deltas:
-            await self._throttle()
-        if self._pending or self._pending_lmid is not None or self._pending_errors:
+        wait = self._window_left()
+        if wait > 0:  # merge what arrives meanwhile
+            await asyncio.sleep(wait)
+        if self._has_poke():
             await self._send_pending()
         while self._extras:
             extras, self._extras = self._extras, []
             for text in extras:
                 await self._send_text(text)
-
-    async def _throttle(self) -> None:
-        """Wait until no pending row was sent within ``ROW_INTERVAL`` (merging meanwhile)."""
-        sent_at = self._sent_at
-        if not sent_at:
-            return
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        latest = max((sent_at.get(k, 0.0) for k in self._pending), default=0.0)
-        wait = latest + ROW_INTERVAL - now
-        if wait > 0:
-            await asyncio.sleep(wait)
 
     async def _send_text(self, text: str) -> None:
         self.bytes_sent += len(text)
