@@ -156,7 +156,7 @@ def demo_chat(
       synced-store demo chat --port 8000 --bot-pace 0.05
       synced-store chat --url ws://127.0.0.1:8000 --room lobby --user alice
     """
-    from .cli import _display_host, run_server
+    from .cli.serving import display_host, run_server
     from .server import create_app
 
     backend, bot_desc = _chat_backend(provider, bot_pace, bot_words)
@@ -164,7 +164,7 @@ def demo_chat(
 
     def banner(actual_port: int) -> None:
         bound["port"] = actual_port
-        shown = _display_host(host)
+        shown = display_host(host)
         click.echo(f"synced-store chat demo: http://{shown}:{actual_port}/")
         click.echo(f"  sync endpoint:   ws://{shown}:{actual_port}/sync/<room>")
         click.echo(

@@ -1,0 +1,5 @@
+"""``python -m synced_store.cli``."""
+
+from . import main
+
+main()
