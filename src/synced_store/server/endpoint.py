@@ -92,10 +92,11 @@ class SyncEndpoint:
                 f"({MIN_PROTOCOL_VERSION}..{MAX_PROTOCOL_VERSION}); reload",
             )
             return
-        user_id = await authenticate_token(self.authenticate, hello.get("token"))
-        if user_id is None:
+        identity = await authenticate_token(self.authenticate, hello.get("token"))
+        if identity is None:
             await self._close(ws, CloseCode.AUTH_FAILED, "authentication failed")
             return
+        user_id = identity.user_id
         schema = self.registry.config.schema
         schema_version = schema.schema_version
         if hello["schema_version"] != schema_version and not schema.can_migrate_from(
