@@ -7,7 +7,8 @@ anything the library raises on purpose. The tree, with the layer that raises eac
     ├── SchemaError                 definition time: define_schema / define_backend_config
     ├── ValidationError (ValueError) core: an input, output or row value is invalid
     │   ├── KeyTooLargeError        core: table name + item key over 256 bytes
-    │   └── ValueTooLargeError      core: a value's JSON encoding is longer than 1 MiB
+    │   ├── ValueTooLargeError      core: a value's JSON encoding is longer than 1 MiB
+    │   └── ValueTooDeepError       core: a JSON value nests more than 32 arrays/objects
     ├── UnknownNameError (KeyError) core: unknown table, mutator or action
     ├── PermissionDeniedError       core: another user's private rows, server-only rows on a client
     ├── MutatorError                core: a mutator misbehaved (awaited real I/O on a client pass)
@@ -17,7 +18,10 @@ anything the library raises on purpose. The tree, with the layer that raises eac
     ├── ClientClosedError           client: the store was closed by *this* side
     ├── ConnectionEndedError        client: the server ended the session for good
     ├── OfflineError                client: the operation needs the server; the client is offline
+    ├── QuotaExceededError          server: a per-user or per-instance quota (queued actions)
+    ├── OverloadedError             server: at capacity (open instances); retry later
     └── StorageError                storage: the database failed (``transient``: retry may help)
+        └── InstanceUnavailableError server: the instance failed and is reopening (backoff)
 """
 
 from __future__ import annotations
@@ -26,17 +30,21 @@ __all__ = [
     "ActionError",
     "ClientClosedError",
     "ConnectionEndedError",
+    "InstanceUnavailableError",
     "KeyTooLargeError",
     "MutationFailedError",
     "MutatorError",
     "OfflineError",
+    "OverloadedError",
     "PermissionDeniedError",
     "ProtocolError",
+    "QuotaExceededError",
     "SchemaError",
     "StorageError",
     "SyncedStoreError",
     "UnknownNameError",
     "ValidationError",
+    "ValueTooDeepError",
     "ValueTooLargeError",
 ]
 
@@ -70,6 +78,13 @@ class ValueTooLargeError(ValidationError):
     """A value's compact JSON encoding is longer than 1 MiB (1,048,576 bytes)."""
 
     kind = "value_too_large"
+
+
+class ValueTooDeepError(ValidationError):
+    """A JSON value (a row value, mutation args, an action input) nests arrays and objects
+    more than 32 levels deep (``MAX_VALUE_DEPTH`` in ``synced_store.core.keys``)."""
+
+    kind = "value_too_deep"
 
 
 class UnknownNameError(SyncedStoreError, KeyError):
@@ -149,3 +164,26 @@ class StorageError(SyncedStoreError):
     def __init__(self, message: str, *, transient: bool) -> None:
         super().__init__(message)
         self.transient = transient
+
+
+class InstanceUnavailableError(StorageError):
+    """The instance's storage failed (disk full, I/O error, read-only or corrupt file). The
+    instance is closed and reopened with backoff; its clients reconnect (close code 1011)."""
+
+    kind = "instance_unavailable"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, transient=False)
+
+
+class QuotaExceededError(SyncedStoreError):
+    """A quota was reached (for example too many queued action jobs for one user); the
+    mutation that hit it is rejected as a whole."""
+
+    kind = "quota_exceeded"
+
+
+class OverloadedError(SyncedStoreError):
+    """The server is at capacity (open instances, connections); try again later (1013)."""
+
+    kind = "overloaded"

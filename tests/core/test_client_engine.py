@@ -474,6 +474,77 @@ def test_multi_part_reset_poke(app: App) -> None:
     }
 
 
+def test_errors_in_non_final_parts_are_reported_with_the_final_part(app: App) -> None:
+    # A catch-up in bounded parts may spread the rejected-mutation reports over its parts.
+    engine = connected_engine(app, rows=counters(a=1))
+    engine.mutate("setCounter", {"key": "a", "value": 50})  # 1: rejected (reported in part 1)
+    engine.mutate("increment", {"key": "b"})  # 2: confirmed
+    engine.mutate("setCounter", {"key": "c", "value": 7})  # 3: rejected (reported in part 2)
+    engine.mutate("increment", {"key": "d"})  # 4: still pending
+    e1 = {"id": 1, "name": "setCounter", "kind": "invalid_input", "message": "no"}
+    e3 = {"id": 3, "name": "setCounter", "kind": "value_too_deep", "message": "deep"}
+    engine.receive({"type": "poke", "final": False, "patch": counters(x=1), "errors": [e1]})
+    engine.receive({"type": "poke", "final": False, "patch": counters(b=1), "errors": [e3]})
+    assert engine.events_received() == []  # nothing applies before the final part
+    assert counter(engine, "a") == 50
+    assert [m.id for m in engine.pending] == [1, 2, 3, 4]
+    engine.receive(
+        {"type": "poke", "final": True, "base_cookie": 1, "cookie": 9, "last_mutation_id": 3}
+    )
+    events = engine.events_received()
+    assert [e for e in events if isinstance(e, MutationRejected)] == [
+        MutationRejected(1, "setCounter", "invalid_input", "no"),
+        MutationRejected(3, "setCounter", "value_too_deep", "deep"),
+    ]
+    assert Confirmed((1, 2, 3)) in events
+    assert [m.id for m in engine.pending] == [4]
+    assert counter(engine, "a") == 1  # the rejected mutations' effects are gone
+    assert counter(engine, "c") is None
+    assert counter(engine, "b") == 1  # the server's value (2 confirmed)
+    assert counter(engine, "d") == 1  # pending, replayed
+    assert counter(engine, "x") == 1
+
+
+def test_errors_split_over_parts_and_the_final_part_are_each_reported_once(app: App) -> None:
+    engine = connected_engine(app)
+    for key in "abc":
+        engine.mutate("increment", {"key": key})
+    err = [
+        {"id": i, "name": "increment", "kind": "mutator_error", "message": f"m{i}"}
+        for i in (1, 2, 3)
+    ]
+    engine.receive({"type": "poke", "final": False, "reset": True, "errors": [err[1]]})
+    engine.receive({"type": "poke", "final": False, "patch": [], "errors": [err[1], err[0]]})
+    engine.receive(
+        {
+            "type": "poke",
+            "final": True,
+            "base_cookie": 1,
+            "cookie": 4,
+            "last_mutation_id": 3,
+            "errors": [err[2]],
+            "patch": counters(z=1),
+        }
+    )
+    rejected = [e for e in engine.events_received() if isinstance(e, MutationRejected)]
+    assert [(e.mutation_id, e.message) for e in rejected] == [(1, "m1"), (2, "m2"), (3, "m3")]
+    assert engine.pending == []
+    assert snapshot(engine) == {("counters", "z"): ("", {"value": 1})}
+
+
+def test_errors_of_a_dropped_partial_poke_are_not_reported(app: App) -> None:
+    engine = connected_engine(app)
+    engine.mutate("increment", {"key": "a"})
+    e1 = {"id": 1, "name": "increment", "kind": "mutator_error", "message": "x"}
+    engine.receive({"type": "poke", "final": False, "patch": [], "errors": [e1]})
+    engine.disconnected()
+    engine.receive({"type": "connected", "last_mutation_id": 0})
+    engine.messages_to_send()
+    engine.receive(poke(1, 2, [], 0))
+    assert engine.events_received() == []
+    assert [m.id for m in engine.pending] == [1]
+
+
 def test_disconnect_drops_a_partial_multi_part_poke(app: App) -> None:
     engine = connected_engine(app, rows=counters(a=1))
     engine.receive({"type": "poke", "final": False, "patch": counters(a=99)})

@@ -20,7 +20,7 @@ from ..core.client_engine import (
     ServerError,
     gc_paused,
 )
-from ..core.context import ReadContext
+from ..core.context import ReadContext, json_input
 from ..core.keys import PUBLIC, private_ns
 from ..errors import (
     ActionError,
@@ -43,6 +43,12 @@ __all__ = ["MutationResult", "SyncedStoreClient", "connect"]
 log = logging.getLogger("synced_store.client")
 #: Frames at least this large are decoded and applied with the cyclic GC paused.
 BULK_FRAME_BYTES = 256 * 1024
+#: Close codes after which the client waits at least ``BACK_OFF_MIN`` seconds and keeps its
+#: backoff until a connection has lasted ``BACK_OFF_HOLD`` seconds: the server said "too fast"
+#: (1008: rate limit, or this client did not read in time) or "too busy" (1013).
+BACK_OFF_CODES = frozenset({CloseCode.POLICY_VIOLATION, CloseCode.TRY_AGAIN_LATER})
+BACK_OFF_MIN = 1.0
+BACK_OFF_HOLD = 10.0
 
 
 class MutationResult:
@@ -392,7 +398,7 @@ class SyncedStoreClient:
 
     async def _action(self, name: str, args: Any) -> Any:
         adef = self.config.schema.action(name)
-        wire = adef.input_to_json(args)
+        wire = json_input(adef.input_to_json, args, f"input for action {name!r}")
         if not self.is_online:
             raise OfflineError(f"action {name!r} needs the server and this client is offline")
         await self.wait_for_sync()
@@ -518,6 +524,10 @@ class SyncedStoreClient:
 
     async def _run(self) -> None:
         delay = self._reconnect[0]
+        loop = asyncio.get_running_loop()
+        #: After a 1008/1013 (rate limit, slow reading, server at capacity) the backoff is at
+        #: least 1 s and is not reset until a connection has lasted this long.
+        penalty_until = 0.0
         while not self._closed:
             self._set_status("connecting")
             try:
@@ -540,7 +550,9 @@ class SyncedStoreClient:
                         while True:
                             text = await conn.recv()
                             self._on_frame(text)
-                            if self.connection_status == "connected":
+                            if self.connection_status == "connected" and (
+                                loop.time() >= penalty_until
+                            ):
                                 delay = self._reconnect[0]
                     finally:
                         writer.cancel()
@@ -567,6 +579,10 @@ class SyncedStoreClient:
             if code in TERMINAL_CODES:
                 self._end(CloseCode(code), reason)
                 return
+            if code in BACK_OFF_CODES:
+                log.warning("synced-store: server asked to back off (%s): %s", code, reason)
+                delay = max(delay, BACK_OFF_MIN)
+                penalty_until = loop.time() + delay + BACK_OFF_HOLD
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._reconnect[1])
 

@@ -33,7 +33,7 @@ from ..errors import MutatorError, ProtocolError, SyncedStoreError
 from ..protocol.version import PROTOCOL_VERSION
 from ..schema import BackendConfig
 from ..types import EntryKey, RowKey
-from .context import MutationContext, ReadContext, copy_json, run_sync
+from .context import MutationContext, ReadContext, copy_json, json_input, run_sync
 from .patch import json_equal, op_key, op_row
 from .readset import ReadSet
 from .store import MemoryStore
@@ -525,10 +525,13 @@ class ClientEngine:
     def mutate(self, name: str, args: Any, *, dedupe_key: str | None = None) -> PendingMutation:
         """Run mutator ``name`` optimistically and queue it for the server.
 
-        Raises (and queues nothing) if the input is invalid or the mutator raises.
+        Raises (and queues nothing) if the input is invalid (:class:`ValueTooDeepError` when it
+        nests more than ``MAX_VALUE_DEPTH`` levels: the server would refuse it) or the mutator
+        raises.
         """
         mdef = self.schema.mutator(name)
-        wire_args = mdef.input_to_json(args)
+        # Validated, plain JSON, and no deeper than the server accepts (ValueTooDeepError).
+        wire_args = json_input(mdef.input_to_json, args, f"input for mutator {name!r}")
         handler = self.config.mutators[name]
         m = PendingMutation(
             id=self.next_mutation_id, name=name, args=wire_args, dedupe_key=dedupe_key
@@ -615,21 +618,28 @@ class ClientEngine:
             raise ProtocolError(
                 f"out-of-sequence poke (base {msg['base_cookie']}, have {self.cookie})"
             )
+        errors: Any
         if self._parts:
+            # A multi-part poke: the parts' patches and rejected-mutation reports (``errors``
+            # may come in any part) apply together, with the final part.
             parts, self._parts = self._parts, []
             patch: list[dict[str, Any]] = []
+            errors = []
             for p in parts:
                 patch.extend(p.get("patch", ()))
+                errors.extend(p.get("errors") or ())
             patch.extend(msg.get("patch", ()))
+            errors.extend(msg.get("errors") or ())
             reset = bool(parts[0].get("reset"))
         else:
             patch = msg.get("patch", [])
+            errors = msg.get("errors", ())
             reset = bool(msg.get("reset"))
         self.apply_server_update(
             cookie=msg["cookie"],
             patch=patch,
             last_mutation_id=msg.get("last_mutation_id"),
-            errors=msg.get("errors", ()),
+            errors=errors,
             reset=reset,
         )
 

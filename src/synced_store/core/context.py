@@ -6,13 +6,30 @@ The same classes serve the client (over the in-memory store, recording reads) an
 
 from __future__ import annotations
 
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, Protocol
 
-from ..errors import MutatorError, PermissionDeniedError, UnknownNameError, ValidationError
+import pydantic_core
+
+from ..errors import (
+    MutatorError,
+    PermissionDeniedError,
+    UnknownNameError,
+    ValidationError,
+    ValueTooLargeError,
+)
 from ..schema import Schema, TableDef
 from ..types import EntryKey, JSONValue, RowKey
-from .keys import PUBLIC, SERVER_ONLY, check_key, check_value_size, encode_value, private_ns
+from .keys import (
+    MAX_INPUT_BYTES,
+    PUBLIC,
+    SERVER_ONLY,
+    check_depth,
+    check_key,
+    check_value_size,
+    encode_value,
+    private_ns,
+)
 
 __all__ = [
     "MutationContext",
@@ -22,6 +39,7 @@ __all__ = [
     "TableHandle",
     "Tx",
     "copy_json",
+    "json_input",
     "run_sync",
 ]
 
@@ -86,6 +104,26 @@ def copy_json(value: Any) -> Any:
     if t is list:
         return [copy_json(v) if type(v) in _CONTAINERS else v for v in value]
     return value
+
+
+def json_input(encode: Callable[[Any], Any], value: Any, what: str) -> Any:
+    """``encode(value)`` (a mutator's or action's ``input_to_json``: validated, plain JSON),
+    refused with :class:`ValueTooDeepError` when it nests deeper than ``MAX_VALUE_DEPTH`` (the
+    server refuses such input; see :func:`_validated` for why the given value decides when
+    validation itself fails) and :class:`ValueTooLargeError` above ``MAX_INPUT_BYTES``."""
+    try:
+        out = encode(value)
+    except ValidationError:
+        check_depth(value, what=what)
+        raise
+    check_depth(out, what=what)
+    size = len(pydantic_core.to_json(out))
+    if size > MAX_INPUT_BYTES:
+        raise ValueTooLargeError(
+            f"{what} is {size} bytes of JSON (limit {MAX_INPUT_BYTES}): a push frame must stay "
+            "under the protocol's frame limit"
+        )
+    return out
 
 
 def run_sync(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -167,6 +205,24 @@ class _AsyncIter:
             raise StopAsyncIteration from None
 
 
+def _validated(tdef: TableDef, table: str, item_key: str, value: Any) -> tuple[Any, bytes]:
+    """``(plain-JSON value, its JSON bytes)`` of a row value, at most ``MAX_VALUE_DEPTH`` deep.
+
+    The depth is checked on what validation produced (what is stored and synced). A value
+    too deep for the validator itself (pydantic-core's recursion guard: 49 levels in Pyodide,
+    255 natively) fails validation first: then the given value's depth decides the error, so
+    a too-deep value raises :class:`ValueTooDeepError` on every platform.
+    """
+    what = f"value for {table}/{item_key}"
+    try:
+        out, data = tdef.validate_encoded(table, item_key, value)
+    except ValidationError:
+        check_depth(value, what=what)
+        raise
+    check_depth(out, what=what)
+    return out, data
+
+
 class TableHandle:
     """Async handle on one table in one namespace (public, a user's private, server-only)."""
 
@@ -217,9 +273,10 @@ class TableHandle:
         check_key(self._table, item_key, sk)
         rk = RowKey(self._ns, self._table, item_key)
         if self._def is not None:  # validation already encodes the value: keep those bytes
-            value, data = self._def.validate_encoded(self._table, item_key, value)
+            value, data = _validated(self._def, self._table, item_key, value)
             check_value_size(rk, data)
         else:
+            check_depth(value, what=f"value for {self._table}/{item_key}")
             value = copy_json(value)
             data = encode_value(rk, value)
         self._tx.write(rk, sk, value, data)
@@ -409,7 +466,8 @@ class MutationContext(ReadContext):
 
         A no-op on clients (the input is still validated, so mistakes show up at once).
         """
-        args = self.schema.action(name).input_to_json(input)
+        adef = self.schema.action(name)
+        args = json_input(adef.input_to_json, input, f"input for action {name!r}")
         if self.is_server:
             self.enqueued.append((name, args))
 

@@ -1,19 +1,29 @@
-"""Row namespaces and key limits."""
+"""Row namespaces, and the limits on keys and values (size and nesting depth)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import pydantic_core
 
-from ..errors import KeyTooLargeError, PermissionDeniedError, ValidationError, ValueTooLargeError
+from ..errors import (
+    KeyTooLargeError,
+    PermissionDeniedError,
+    ValidationError,
+    ValueTooDeepError,
+    ValueTooLargeError,
+)
 from ..types import RowKey
 
 __all__ = [
+    "MAX_INPUT_BYTES",
     "MAX_KEY_BYTES",
     "MAX_VALUE_BYTES",
+    "MAX_VALUE_DEPTH",
     "PUBLIC",
     "SERVER_ONLY",
+    "check_depth",
     "check_key",
     "check_value_size",
     "encode_value",
@@ -23,6 +33,20 @@ __all__ = [
 
 MAX_KEY_BYTES = 256
 MAX_VALUE_BYTES = 1024 * 1024
+#: How deep arrays and objects may nest in any JSON value the engine carries: a row value,
+#: mutation args, an action's input. A scalar has depth 0, ``{"a": 1}`` and ``[1]`` depth 1,
+#: ``{"a": [1]}`` depth 2. The tightest parser on the way is pydantic-core compiled to wasm in
+#: the browser (Pyodide): its recursion guard refuses 49 levels in validation and in
+#: ``to_json``; natively the guard is 255, ``from_json`` (the server's frame parser) stops at
+#: 200 and orjson's ``dumps`` at 254, and a frame wraps a value in 3-4 more levels
+#: (push -> mutations -> mutation -> args, poke -> patch -> op -> v). 32 leaves 16 levels
+#: under the tightest of them, is as deep as DynamoDB allows, and keeps every recursive walk
+#: of a value (copy, compare, merge) far from Python's recursion limit.
+#: The browser shell (web/static/synced-store.js) repeats it as ``MAX_VALUE_DEPTH``.
+MAX_VALUE_DEPTH = 32
+#: Largest JSON encoding of one mutation's or action's input, in bytes: one input alone in a
+#: push frame stays well under the protocol's 8 MiB frame limit.
+MAX_INPUT_BYTES = 4 * 1024 * 1024
 PUBLIC = ""
 SERVER_ONLY = "s"
 
@@ -71,6 +95,63 @@ def encode_value(key: RowKey, value: Any) -> bytes:
         raise ValidationError(f"value for {key.table}/{key.item} is not JSON: {exc}") from None
     check_value_size(key, data)
     return data
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def check_depth(value: Any, limit: int = MAX_VALUE_DEPTH, what: str = "value") -> None:
+    """Raise :class:`ValueTooDeepError` if arrays and objects nest more than ``limit`` deep in
+    ``value`` (a scalar has depth 0, ``[1]`` depth 1).
+
+    Cheap where it runs most (every ``set``): a scalar returns at once, a flat object or array
+    after one C-level pass over its members. A deeper value is walked depth first without
+    recursion, holding one iterator per level, and never more than ``limit`` levels down.
+    Objects other than mappings, lists and tuples (a pydantic model, say) count as leaves.
+    """
+    t = type(value)
+    if t is dict:
+        members: Any = value.values()
+    elif t is list or t is tuple:
+        members = value
+    elif t in _SCALARS:
+        return
+    elif isinstance(value, Mapping):
+        members = value.values()
+    elif isinstance(value, list | tuple):
+        members = value
+    else:
+        return
+    if limit < 1:
+        raise _too_deep(what, limit)
+    if _SCALARS.issuperset(map(type, members)):  # flat: the common row
+        return
+    stack = [iter(members)]  # stack[i] iterates the members of a container at depth i + 1
+    while stack:
+        for v in stack[-1]:
+            tv = type(v)
+            if tv is dict:
+                child: Any = v.values()
+            elif tv is list or tv is tuple:
+                child = v
+            elif tv in _SCALARS:
+                continue
+            elif isinstance(v, Mapping):
+                child = v.values()
+            elif isinstance(v, list | tuple):
+                child = v
+            else:
+                continue
+            if len(stack) >= limit:
+                raise _too_deep(what, limit)
+            stack.append(iter(child))
+            break
+        else:
+            stack.pop()
+
+
+def _too_deep(what: str, limit: int) -> ValueTooDeepError:
+    return ValueTooDeepError(f"{what} nests more than {limit} levels of arrays/objects")
 
 
 def check_value_size(key: RowKey, data: bytes) -> None:

@@ -8,13 +8,21 @@ __all__ = ["TERMINAL_CODES", "CloseCode", "ErrorKind"]
 
 
 class CloseCode(IntEnum):
-    """Close codes. 1000/1001/1006/1011/1012 reconnect with backoff; 4000-4005 are terminal."""
+    """Close codes. Below 4000 the client reconnects with backoff; 4000-4005 are terminal."""
 
     NORMAL = 1000
     GOING_AWAY = 1001
     ABNORMAL = 1006
+    #: The client broke a policy that reconnecting later may fix: it sent faster than its
+    #: rate limit, or did not read what the server sent within the send timeout.
+    POLICY_VIOLATION = 1008
+    #: A WebSocket message was larger than the server accepts (sent by the WebSocket layer).
+    MESSAGE_TOO_BIG = 1009
+    #: The instance's storage failed (it reopens with backoff) or the server hit a bug.
     INTERNAL_ERROR = 1011
     SERVICE_RESTART = 1012
+    #: The server is at capacity (open instances, connections): try again later.
+    TRY_AGAIN_LATER = 1013
     #: Another connection with the same client id replaced this one.
     KICKED = 4000
     #: The token was rejected.
@@ -50,8 +58,10 @@ class ErrorKind:
     INVALID_INPUT = "invalid_input"
     KEY_TOO_LARGE = "key_too_large"
     VALUE_TOO_LARGE = "value_too_large"
+    VALUE_TOO_DEEP = "value_too_deep"
     PERMISSION_DENIED = "permission_denied"
     MUTATOR_ERROR = "mutator_error"
     MUTATION_ID_GAP = "mutation_id_gap"
     STORAGE_BUSY = "storage_busy"
+    QUOTA_EXCEEDED = "quota_exceeded"
     ACTION_FAILED = "action_failed"

@@ -39,6 +39,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
+from ..core.keys import MAX_VALUE_DEPTH
 from ..schema import BackendConfig, Schema
 
 if TYPE_CHECKING:
@@ -245,6 +246,7 @@ def page_config(
         "schemaVersion": schema.schema_version,
         "syncPath": "/sync/",
         "mutators": sorted(schema.mutators),
+        "maxValueDepth": MAX_VALUE_DEPTH,
         "actions": sorted(schema.actions),
         "pyodide": pyodide,
     }

@@ -100,14 +100,24 @@ class Bridge:
 
     def mutate(self, name: str, args_json: str) -> str:
         """Run a mutator optimistically: ``{"ok": true, "id", "args", "next_mutation_id"}`` or
-        ``{"ok": false, "error", "kind"}`` (invalid input, unknown name, mutator raised)."""
+        ``{"ok": false, "error", "kind", "type"}`` (invalid input, unknown name, args nested too
+        deep, mutator raised). ``kind`` is the error's wire kind, as the server would report it
+        (``invalid_input``, ``unknown_name``, ``value_too_deep``, ``mutator_error``, ...);
+        ``type`` the Python exception's class name."""
         try:
             m = self.engine.mutate(name, json.loads(args_json))
         except SyncedStoreError as exc:
-            return json.dumps({"ok": False, "kind": type(exc).__name__, "error": str(exc)})
+            return json.dumps(
+                {"ok": False, "kind": exc.kind, "type": type(exc).__name__, "error": str(exc)}
+            )
         except Exception as exc:
             return json.dumps(
-                {"ok": False, "kind": type(exc).__name__, "error": f"{type(exc).__name__}: {exc}"}
+                {
+                    "ok": False,
+                    "kind": "mutator_error",
+                    "type": type(exc).__name__,
+                    "error": f"{type(exc).__name__}: {exc}",
+                }
             )
         return json.dumps(
             {

@@ -10,6 +10,18 @@
 const PROTOCOL_VERSION = 1;
 const TERMINAL = { 4000: "kicked", 4001: "auth_failed", 4002: "version_mismatch",
   4003: "bad_message", 4004: "bad_instance", 4005: "schema_version_mismatch" };
+// Closes after which reconnecting soon would only repeat the problem: 1008 (policy violation:
+// over a rate limit, or too slow to read) and 1013 (try again later: the server is at
+// capacity). The shell reconnects, waiting at least RETRY_LATER_MS, and the backoff keeps
+// growing until a connection stays up for STABLE_MS.
+const RETRY_LATER = new Set([1008, 1013]);
+const RETRY_LATER_MS = 1000;
+const STABLE_MS = 10000;
+// How deep arrays and objects may nest in a JSON value (mutation args, action input). The
+// same number as MAX_VALUE_DEPTH in synced_store/core/keys.py, which the server enforces
+// (tests/web/test_value_depth_browser.py checks that the two agree); a page config may pass
+// it as `maxValueDepth`.
+const MAX_VALUE_DEPTH = 32;
 const DB_NAME = "synced-store";
 const DB_STORE = "clients";
 
@@ -44,6 +56,31 @@ class AppendFrames {
       patch.push(op);
     }
     return { type: "poke", base_cookie: cookie, cookie: cookie + delta, patch };
+  }
+}
+
+// Throw (kind "value_too_deep", the message of synced_store.core.keys.check_depth) if arrays
+// and objects nest more than `limit` levels deep in `value`: a scalar has depth 0, [1] and
+// {"a": 1} depth 1. Depth first, without recursion; an object with toJSON (a Date) is a leaf.
+export function checkDepth(value, limit = MAX_VALUE_DEPTH, what = "value") {
+  const container = (v) => v !== null && typeof v === "object" && typeof v.toJSON !== "function";
+  if (!container(value)) return;
+  const tooDeep = () => Object.assign(
+    new Error(`${what} nests more than ${limit} levels of arrays/objects`), { kind: "value_too_deep" });
+  if (limit < 1) throw tooDeep();
+  const members = (v) => (Array.isArray(v) ? v : Object.values(v));
+  const stack = [members(value)];
+  const at = [0];
+  while (stack.length) {
+    const top = stack.length - 1;
+    const list = stack[top];
+    let i = at[top];
+    while (i < list.length && !container(list[i])) i++;
+    if (i === list.length) { stack.pop(); at.pop(); continue; }
+    if (stack.length >= limit) throw tooDeep();
+    at[top] = i + 1;
+    stack.push(members(list[i]));
+    at.push(0);
   }
 }
 
@@ -176,6 +213,9 @@ export class SyncedStore {
     this._parts = [];
     this._delay = 100;
     this._reconnectTimer = null;
+    this._retryLater = false; // the last close was 1008/1013: keep backing off
+    this._stableTimer = null;
+    this.maxValueDepth = config.maxValueDepth ?? MAX_VALUE_DEPTH;
     this._subs = new Map(); // id -> {table, scope, cb, rows}
     this._nextSub = 1;
     this._confirm = new Map(); // mutation id -> {resolve, reject, promise}
@@ -245,10 +285,12 @@ export class SyncedStore {
 
   /** Run mutator `name`: optimistic once the Python engine runs, else sent to the server.
    *  Resolves to `{id, confirmed}` once applied locally (`confirmed` settles when the server
-   *  confirms or rejects it); rejects at once on invalid input (when the engine runs). */
+   *  confirms or rejects it); rejects at once on invalid input (when the engine runs), and
+   *  always on args nested deeper than the server accepts (`kind: "value_too_deep"`). */
   async mutate(name, args) {
     if (this.endReason) throw new Error(`session ended: ${this.endReason}`);
     if (!this.config.mutators.includes(name)) throw new Error(`unknown mutator ${name}`);
+    checkDepth(args, this.maxValueDepth, `input for mutator '${name}'`);
     let m;
     if (this._bridge) {
       const r = JSON.parse(await this._bridge.call("mutate", name, JSON.stringify(args ?? {})));
@@ -276,6 +318,7 @@ export class SyncedStore {
   /** Run a server action; flushes pending mutations first. Resolves with its output. */
   async action(name, input) {
     if (!this.config.actions.includes(name)) throw new Error(`unknown action ${name}`);
+    checkDepth(input, this.maxValueDepth, `input for action '${name}'`);
     if (this.status !== "connected") throw new Error(`action ${name} needs the server: offline`);
     await this.waitForSync();
     if (this.status !== "connected") throw new Error(`action ${name}: connection lost`);
@@ -419,12 +462,18 @@ export class SyncedStore {
       this._ws = null;
       this._handshakeDone = false;
       this._parts = [];
+      clearTimeout(this._stableTimer);
       if (this._bridge) this._engineCall("disconnected");
       for (const a of this._actions.values()) a.reject(new Error("connection lost during the action"));
       this._actions.clear();
       if (TERMINAL[e.code]) {
         this._end(e.code, e.reason);
         return;
+      }
+      if (RETRY_LATER.has(e.code)) {
+        this._log("closed", `${e.code} ${e.reason}: reconnecting with backoff`);
+        this._retryLater = true;
+        this._delay = Math.max(this._delay, Math.min(RETRY_LATER_MS, this.reconnectMax));
       }
       this._setStatus("disconnected");
       this._scheduleReconnect();
@@ -466,7 +515,13 @@ export class SyncedStore {
     switch (msg.type) {
       case "connected":
         this._handshakeDone = true;
-        this._delay = 100;
+        clearTimeout(this._stableTimer);
+        if (this._retryLater) {
+          // After a 1008/1013 close the backoff resets only once this connection holds.
+          this._stableTimer = setTimeout(() => { this._retryLater = false; this._delay = 100; }, STABLE_MS);
+        } else {
+          this._delay = 100;
+        }
         if (typeof msg.user_id === "string") this.userId = msg.user_id;
         if (this._bridge) {
           this._engineCall("receive", text);
@@ -486,7 +541,10 @@ export class SyncedStore {
         if (this._parts.length) {
           const parts = this._parts;
           this._parts = [];
-          poke = { ...msg, reset: !!parts[0].reset, patch: [...parts.flatMap((p) => p.patch || []), ...(msg.patch || [])] };
+          // The parts apply as one poke; rejected-mutation reports (`errors`) may be in any part.
+          poke = { ...msg, reset: !!parts[0].reset,
+            patch: [...parts.flatMap((p) => p.patch || []), ...(msg.patch || [])],
+            errors: [...parts.flatMap((p) => p.errors || []), ...(msg.errors || [])] };
           raw = JSON.stringify(poke);
         }
         this._applyPoke(poke);
