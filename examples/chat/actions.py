@@ -12,6 +12,10 @@ runs it again after restart) and a client may also call it directly:
 
 - placeholder missing (deleted) or ``cancelled``: stop, ``success: false``;
 - placeholder already ``complete``: return its text;
+- called by a client (not as the queued job): only the user who asked for the reply
+  (``requestedBy``) may start it, and only while it is ``incomplete`` (a reply that failed is
+  retried by its job, never re-run by a client: each run may be a paid model call); anyone
+  else is refused with :class:`~examples.chat.mutators.MessageOwnershipError`;
 - otherwise stream (again, from the start: the reply replaces whatever partial text is there).
 
 Between steps the action re-reads the placeholder, so deleting it or marking it ``cancelled``
@@ -27,6 +31,7 @@ from typing import Any
 
 from synced_store.bot import StreamedText
 
+from .mutators import MessageOwnershipError
 from .schema import CallBotInput, parse_mention
 
 __all__ = ["HISTORY_MESSAGES", "actions", "call_bot"]
@@ -81,6 +86,13 @@ async def _call_bot(ctx: Any, input: CallBotInput) -> dict[str, Any]:
         return {"success": True, "response": row.get("text", "")}
     if row.get("status") == "cancelled":
         return {"success": False, "response": row.get("text", "")}
+    if getattr(ctx, "job_id", None) is None:  # called by a client, not the queued job
+        if row.get("requestedBy") != ctx.user_id:
+            raise MessageOwnershipError(
+                f"only the user who asked for the bot reply {mid} may run callBot for it"
+            )
+        if row.get("status") != "incomplete":
+            return {"success": False, "response": row.get("text", "")}
     request = {"botName": input.botName, "messages": await _history(ctx, mid)}
     async with StreamedText(ctx.platform.call("bot.stream", request)) as reply:
         try:

@@ -1,5 +1,7 @@
 """The chat schema: a ``messages`` table, ``sendMessage`` / ``updateMessage`` mutators and the
-``callBot`` action (the names of the seed page), plus ``cancelMessage`` / ``deleteMessage``.
+``callBot`` action (the names of the seed page), plus ``cancelMessage`` / ``deleteMessage`` and
+``activeReplies``, each user's private list of the bot replies they asked for that are still
+streaming (what the per-user cap counts).
 
 Shared with the browser (Pyodide): imports only the standard library, pydantic and synced_store.
 """
@@ -15,6 +17,7 @@ from synced_store import define_schema, table
 
 __all__ = [
     "MENTION_RE",
+    "ActiveReply",
     "CallBotInput",
     "CallBotOutput",
     "Message",
@@ -39,13 +42,25 @@ def parse_mention(text: str) -> str | None:
 
 
 class Message(BaseModel):
-    """A chat message (a row of ``messages``, keyed by ``id``)."""
+    """A chat message (a row of ``messages``, keyed by ``id``).
+
+    ``senderId`` is the user who sent a ``user`` message, or the bot's name for an
+    ``assistant`` reply; ``requestedBy`` is the user who asked for a reply (replies only).
+    """
 
     id: str
     text: str
     role: Literal["user", "assistant"]
     senderId: str
     status: Status | None = None
+    requestedBy: str | None = None
+
+
+class ActiveReply(BaseModel):
+    """A row of ``activeReplies`` in the requester's private rows: a reply still ``incomplete``,
+    keyed by the reply's message id."""
+
+    id: str
 
 
 class SendMessageInput(BaseModel):
@@ -86,7 +101,10 @@ class CallBotOutput(BaseModel):
 
 chat_schema = define_schema(
     schema_version=1,
-    tables={"messages": {"schema": table(Message)}},
+    tables={
+        "messages": {"schema": table(Message)},
+        "activeReplies": {"schema": table(ActiveReply)},
+    },
     mutators={
         "sendMessage": {
             "description": "Send a message, optionally triggering a bot response",

@@ -93,6 +93,7 @@ async def test_reply_streams_to_other_clients_and_completes(tmp_path: Path) -> N
                 "role": "assistant",
                 "senderId": "bot",
                 "status": "incomplete",
+                "requestedBy": "alice",
             },
         }
         assert alice.pending_count == 1
@@ -114,6 +115,7 @@ async def test_reply_streams_to_other_clients_and_completes(tmp_path: Path) -> N
             "role": "assistant",
             "senderId": "bot",
             "status": "complete",
+            "requestedBy": "alice",
         }
         partial = {v["text"] for v in seen if v["status"] == "incomplete" and v["text"]}
         assert len(partial) >= 3, f"expected several streamed updates, saw {len(partial)}"

@@ -170,8 +170,19 @@ def test_no_request_leaves_the_machine(browsers: Any, chat_server: WebServer, ro
     assert any("/wheels/" in u and "/pydantic_core-" in u for u in guard.requests)
     assert guard.websockets
     assert all(u.startswith(f"ws://127.0.0.1:{chat_server.port}/sync/") for u in guard.websockets)
-    # A request to another host is blocked by the guard (proves the guard is armed).
-    page.evaluate("fetch('https://cdn.jsdelivr.net/pyodide/').catch(() => null)")
+    # The page's CSP (connect-src 'self') refuses a request to another host before it is made.
+    refused = page.evaluate(
+        "fetch('https://cdn.jsdelivr.net/pyodide/').then(() => false, () => true)"
+    )
+    assert refused
+    assert guard.off_machine() == []
+    # And the guard is armed: a navigation to another host (no page CSP applies) is blocked.
+    from playwright.sync_api import Error as PlaywrightError
+
+    other = page.context.new_page()
+    with pytest.raises(PlaywrightError):
+        other.goto("https://cdn.jsdelivr.net/pyodide/")
+    other.close()
     assert guard.off_machine() == ["https://cdn.jsdelivr.net/pyodide/"]
     guard.blocked.clear()
 
@@ -199,3 +210,76 @@ def test_failed_bot_reply_shows_its_error_state(
     failed = page.locator("#messages li[data-role=assistant][data-status=error]")
     expect()(failed).to_have_count(1)
     expect()(failed.locator(".error-note")).to_contain_text("failed")
+
+
+def test_only_the_sender_may_delete_or_edit_a_message(open_chat: Callable[..., Any]) -> None:
+    alice = open_chat("alice")
+    bob = open_chat("bob")  # runs the mutators: refuses at once
+    carol = open_chat("carol", engine=False)  # sends to the server, which refuses
+    send(alice, "@bot say something")
+    words = "@bot say something"
+    mine = message(alice, words)
+    expect()(mine).to_have_attribute("data-pending", "false")
+    msg_id = mine.get_attribute("data-id")
+    reply = alice.locator("#messages li[data-role=assistant][data-status=complete]")
+    expect()(reply).to_have_count(1)
+    reply_id = reply.get_attribute("data-id")
+    for page in (bob, carol):
+        expect()(page.locator(f'#messages li[data-id="{reply_id}"]')).to_have_attribute(
+            "data-status", "complete"
+        )
+    # Only the owner's page offers to delete: the sender's message, the reply she asked for.
+    expect()(mine.locator(".del")).to_be_visible()
+    expect()(reply.locator(".del")).to_be_visible()
+    for page in (bob, carol):
+        for key in (msg_id, reply_id):
+            expect()(page.locator(f'#messages li[data-id="{key}"] .del')).to_be_hidden()
+
+    theirs = bob.locator(f'#messages li[data-id="{msg_id}"]')
+    out = bob.evaluate("(id) => chat.deleteMessage(id)", msg_id)
+    assert out["ok"] is False
+    assert "only its sender (alice) may delete" in out["error"]
+    expect()(theirs).to_have_attribute("data-refused", "true")
+    expect()(theirs.locator(".refused-note")).to_contain_text("Delete refused")
+    expect()(bob.locator("#toast")).to_contain_text("only its sender (alice) may delete")
+    out = bob.evaluate("(id) => chat.editMessage(id, 'bob was here')", reply_id)
+    assert out["ok"] is False
+    assert "only the bot writes it" in out["error"]
+    expect()(bob.locator(f'#messages li[data-id="{reply_id}"] .refused-note')).to_contain_text(
+        "Edit refused"
+    )
+    assert bob.evaluate("chat.store.pending.length") == 0
+
+    # The page without the engine learns it from the server; nothing changed meanwhile.
+    kinds = carol.evaluate(
+        """async ([mid, rid]) => {
+          const out = [];
+          for (const [name, args] of [["deleteMessage", {id: mid}],
+                                      ["updateMessage", {id: mid, text: "carol was here",
+                                                         status: "complete"}],
+                                      ["cancelMessage", {id: rid}]]) {
+            const r = await chat.store.mutate(name, args);
+            try { await r.confirmed; out.push(null); } catch (e) { out.push(e.kind); }
+          }
+          return out;
+        }""",
+        [msg_id, reply_id],
+    )
+    assert kinds == ["permission_denied"] * 3
+    on_carol = carol.locator(f'#messages li[data-id="{msg_id}"]')
+    expect()(on_carol).to_have_attribute("data-refused", "true")
+    expect()(on_carol.locator(".refused-note")).to_contain_text("Edit refused")
+    expect()(carol.locator("#toast")).to_contain_text("refused")
+    reply_text = reply.locator(".bubble").text_content()
+    for page in (alice, bob, carol):
+        row = page.locator(f'#messages li[data-id="{msg_id}"]')
+        expect()(row.locator(".bubble")).to_have_text(words)
+        expect()(page.locator(f'#messages li[data-id="{reply_id}"] .bubble')).to_have_text(
+            reply_text or ""
+        )
+
+    # The owner deletes her own message with the button; every page sees it go.
+    mine.locator(".del").click()
+    reply.locator(".del").click()
+    for page in (alice, bob, carol):
+        expect()(page.locator("#messages li")).to_have_count(0)

@@ -85,12 +85,70 @@ function renderEngine(err) {
 store.on("ready", renderEngine);
 renderEngine(null);
 
-store.on("failed", (err) => showToast(`A message was rejected by the server: ${err.message}`));
+// A mutation the server refused for good: its optimistic effects are already rolled back. An
+// edit, stop or delete of a message is shown as refused on that message.
+const REFUSABLE = { updateMessage: "Edit", cancelMessage: "Stop", deleteMessage: "Delete" };
+store.on("failed", (err, m) => {
+  const what = m && REFUSABLE[m.name];
+  if (what && m.args && typeof m.args.id === "string") {
+    refuse(m.args.id, what, err.message.replace(/^\w+: /, ""));
+  } else {
+    showToast(`A message was rejected by the server: ${err.message}`);
+  }
+});
 
 // -- messages ----------------------------------------------------------------------------
 
 let firstRender = true;
 const nodes = new Map();
+const refusals = new Map(); // message id -> {text, timer}: a refused edit/stop/delete, shown a while
+
+// Show on message `id` (and in the toast) that `what` ("Edit", "Stop", "Delete") was refused.
+function refuse(id, what, reason) {
+  showToast(`${what} refused: ${reason}`);
+  const old = refusals.get(id);
+  if (old) clearTimeout(old.timer);
+  const timer = setTimeout(() => {
+    refusals.delete(id);
+    const li = nodes.get(id);
+    if (li) showRefusal(li, null);
+  }, 8000);
+  refusals.set(id, { text: `✗ ${what} refused: ${reason}`, timer });
+  const li = nodes.get(id);
+  if (li) showRefusal(li, refusals.get(id).text);
+}
+
+function showRefusal(li, text) {
+  let note = li.querySelector(".refused-note");
+  li.dataset.refused = String(!!text);
+  if (!text) { if (note) note.remove(); return; }
+  if (!note) {
+    note = document.createElement("div");
+    note.className = "refused-note";
+    note.setAttribute("role", "status");
+    li.appendChild(note);
+  }
+  note.textContent = text;
+}
+
+// Run an edit, stop or delete of message `id`. Resolves to {ok: true} once applied (locally
+// with the engine), or {ok: false, error} if refused at once (the engine ran the mutator and it
+// raised: not your message). A refusal by the server arrives later, through "failed".
+async function changeMessage(what, name, args) {
+  try {
+    const res = await store.mutate(name, args);
+    res.confirmed.catch(() => {}); // shown by the "failed" listener
+    return { ok: true };
+  } catch (err) {
+    refuse(args.id, what, err.message);
+    return { ok: false, error: err.message, kind: err.kind };
+  }
+}
+const deleteMessage = (id) => changeMessage("Delete", "deleteMessage", { id });
+const cancelMessage = (id) => changeMessage("Stop", "cancelMessage", { id });
+const editMessage = (id, text, status = "complete") =>
+  changeMessage("Edit", "updateMessage", { id, text, status });
+Object.assign(window.chat, { deleteMessage, cancelMessage, editMessage });
 
 function messageNode(id) {
   let li = nodes.get(id);
@@ -99,16 +157,25 @@ function messageNode(id) {
     li.className = "msg";
     li.dataset.id = id;
     li.innerHTML = '<div class="meta"><span class="who"></span><span class="mark"></span>' +
-      '<button class="stop" type="button" hidden>stop</button></div><div class="bubble"></div>';
-    li.querySelector(".stop").addEventListener("click", () => {
-      store.mutate("cancelMessage", { id }).catch((err) => showToast(err.message));
-    });
+      '<button class="stop" type="button" hidden>stop</button>' +
+      '<button class="del" type="button" title="Delete this message" hidden>delete</button>' +
+      '</div><div class="bubble"></div>';
+    li.querySelector(".stop").addEventListener("click", () => cancelMessage(id));
+    li.querySelector(".del").addEventListener("click", () => deleteMessage(id));
     nodes.set(id, li);
+    const r = refusals.get(id);
+    if (r) showRefusal(li, r.text);
   }
   return li;
 }
 
-function fill(li, { who, text, role, status, mark, markClass, mine, ghost, errorNote }) {
+// Whether this page's user owns a message: the sender of a user message, the user who asked
+// for a bot reply (examples/chat/mutators.py has the rules; the server enforces them).
+function ownedByMe(m) {
+  return m.role === "assistant" ? m.requestedBy === store.userId : m.senderId === store.userId;
+}
+
+function fill(li, { who, text, role, status, mark, markClass, mine, owned, ghost, errorNote }) {
   li.classList.toggle("mine", !!mine);
   li.classList.toggle("assistant", role === "assistant");
   li.classList.toggle("ghost", !!ghost);
@@ -119,8 +186,9 @@ function fill(li, { who, text, role, status, mark, markClass, mine, ghost, error
   const m = li.querySelector(".mark");
   m.textContent = mark;
   m.className = "mark " + markClass;
-  li.querySelector(".stop").hidden = !(role === "assistant" && status === "incomplete" &&
+  li.querySelector(".stop").hidden = !(owned && role === "assistant" && status === "incomplete" &&
     config.mutators.includes("cancelMessage"));
+  li.querySelector(".del").hidden = !(owned && !ghost && config.mutators.includes("deleteMessage"));
   const b = li.querySelector(".bubble");
   if (b.textContent !== text) b.textContent = text;
   let note = li.querySelector(".error-note");
@@ -156,7 +224,7 @@ function render(rows, info) {
     else if (m.status === "cancelled") { mark = "stopped"; markClass = "sending"; }
     fill(li, {
       who: m.role === "user" ? (mine ? `${m.senderId} (you)` : m.senderId) : `@${m.senderId}`,
-      text: m.text, role: m.role, status: m.status, mark, markClass, mine,
+      text: m.text, role: m.role, status: m.status, mark, markClass, mine, owned: ownedByMe(m),
       errorNote: m.status === "error" ? "⚠ The bot reply failed." : (m.status === "cancelled" ? "Reply cancelled." : ""),
     });
     ordered.push(li);
@@ -168,7 +236,7 @@ function render(rows, info) {
       const li = messageNode(p.args.id);
       seen.add(p.args.id);
       fill(li, { who: `${store.userId} (you)`, text: p.args.text, role: "user", status: "",
-        mark: "sending…", markClass: "sending", mine: true, ghost: true });
+        mark: "sending…", markClass: "sending", mine: true, owned: true, ghost: true });
       ordered.push(li);
     }
   }
