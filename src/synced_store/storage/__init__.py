@@ -1,11 +1,10 @@
 """Canonical server state: one database per instance behind a small interface."""
 
-from .base import InstanceStore, PullResult
+from .base import InstanceStore
 from .sqlite import SqliteInstanceStore, instance_path, validate_instance_id
 
 __all__ = [
     "InstanceStore",
-    "PullResult",
     "SqliteInstanceStore",
     "instance_path",
     "validate_instance_id",

@@ -4,26 +4,13 @@ transactions, and readers that see only committed data."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..types import EntryKey, RowKey
 
-__all__ = ["InstanceStore", "PullResult", "Row"]
+__all__ = ["InstanceStore", "Row"]
 
 Row = tuple[str, Any]
-
-
-@dataclass
-class PullResult:
-    """Rows a client must receive: committed ``version``, ``reset`` flag, and the patch ops
-    as pre-encoded JSON texts (one per op)."""
-
-    version: int
-    reset: bool
-    ops: list[str] = field(default_factory=list)
-    last_mutation_id: int = 0
-    errors: list[dict[str, Any]] = field(default_factory=list)
 
 
 class InstanceStore(Protocol):
@@ -34,8 +21,8 @@ class InstanceStore(Protocol):
     def begin(self) -> None:
         """Start the writer's transaction."""
 
-    def commit(self) -> None:
-        """Commit it."""
+    def commit(self, version: int) -> None:
+        """Record ``version`` and commit it."""
 
     def rollback(self) -> None:
         """Abandon it."""

@@ -3,10 +3,16 @@
 Tables: ``meta`` (version, tombstone horizon), ``rows`` (every row with the version that last
 changed it; deletes keep a tombstone), ``clients`` (last_mutation_id per client, written in the
 same transaction as the mutations), ``mutation_errors`` (permanent failures reported to their
-client), ``jobs`` (the durable action outbox).
+client, a bounded number per client), ``jobs`` (the durable action outbox, sqlite_jobs.py) and
+``checkpoints`` (``(time, version)`` pairs behind time-based retention, sqlite_compact.py).
 
 Durability: WAL with ``synchronous=NORMAL`` survives a killed process (kill -9) with every
 committed transaction; ``durability="full"`` (``synchronous=FULL``) also survives power loss.
+
+Failures: every driver error becomes a :class:`~synced_store.errors.StorageError` (errors.py):
+lock contention is transient, anything else fails the instance. An error inside the writer's
+transaction marks the store ``broken`` until the next :meth:`begin`, so a mutator that swallows
+the error cannot commit a half-written transaction.
 """
 
 from __future__ import annotations
@@ -21,9 +27,15 @@ import orjson
 
 from ..errors import PermissionDeniedError, StorageError, ValidationError
 from ..types import EntryKey, RowKey
-from .base import PullResult, Row
+from .base import Row
+from .errors import storage_error
+from .sqlite_catchup import CatchUp
+from .sqlite_compact import Compaction, CompactMixin
+from .sqlite_jobs import JobsMixin
 
 __all__ = [
+    "CatchUp",
+    "Compaction",
     "SqliteInstanceStore",
     "SqliteReader",
     "instance_path",
@@ -31,8 +43,10 @@ __all__ = [
     "validate_instance_id",
 ]
 
-STORAGE_VERSION = 1
-_INSTANCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+STORAGE_VERSION = 2
+_INSTANCE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+#: The write-ahead log is truncated back to this size after a checkpoint.
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
@@ -47,6 +61,7 @@ CREATE TABLE IF NOT EXISTS clients (
     client_id TEXT PRIMARY KEY, user_id TEXT NOT NULL,
     last_mutation_id INTEGER NOT NULL, version INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS clients_by_version ON clients (version);
 CREATE TABLE IF NOT EXISTS mutation_errors (
     client_id TEXT NOT NULL, mutation_id INTEGER NOT NULL, name TEXT NOT NULL,
     kind TEXT NOT NULL, message TEXT NOT NULL, PRIMARY KEY (client_id, mutation_id)
@@ -58,6 +73,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_at REAL NOT NULL, updated_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, next_run_at);
+CREATE INDEX IF NOT EXISTS jobs_by_user ON jobs (user_id, status);
+CREATE TABLE IF NOT EXISTS checkpoints (at REAL PRIMARY KEY, version INTEGER NOT NULL);
 """
 
 
@@ -66,7 +83,7 @@ def validate_instance_id(instance_id: str) -> str:
     dot, dash or underscore; raise :class:`ValidationError` otherwise (no path tricks)."""
     if (
         not isinstance(instance_id, str)
-        or not _INSTANCE_RE.match(instance_id)
+        or not _INSTANCE_RE.fullmatch(instance_id)
         or ".." in instance_id
     ):
         raise ValidationError(f"invalid instance id {instance_id!r:.80}")
@@ -78,27 +95,23 @@ def instance_path(data_dir: Path, instance_id: str) -> Path:
     return Path(data_dir) / f"{validate_instance_id(instance_id)}.sqlite3"
 
 
-def storage_error(exc: sqlite3.Error) -> StorageError:
-    """The :class:`StorageError` for a sqlite3 error; ``transient`` when a retry may succeed
-    (busy, locked, I/O, interrupted)."""
-    msg = str(exc)
-    transient = isinstance(exc, sqlite3.OperationalError) and any(
-        w in msg for w in ("locked", "busy", "disk I/O", "interrupted")
-    )
-    return StorageError(f"sqlite: {msg}", transient=transient)
-
-
 class _RowReader:
     """Reading rows through ``self.conn`` (the writer's connection or a reader's own)."""
 
     conn: sqlite3.Connection
 
     def read(self, key: RowKey) -> Row | None:
-        r = self.conn.execute(
-            "SELECT sk, value FROM rows WHERE ns = ? AND tbl = ? AND item = ? AND deleted = 0",
-            key,
-        ).fetchone()
+        try:
+            r = self.conn.execute(
+                "SELECT sk, value FROM rows WHERE ns = ? AND tbl = ? AND item = ? AND deleted = 0",
+                key,
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from exc
         return None if r is None else (r[0], orjson.loads(r[1]))
+
+    def _failed(self, exc: sqlite3.Error) -> StorageError:
+        return storage_error(exc)
 
     def iterate(
         self, ns: str, table: str, start: EntryKey | None, *, exclusive: bool, reverse: bool
@@ -113,11 +126,14 @@ class _RowReader:
                 op = ("<" if excl else "<=") if reverse else (">" if excl else ">=")
                 where, args = f" AND (sk, item) {op} (?, ?)", (pos[0], pos[1])
             order = "DESC" if reverse else "ASC"
-            rows = self.conn.execute(
-                "SELECT sk, item, value FROM rows WHERE ns = ? AND tbl = ? AND deleted = 0"
-                f"{where} ORDER BY sk {order}, item {order} LIMIT 128",
-                (ns, table, *args),
-            ).fetchall()
+            try:
+                rows = self.conn.execute(
+                    "SELECT sk, item, value FROM rows WHERE ns = ? AND tbl = ? AND deleted = 0"
+                    f"{where} ORDER BY sk {order}, item {order} LIMIT 128",
+                    (ns, table, *args),
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise self._failed(exc) from exc
             for sk, item, value in rows:
                 pos = EntryKey(sk, item)
                 yield pos, orjson.loads(value)
@@ -126,46 +142,83 @@ class _RowReader:
             excl = True
 
 
-class SqliteInstanceStore(_RowReader):
-    """The database of one instance. The writer methods run on the event loop thread."""
+class SqliteInstanceStore(JobsMixin, CompactMixin, _RowReader):
+    """The database of one instance. The writer methods run on the event loop thread.
+
+    Opening raises :class:`~synced_store.errors.InstanceUnavailableError` when the file cannot
+    be created, opened or read (read-only directory, full disk, corrupt file).
+    """
 
     def __init__(self, path: Path | str, *, durability: str = "normal") -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        sync = {"normal": "NORMAL", "full": "FULL", "off": "OFF"}[durability]
-        self._sync = sync
-        self.conn = self._open()
-        self.conn.executescript(_DDL)
-        cur = self.conn.execute("SELECT key, value FROM meta")
-        meta = dict(cur.fetchall())
-        if not meta:
-            self.conn.execute(
-                "INSERT INTO meta VALUES ('version', 0), ('horizon', 0), ('storage_version', ?)",
-                (STORAGE_VERSION,),
-            )
-            meta = {"version": 0, "horizon": 0}
+        self._sync = {"normal": "NORMAL", "full": "FULL", "off": "OFF"}[durability]
+        #: The error that broke the current transaction, if any (see the module doc).
+        self.broken: StorageError | None = None
+        self._in_tx = False
+        conn: sqlite3.Connection | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = self.conn = self._open()
+            meta = self._init_schema(conn)
+        except (sqlite3.Error, OSError) as exc:
+            if conn is not None:
+                conn.close()
+            raise storage_error(exc) from exc
         #: Schema version of the stored data; None for a new database (the server's applies).
         self.schema_version: int | None = (
             int(meta["schema_version"]) if "schema_version" in meta else None
         )
         self.version: int = int(meta["version"])
         self.horizon: int = int(meta.get("horizon", 0))
-        self._in_tx = False
 
     def _open(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, cached_statements=512
         )
+        # Only takes effect on a new, empty database: deleted pages can then be returned to
+        # the file system with `PRAGMA incremental_vacuum` (synced-store compact --vacuum).
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._sync}")
+        conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         # The writer runs on the event loop: never block it long on a lock. A busy database is
         # a transient error; the instance retries the batch with asynchronous backoff.
         conn.execute("PRAGMA busy_timeout=20")
         return conn
 
+    @staticmethod
+    def _init_schema(conn: sqlite3.Connection) -> dict[str, int]:
+        conn.executescript(_DDL)
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        if not meta:
+            conn.execute(
+                "INSERT INTO meta VALUES ('version', 0), ('horizon', 0), ('storage_version', ?)",
+                (STORAGE_VERSION,),
+            )
+            meta = {"version": 0, "horizon": 0, "storage_version": STORAGE_VERSION}
+        elif int(meta.get("storage_version", 1)) < STORAGE_VERSION:
+            conn.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('storage_version', ?)", (STORAGE_VERSION,)
+            )
+        return meta
+
+    def _failed(self, exc: sqlite3.Error) -> StorageError:
+        err = storage_error(exc)
+        if self._in_tx:
+            self.broken = err
+        return err
+
+    def _exec(self, sql: str, args: Any = ()) -> sqlite3.Cursor:
+        try:
+            return self.conn.execute(sql, args)
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from exc
+
     # -- writer transaction ----------------------------------------------------------------
 
     def begin(self) -> None:
+        """Start the writer's transaction (``BEGIN IMMEDIATE``: the write lock at once)."""
+        self.broken = None
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
@@ -174,35 +227,40 @@ class SqliteInstanceStore(_RowReader):
 
     def commit(self, version: int) -> None:
         """Record ``version`` as committed and commit (a transaction that keeps the version,
-        such as job bookkeeping on an idle instance, rewrites no meta row)."""
-        try:
-            if version != self.version:
-                self.conn.execute("UPDATE meta SET value = ? WHERE key = 'version'", (version,))
-            self.conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise storage_error(exc) from exc
+        such as job bookkeeping on an idle instance, rewrites no meta row). Raises the error
+        that broke the transaction, if one did: nothing is committed then."""
+        if self.broken is not None:
+            raise self.broken
+        if version != self.version:
+            self._exec("UPDATE meta SET value = ? WHERE key = 'version'", (version,))
+        self._exec("COMMIT")
         self._in_tx = False
         self.version = version
 
     def rollback(self) -> None:
-        if self._in_tx:
-            self.conn.execute("ROLLBACK")
-            self._in_tx = False
+        """Abandon the writer's transaction. Safe when SQLite already rolled it back itself
+        (it does on some errors, such as a full disk) and on a closed connection."""
+        self._in_tx = False
+        try:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # nothing to undo: the transaction is gone either way
 
     def savepoint(self) -> None:
-        self.conn.execute("SAVEPOINT m")
+        self._exec("SAVEPOINT m")
 
     def release(self) -> None:
-        self.conn.execute("RELEASE m")
+        self._exec("RELEASE m")
 
     def rollback_savepoint(self) -> None:
-        self.conn.execute("ROLLBACK TO m")
-        self.conn.execute("RELEASE m")
+        self._exec("ROLLBACK TO m")
+        self._exec("RELEASE m")
 
     # -- rows ------------------------------------------------------------------------------
 
     def write(self, key: RowKey, sort_key: str, encoded: bytes, version: int) -> None:
-        self.conn.execute(
+        self._exec(
             "INSERT INTO rows (ns, tbl, item, sk, value, version, deleted) "
             "VALUES (?, ?, ?, ?, ?, ?, 0) ON CONFLICT (ns, tbl, item) DO UPDATE SET "
             "sk = excluded.sk, value = excluded.value, version = excluded.version, deleted = 0",
@@ -210,7 +268,7 @@ class SqliteInstanceStore(_RowReader):
         )
 
     def remove(self, key: RowKey, version: int) -> bool:
-        cur = self.conn.execute(
+        cur = self._exec(
             "UPDATE rows SET deleted = 1, value = NULL, version = ? "
             "WHERE ns = ? AND tbl = ? AND item = ? AND deleted = 0",
             (version, key.ns, key.table, key.item),
@@ -221,182 +279,98 @@ class SqliteInstanceStore(_RowReader):
 
     def client(self, client_id: str) -> tuple[str, int] | None:
         """``(user_id, last_mutation_id)`` of a known client."""
-        r = self.conn.execute(
+        r = self._exec(
             "SELECT user_id, last_mutation_id FROM clients WHERE client_id = ?", (client_id,)
         ).fetchone()
         return None if r is None else (r[0], int(r[1]))
 
     def set_client(self, client_id: str, user_id: str, lmid: int, version: int) -> None:
         """Upsert a client's last_mutation_id (inside the writer transaction)."""
-        self.conn.execute(
+        self._exec(
             "INSERT INTO clients VALUES (?, ?, ?, ?) ON CONFLICT (client_id) DO UPDATE SET "
             "last_mutation_id = excluded.last_mutation_id, version = excluded.version",
             (client_id, user_id, lmid, version),
         )
 
+    def register_client(self, client_id: str, user_id: str, told_upto: int) -> tuple[str, int]:
+        """Bind a connecting client id to its user (the first user to connect with it owns
+        it) and mark it seen now; forget the error reports it has been told of (mutation ids up
+        to ``told_upto``, at most its ``last_mutation_id``). Inside the writer transaction.
+        Returns ``(owner, last_mutation_id)``; a client of another user is left unchanged."""
+        owner = self.client(client_id)
+        if owner is None:
+            self._exec(
+                "INSERT INTO clients VALUES (?, ?, 0, ?)", (client_id, user_id, self.version)
+            )
+            return user_id, 0
+        if owner[0] != user_id:
+            return owner
+        self._exec(
+            "UPDATE clients SET version = MAX(version, ?) WHERE client_id = ?",
+            (self.version, client_id),
+        )
+        told = min(told_upto, owner[1])
+        if told > 0:
+            self._exec(
+                "DELETE FROM mutation_errors WHERE client_id = ? AND mutation_id <= ?",
+                (client_id, told),
+            )
+        return owner
+
     def add_error(self, client_id: str, err: dict[str, Any]) -> None:
         """Record a permanent mutation failure for its client (inside the writer transaction)."""
-        self.conn.execute(
+        self._exec(
             "INSERT OR REPLACE INTO mutation_errors VALUES (?, ?, ?, ?, ?)",
             (client_id, err["id"], err["name"], err["kind"], err["message"][:2000]),
         )
 
-    # -- jobs (the action outbox) ----------------------------------------------------------
-
-    def add_job(self, name: str, input: Any, user_id: str, now: float) -> int:
-        """Insert a pending job (inside the writer transaction); returns its id."""
-        cur = self.conn.execute(
-            "INSERT INTO jobs (name, input, user_id, status, created_at, updated_at) "
-            "VALUES (?, ?, ?, 'pending', ?, ?)",
-            (name, orjson.dumps(input).decode(), user_id, now, now),
+    def prune_errors(self, client_id: str, keep: int) -> None:
+        """Keep only the newest ``keep`` error reports of a client."""
+        self._exec(
+            "DELETE FROM mutation_errors WHERE client_id = ? AND mutation_id <= ("
+            "SELECT mutation_id FROM mutation_errors WHERE client_id = ? "
+            "ORDER BY mutation_id DESC LIMIT 1 OFFSET ?)",
+            (client_id, client_id, keep),
         )
-        return int(cur.lastrowid or 0)
+
+    def errors_between(self, client_id: str, after: int, upto: int) -> list[dict[str, Any]]:
+        """Error reports of a client for mutation ids in ``(after, upto]``, oldest first."""
+        return [
+            {"id": m, "name": n, "kind": k, "message": msg}
+            for m, n, k, msg in self._exec(
+                "SELECT mutation_id, name, kind, message FROM mutation_errors "
+                "WHERE client_id = ? AND mutation_id > ? AND mutation_id <= ? "
+                "ORDER BY mutation_id",
+                (client_id, after, upto),
+            )
+        ]
 
     def set_schema_version(self, version: int) -> None:
         """Record the schema version of the stored data (inside the writer transaction)."""
-        self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (version,))
+        self._exec("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (version,))
         self.schema_version = version
 
-    def compact_tombstones(self, before_version: int) -> int:
-        """Forget deletions older than ``before_version`` (inside the writer transaction).
+    def incremental_vacuum(self) -> None:
+        """Return free pages to the file system (databases created with auto_vacuum)."""
+        self._exec("PRAGMA incremental_vacuum")
 
-        Clients whose cookie is older than the new horizon get a full reset on their next pull.
-        Returns how many tombstones were removed.
-        """
-        n = self.conn.execute(
-            "DELETE FROM rows WHERE deleted = 1 AND version <= ?", (before_version,)
-        ).rowcount
-        horizon = max(self.horizon, before_version)
-        self.conn.execute("UPDATE meta SET value = ? WHERE key = 'horizon'", (horizon,))
-        self.horizon = horizon
-        return int(n)
-
-    def requeue_running(self) -> int:
-        """Put jobs left ``running`` by a previous process back to ``pending`` (at least once)."""
-        return self.conn.execute(
-            "UPDATE jobs SET status = 'pending', next_run_at = 0 WHERE status = 'running'"
-        ).rowcount
-
-    def claim_jobs(self, now: float, limit: int) -> list[dict[str, Any]]:
-        """Mark up to ``limit`` due pending jobs ``running`` and return them."""
-        rows = self.conn.execute(
-            "SELECT id, name, input, user_id, attempts FROM jobs WHERE status = 'pending' "
-            "AND next_run_at <= ? ORDER BY id LIMIT ?",
-            (now, limit),
-        ).fetchall()
-        for r in rows:
-            self.conn.execute(
-                "UPDATE jobs SET status = 'running', attempts = attempts + 1, updated_at = ? "
-                "WHERE id = ?",
-                (now, r[0]),
-            )
-        return [
-            {
-                "id": r[0],
-                "name": r[1],
-                "input": orjson.loads(r[2]),
-                "user_id": r[3],
-                "attempts": r[4] + 1,
-            }
-            for r in rows
-        ]
-
-    def finish_job(
-        self,
-        job_id: int,
-        status: str,
-        *,
-        now: float,
-        output: Any = None,
-        error: str | None = None,
-        next_run_at: float = 0.0,
-    ) -> None:
-        """Record a job's outcome: ``done``, ``failed`` (kept for ``actions retry``) or
-        ``pending`` again (a retry at ``next_run_at``)."""
-        self.conn.execute(
-            "UPDATE jobs SET status = ?, output = ?, last_error = ?, next_run_at = ?, "
-            "updated_at = ? WHERE id = ?",
-            (
-                status,
-                None if output is None else orjson.dumps(output).decode(),
-                error,
-                next_run_at,
-                now,
-                job_id,
-            ),
-        )
-
-    def next_due(self) -> float | None:
-        """When the earliest pending job is due (None: no pending job)."""
-        r = self.conn.execute(
-            "SELECT MIN(next_run_at) FROM jobs WHERE status = 'pending'"
-        ).fetchone()
-        return None if r is None or r[0] is None else float(r[0])
+    # -- readers ---------------------------------------------------------------------------
 
     def reader(self) -> SqliteReader:
         """A separate read-only view of committed data (for actions and the CLI)."""
         return SqliteReader(self.path)
 
-    # -- pulls (reader side) ---------------------------------------------------------------
-
-    def pull(self, cookie: int | None, user_id: str, client_id: str, known_lmid: int) -> PullResult:
-        """Everything ``user_id``'s client must receive to catch up from ``cookie``.
-
-        Opens its own read connection, so it may run in a worker thread while the writer works.
-        """
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        try:
-            conn.execute("BEGIN")
-            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-            version, horizon = int(meta["version"]), int(meta.get("horizon", 0))
-            reset = cookie is None or cookie > version or cookie < horizon
-            own = "u:" + user_id
-            if reset:
-                cur = conn.execute(
-                    "SELECT ns, tbl, item, sk, value, deleted FROM rows "
-                    "WHERE deleted = 0 AND (ns = '' OR ns = ?)",
-                    (own,),
-                )
-            else:
-                cur = conn.execute(
-                    "SELECT ns, tbl, item, sk, value, deleted FROM rows "
-                    "WHERE version > ? AND (ns = '' OR ns = ?)",
-                    (cookie, own),
-                )
-            ops = [_op_text(*r) for r in cur]
-            r = conn.execute(
-                "SELECT last_mutation_id FROM clients WHERE client_id = ?", (client_id,)
-            ).fetchone()
-            lmid = 0 if r is None else int(r[0])
-            errs = [
-                {"id": m, "name": n, "kind": k, "message": msg}
-                for m, n, k, msg in conn.execute(
-                    "SELECT mutation_id, name, kind, message FROM mutation_errors "
-                    "WHERE client_id = ? AND mutation_id > ? ORDER BY mutation_id",
-                    (client_id, known_lmid),
-                )
-            ]
-            conn.execute("COMMIT")
-        finally:
-            conn.close()
-        return PullResult(version=version, reset=reset, ops=ops, last_mutation_id=lmid, errors=errs)
+    def catch_up(self, base: int | None, user_id: str) -> CatchUp:
+        """A catch-up of ``user_id``'s client from cookie ``base`` to the committed version,
+        read in parts (sqlite_catchup.py). Call on the loop thread: the version it stops at is
+        the one every session has been told of."""
+        return CatchUp(
+            self.path, base=base, upto=self.version, horizon=self.horizon, user_id=user_id
+        )
 
     def close(self) -> None:
         self.rollback()
         self.conn.close()
-
-
-def _op_text(ns: str, tbl: str, item: str, sk: str, value: str | None, deleted: int) -> str:
-    d = orjson.dumps
-    head = '{"op":"del"' if deleted else '{"op":"set"'
-    s = head + ',"t":' + d(tbl).decode() + ',"k":' + d(item).decode()
-    if ns:
-        s += ',"ns":' + d(ns).decode()
-    if deleted:
-        return s + "}"
-    if sk:
-        s += ',"sk":' + d(sk).decode()
-    return s + ',"v":' + (value or "null") + "}"
 
 
 class SqliteReader(_RowReader):
@@ -405,8 +379,12 @@ class SqliteReader(_RowReader):
     copy_on_read = False
 
     def __init__(self, path: Path) -> None:
-        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.conn.execute("PRAGMA busy_timeout=5000")
+        try:
+            self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self.conn.execute("PRAGMA query_only=1")
+            self.conn.execute("PRAGMA busy_timeout=5000")
+        except sqlite3.Error as exc:
+            raise storage_error(exc) from exc
 
     def write(self, key: RowKey, sort_key: str, value: Any, encoded: bytes) -> None:
         raise PermissionDeniedError("action contexts are read-only; write with ctx.mutate()")

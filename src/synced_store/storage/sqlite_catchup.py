@@ -1,0 +1,198 @@
+"""Catch-ups read in bounded parts: what one client must receive to reach a version.
+
+A :class:`CatchUp` answers one question — "every row change this client may see, from its
+cookie (or from nothing: a reset) up to version ``upto``" — in parts of at most ``max_bytes``,
+so a catch-up of a large instance never sits whole in memory. It holds no transaction between
+parts: each part is one short read, and rows changed *after* ``upto`` are left out of every
+part (the server queues those commits for the client and sends them after, or with, the last
+part). So the parts together are exactly the instance at ``upto``, however long the client
+takes to read them, and nothing pins the WAL meanwhile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..errors import StorageError
+from .errors import storage_error
+
+__all__ = ["CatchUp"]
+
+#: Rows read per query at most; fewer when rows are large (about one part's worth).
+_BATCH = 512
+_MAX = "\U0010ffff"
+#: Page cache of a catch-up's read connection, in KiB.
+CACHE_KIB = 128
+
+
+class CatchUp:
+    """Parts of a catch-up of ``user_id``'s client to version ``upto`` (see module doc).
+
+    ``base`` is the client's cookie (None, older than the tombstone horizon or newer than the
+    instance: a reset, every live row). The horizon is read from the database by the first
+    part (``synced-store compact`` may have raised it behind the server's back), so
+    :attr:`reset` is final only after the first :meth:`next_part`. Methods block on SQLite:
+    call them in a worker thread.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        base: int | None,
+        upto: int,
+        horizon: int,
+        user_id: str,
+    ) -> None:
+        self.upto = upto
+        self._base = base
+        self._decide(horizon)
+        self._checked = False
+        self._own = "u:" + user_id
+        self._conn: sqlite3.Connection | None = None
+        self._path = path
+        # Reset: public rows then the user's own, in key order. Incremental: every change after
+        # the base in version order (other users' namespaces are skipped).
+        self._ns = ["", self._own]
+        self._pos: tuple[Any, ...] | None = None
+        self._pending: list[str] = []
+        self._batch = 16  # rows per query, adapted to the row sizes seen (about one part)
+        self.done = False
+        self._busy = threading.Lock()
+        self._closed = False
+
+    def _decide(self, horizon: int) -> None:
+        base = self._base
+        self.reset = base is None or base > self.upto or base < horizon
+        self.base = None if self.reset else base
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            try:
+                conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+                conn.execute("PRAGMA query_only=1")
+                conn.execute("PRAGMA busy_timeout=5000")
+                # One pass in key order reuses no page: a small cache (SQLite's default is
+                # 2 MB per connection, one connection per catch-up in progress).
+                conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+            except sqlite3.Error as exc:
+                raise storage_error(exc) from exc
+            self._conn = conn
+        return self._conn
+
+    def next_part(self, max_bytes: int) -> list[str]:
+        """The next patch ops (JSON texts) of at most about ``max_bytes`` (at least one op, so
+        one row larger than ``max_bytes`` still travels). Empty once :attr:`done`."""
+        with self._busy:
+            if self._closed:
+                raise StorageError("catch-up closed", transient=False)
+            try:
+                return self._next_part(max_bytes)
+            finally:
+                if self._closed:  # close() was called meanwhile: it left the closing to us
+                    self._close_connection()
+
+    def _next_part(self, max_bytes: int) -> list[str]:
+        out: list[str] = []
+        size = 0
+        batch, self._pending = self._pending, []
+        try:
+            while True:
+                for i, op in enumerate(batch):
+                    if size >= max_bytes and out:
+                        self._pending = batch[i:]
+                        return out
+                    out.append(op)
+                    size += len(op)
+                if self.done or size >= max_bytes:
+                    return out
+                batch = self._read_batch()
+                if not batch:
+                    self.done = True
+                    return out
+                mean = max(1, sum(len(op) for op in batch) // len(batch))
+                self._batch = max(1, min(_BATCH, max_bytes // mean))
+        except sqlite3.Error as exc:
+            raise storage_error(exc) from exc
+
+    def _read_batch(self) -> list[str]:
+        conn = self._connection()
+        if not self._checked:
+            self._checked = True
+            r = conn.execute("SELECT value FROM meta WHERE key = 'horizon'").fetchone()
+            self._decide(int(r[0]) if r is not None else 0)
+        upto = self.upto
+        if self.reset:
+            while self._ns:
+                ns = self._ns[0]
+                tbl, item = self._pos if self._pos is not None else ("", "")
+                rows = conn.execute(
+                    "SELECT tbl, item, sk, value FROM rows WHERE ns = ? AND deleted = 0 "
+                    "AND version <= ? AND (tbl, item) > (?, ?) ORDER BY tbl, item LIMIT ?",
+                    (ns, upto, tbl, item, self._batch),
+                ).fetchall()
+                if rows:
+                    self._pos = (rows[-1][0], rows[-1][1])
+                    return [op_text(ns, t, i, sk, v, 0) for t, i, sk, v in rows]
+                self._ns.pop(0)
+                self._pos = None
+            return []
+        pos = self._pos if self._pos is not None else (self.base, _MAX, _MAX, _MAX)
+        while True:
+            rows = conn.execute(
+                "SELECT version, ns, tbl, item, sk, value, deleted FROM rows "
+                "INDEXED BY rows_by_version WHERE version <= ? "
+                "AND (version, ns, tbl, item) > (?, ?, ?, ?) "
+                "ORDER BY version, ns, tbl, item LIMIT ?",
+                (upto, *pos, self._batch),
+            ).fetchall()
+            if not rows:
+                return []
+            last = rows[-1]
+            pos = self._pos = (last[0], last[1], last[2], last[3])
+            own = self._own
+            ops = [
+                op_text(ns, t, i, sk, v, d)
+                for _, ns, t, i, sk, v, d in rows
+                if ns == "" or ns == own
+            ]
+            if ops:
+                return ops
+
+    def close(self) -> None:
+        """Release the read connection (also after a failure). Safe to call from another
+        thread while :meth:`next_part` runs (a cancelled catch-up): that call then closes the
+        connection when it is done with it."""
+        self._closed = True
+        self._pending = []
+        if self._busy.acquire(blocking=False):
+            try:
+                self._close_connection()
+            finally:
+                self._busy.release()
+
+    def _close_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+
+
+def op_text(ns: str, tbl: str, item: str, sk: str, value: str | None, deleted: int) -> str:
+    """The patch op of a stored row as JSON text (the value is spliced in as stored)."""
+    d = orjson.dumps
+    head = '{"op":"del"' if deleted else '{"op":"set"'
+    s = head + ',"t":' + d(tbl).decode() + ',"k":' + d(item).decode()
+    if ns:
+        s += ',"ns":' + d(ns).decode()
+    if deleted:
+        return s + "}"
+    if sk:
+        s += ',"sk":' + d(sk).decode()
+    return s + ',"v":' + (value or "null") + "}"

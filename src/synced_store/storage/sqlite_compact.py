@@ -1,0 +1,153 @@
+"""Retention for an SQLite instance: what is forgotten, when, and in bounded steps.
+
+An instance keeps a few ``checkpoints`` — ``(time, version)`` pairs written by each
+compaction pass — so that retention can be stated in time ("tombstones older than 7 days")
+while rows only carry versions. Each pass deletes at most ``limit`` rows per kind, inside the
+writer's transaction, and says whether more remain, so a large backlog never holds the writer
+for long.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Collection
+from dataclasses import dataclass
+
+__all__ = ["CompactMixin", "Compaction"]
+
+
+@dataclass
+class Compaction:
+    """What one compaction step removed; ``more`` when it stopped at its limit."""
+
+    tombstones: int = 0
+    done_jobs: int = 0
+    failed_jobs: int = 0
+    clients: int = 0
+    errors: int = 0
+    more: bool = False
+
+    def __iadd__(self, other: Compaction) -> Compaction:
+        self.tombstones += other.tombstones
+        self.done_jobs += other.done_jobs
+        self.failed_jobs += other.failed_jobs
+        self.clients += other.clients
+        self.errors += other.errors
+        self.more = other.more
+        return self
+
+    @property
+    def total(self) -> int:
+        """Rows removed in all."""
+        return self.tombstones + self.done_jobs + self.failed_jobs + self.clients + self.errors
+
+
+class CompactMixin:
+    """Compaction methods of :class:`~synced_store.storage.sqlite.SqliteInstanceStore`."""
+
+    conn: sqlite3.Connection
+    version: int
+    horizon: int
+
+    def version_at(self, t: float) -> int | None:
+        """The instance version at time ``t``, as of the newest checkpoint at or before it."""
+        r = self.conn.execute(
+            "SELECT version FROM checkpoints WHERE at <= ? ORDER BY at DESC LIMIT 1", (t,)
+        ).fetchone()
+        return None if r is None else int(r[0])
+
+    def set_horizon(self, horizon: int) -> None:
+        """Raise the tombstone horizon: clients whose cookie is older get a full reset. Never
+        lowers it (another process, ``synced-store compact``, may have raised it further)."""
+        self.conn.execute("UPDATE meta SET value = MAX(value, ?) WHERE key = 'horizon'", (horizon,))
+        r = self.conn.execute("SELECT value FROM meta WHERE key = 'horizon'").fetchone()
+        self.horizon = int(r[0])
+
+    def compact_tombstones(self, before_version: int, limit: int | None = None) -> int:
+        """Forget deletions at or before ``before_version`` (inside the writer transaction),
+        at most ``limit`` of them. The horizon moves first, in the same transaction, so no
+        client can catch up across a gap. Returns how many tombstones were removed."""
+        self.set_horizon(before_version)
+        if limit is None:
+            n = self.conn.execute(
+                "DELETE FROM rows WHERE deleted = 1 AND version <= ?", (before_version,)
+            ).rowcount
+        else:
+            n = self.conn.execute(
+                "DELETE FROM rows WHERE (ns, tbl, item) IN (SELECT ns, tbl, item FROM rows "
+                "INDEXED BY rows_by_version WHERE version <= ? AND deleted = 1 LIMIT ?)",
+                (before_version, limit),
+            ).rowcount
+        return int(n)
+
+    def compact(
+        self,
+        now: float,
+        *,
+        tombstones: float,
+        done_jobs: float,
+        failed_jobs: float,
+        clients: float,
+        keep_clients: Collection[str] = (),
+        limit: int = 1000,
+        checkpoint: bool = True,
+    ) -> Compaction:
+        """One bounded step of retention (inside the writer transaction). Ages in seconds.
+
+        Records a checkpoint ``(now, version)`` first (unless ``checkpoint`` is False: the
+        later steps of one pass), then forgets tombstones, done and failed jobs, clients not
+        seen for ``clients`` seconds (except ``keep_clients``, those connected now) and the
+        error reports of forgotten clients.
+        """
+        conn = self.conn
+        if checkpoint:
+            conn.execute(
+                "INSERT OR REPLACE INTO checkpoints (at, version) VALUES (?, ?)",
+                (now, self.version),
+            )
+        out = Compaction()
+        h = self.version_at(now - tombstones)
+        if h is not None:
+            out.tombstones = self.compact_tombstones(h, limit)
+        for status, age, field in (("done", done_jobs, "done_jobs"), ("failed", failed_jobs, "")):
+            n = conn.execute(
+                "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE status = ? "
+                "AND updated_at < ? LIMIT ?)",
+                (status, now - age, limit),
+            ).rowcount
+            setattr(out, field or "failed_jobs", int(n))
+        hc = self.version_at(now - clients)
+        if hc is not None:
+            keep = set(keep_clients)
+            stale = [
+                (cid,)
+                for (cid,) in conn.execute(
+                    "SELECT client_id FROM clients WHERE version <= ? LIMIT ?",
+                    (hc, limit + len(keep)),
+                )
+                if cid not in keep
+            ][:limit]
+            conn.executemany("DELETE FROM clients WHERE client_id = ?", stale)
+            out.clients = len(stale)
+        out.errors = int(
+            conn.execute(
+                "DELETE FROM mutation_errors WHERE (client_id, mutation_id) IN ("
+                "SELECT client_id, mutation_id FROM mutation_errors WHERE client_id NOT IN "
+                "(SELECT client_id FROM clients) LIMIT ?)",
+                (limit,),
+            ).rowcount
+        )
+        oldest_needed = now - max(tombstones, clients)
+        conn.execute(
+            "DELETE FROM checkpoints WHERE at < (SELECT at FROM checkpoints WHERE at <= ? "
+            "ORDER BY at DESC LIMIT 1)",
+            (oldest_needed,),
+        )
+        out.more = limit in (
+            out.tombstones,
+            out.done_jobs,
+            out.failed_jobs,
+            out.clients,
+            out.errors,
+        )
+        return out
