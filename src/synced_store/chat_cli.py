@@ -23,6 +23,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
+from .errors import SyncedStoreError
 from .schema import BackendConfig
 
 __all__ = ["ChatView", "chat", "demo", "load_chat_app", "run_chat_client"]
@@ -145,6 +146,11 @@ def demo_chat(
     bot_pace: float | None,
     bot_words: int | None,
     log_level: str,
+    max_connections: int | None,
+    max_message_bytes: int | None,
+    header_timeout: float | None,
+    keep_alive_timeout: float | None,
+    allowed_origins: tuple[str, ...],
 ) -> None:
     """Run the chat-with-bot demo: the server, the web page at /, and the bot.
 
@@ -156,9 +162,15 @@ def demo_chat(
       synced-store demo chat --port 8000 --bot-pace 0.05
       synced-store chat --url ws://127.0.0.1:8000 --room lobby --user alice
     """
-    from .cli.serving import display_host, run_server
+    from .cli.serving import display_host, limits_from_options, run_server
     from .server import create_app
 
+    limits = limits_from_options(
+        max_connections=max_connections,
+        max_message_bytes=max_message_bytes,
+        header_timeout=header_timeout,
+        keep_alive_timeout=keep_alive_timeout,
+    )
     backend, bot_desc = _chat_backend(provider, bot_pace, bot_words)
     bound = {"port": port}
 
@@ -176,10 +188,14 @@ def demo_chat(
 
     def make_app() -> Any:
         return create_app(
-            backend, data_dir=data_dir, routes=_page_routes(backend, host, bound["port"])
+            backend,
+            data_dir=data_dir,
+            routes=_page_routes(backend, host, bound["port"]),
+            limits=limits,
+            allowed_origins=allowed_origins,
         )
 
-    run_server(make_app, host=host, port=port, log_level=log_level, banner=banner)
+    run_server(make_app, host=host, port=port, log_level=log_level, banner=banner, limits=limits)
 
 
 # -- synced-store chat -----------------------------------------------------------------------
@@ -294,13 +310,19 @@ async def run_chat_client(
                     continue
                 if text == "/quit":
                     return 0
-                if text == "/cancel":
-                    for key, m in reversed(view.messages.items()):
-                        if m.get("status") == "incomplete":
-                            await store.mutate.cancelMessage(id=key)
-                            break
-                    continue
-                await _send(store, text, asked)
+                try:
+                    if text == "/cancel":
+                        for key, m in reversed(view.messages.items()):
+                            # Only a reply this user asked for can be stopped by them.
+                            if m.get("status") == "incomplete" and (
+                                m.get("requestedBy") == store.user_id or key in asked
+                            ):
+                                await store.mutate.cancelMessage(id=key)
+                                break
+                        continue
+                    await _send(store, text, asked)
+                except SyncedStoreError as exc:  # refused by the app's rules, locally
+                    console.print(f"[red]refused:[/red] {exc}")
             await _wait_idle(store, view, asked, idle_timeout)
         return 0
     except TimeoutError:
@@ -379,6 +401,13 @@ def _main() -> None:
         help="The chat demo's commands (also in `synced-store`).",
     )
     group.main(prog_name="synced-store")
+
+
+# `demo chat`'s limit and origin options. Imported last: synced_store.cli imports this module,
+# and cli.serving belongs to that package (here `chat` and `demo` exist already).
+from .cli.serving import connection_params  # noqa: E402
+
+demo_chat.params.extend(connection_params())
 
 
 if __name__ == "__main__":
