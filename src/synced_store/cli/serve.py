@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from .loading import CliError, load_backend, load_object
-from .serving import print_banner, run_server, server_options
+from .serving import limits_from_options, print_banner, run_server, server_options
 
 __all__ = ["serve"]
 
@@ -20,8 +20,27 @@ __all__ = ["serve"]
     "auth_spec",
     metavar="MODULE:ATTR",
     default=None,
-    help="Authenticator `token -> user_id | None` (sync or async). "
+    help="Authenticator `token -> user_id | Identity | None` (sync or async). "
     "Default: INSECURE development auth (the token is the user id).",
+)
+@click.option(
+    "--jwt-secret-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Verify signed tokens (HS256) with the secret in this file (at least 32 bytes).",
+)
+@click.option(
+    "--jwt-public-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Verify signed tokens with this PEM public key (RS256 for RSA, ES256 for P-256).",
+)
+@click.option("--jwt-audience", default=None, help="Required `aud` claim of tokens.")
+@click.option("--jwt-issuer", default=None, help="Required `iss` claim of tokens.")
+@click.option(
+    "--insecure-dev-auth",
+    is_flag=True,
+    help="Allow development auth (the token is the user id) on a non-loopback --host.",
 )
 def serve(
     app_spec: str,
@@ -30,7 +49,17 @@ def serve(
     data_dir: Path,
     durability: str,
     log_level: str,
+    max_connections: int | None,
+    max_message_bytes: int | None,
+    header_timeout: float | None,
+    keep_alive_timeout: float | None,
+    allowed_origins: tuple[str, ...],
     auth_spec: str | None,
+    jwt_secret_file: Path | None,
+    jwt_public_key_file: Path | None,
+    jwt_audience: str | None,
+    jwt_issuer: str | None,
+    insecure_dev_auth: bool,
 ) -> None:
     """Serve the BackendConfig MODULE:ATTR over WebSockets.
 
@@ -39,12 +68,19 @@ def serve(
     --data-dir on first use; clients connect to ws://HOST:PORT (sync endpoint
     /sync/<instance_id>).
 
+    Authentication: --jwt-secret-file or --jwt-public-key-file verify signed tokens (`sub` is
+    the user id, `exp` required; see `synced-store token`), --auth names your own
+    authenticator. Without either the token is taken as the user id (INSECURE, development
+    only): allowed on a loopback --host, refused elsewhere unless --insecure-dev-auth.
+
     \b
     Example:
         synced-store serve examples.todo:backend --data-dir /tmp/todo-data
         synced-store serve examples/todo/app.py:backend --port 9000 --durability full
+        synced-store serve examples.todo:backend --host 0.0.0.0 --jwt-secret-file secret.key
     """
     from ..server import create_app
+    from ..server.jwt_auth import AuthConfigError, authenticator_from_options, check_dev_auth_host
 
     backend = load_backend(app_spec)
     authenticate = None
@@ -53,16 +89,42 @@ def serve(
         if not callable(authenticate):
             raise CliError(f"{auth_spec} is not callable")
     try:
+        jwt_auth = authenticator_from_options(
+            jwt_secret_file=jwt_secret_file,
+            jwt_public_key_file=jwt_public_key_file,
+            jwt_audience=jwt_audience,
+            jwt_issuer=jwt_issuer,
+        )
+        if jwt_auth is not None and authenticate is not None:
+            raise CliError("give --auth or --jwt-secret-file / --jwt-public-key-file, not both")
+        authenticate = jwt_auth or authenticate
+        if authenticate is None:
+            check_dev_auth_host(host, insecure_dev_auth)
+    except AuthConfigError as exc:
+        raise CliError(str(exc)) from None
+    try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CliError(f"cannot create data dir {data_dir}: {exc.strerror or exc}") from None
+    limits = limits_from_options(
+        max_connections=max_connections,
+        max_message_bytes=max_message_bytes,
+        header_timeout=header_timeout,
+        keep_alive_timeout=keep_alive_timeout,
+    )
     run_server(
         lambda: create_app(
-            backend, data_dir=data_dir, durability=durability, authenticate=authenticate
+            backend,
+            data_dir=data_dir,
+            durability=durability,
+            authenticate=authenticate,
+            limits=limits,
+            allowed_origins=allowed_origins,
         ),
         host=host,
         port=port,
         log_level=log_level,
+        limits=limits,
         banner=lambda p: print_banner(
             app_spec, host, p, data_dir, durability, authenticate is None
         ),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 import inspect
 import logging
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,7 +59,7 @@ class Access(enum.Enum):
 
 
 #: ``authenticate(token) -> user_id | Identity | None`` (sync or async).
-Authenticator = Callable[[str | None], "str | Identity | None | Awaitable[str | Identity | None]"]
+Authenticator = Callable[[str | None], "str | Identity | Awaitable[str | Identity | None] | None"]
 #: ``authorize(user_id, instance_id, claims) -> Access | bool`` (sync or async).
 Authorizer = Callable[[str, str, Mapping[str, Any]], "Access | bool | Awaitable[Access | bool]"]
 
@@ -116,12 +117,28 @@ async def authenticate_token(auth: Authenticator, token: str | None) -> Identity
     if not isinstance(identity, Identity) or not _valid_user_id(identity.user_id):
         log.error("authenticate() returned an invalid identity %r; refusing", result)
         return None
+    if not _valid_expiry(identity.expires_at):
+        # The endpoint compares it with time.time() and arms a timer on it: a string would
+        # fail there (1011), NaN would never expire.
+        log.error(
+            "authenticate() returned expires_at=%r (not a Unix time); refusing", identity.expires_at
+        )
+        return None
     return identity
 
 
-async def authorize_instance(
-    authorize: Authorizer, identity: Identity, instance_id: str
-) -> Access:
+def _valid_expiry(value: object) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+async def authorize_instance(authorize: Authorizer, identity: Identity, instance_id: str) -> Access:
     """Run an authorizer; any exception or unknown result counts as :attr:`Access.DENY`."""
     try:
         result: Any = authorize(identity.user_id, instance_id, identity.claims)
