@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner
 from pydantic import BaseModel
 
-from synced_store import define_backend_config, define_schema, table
+from synced_store import ConnectionEndedError, define_backend_config, define_schema, table
 from synced_store.cli import cli, load_backend
 from synced_store.client import connect
 from synced_store.server.instance import Instance
@@ -468,7 +468,7 @@ async def test_serve_subprocess_syncs_clients(
     [room] = run_json("inspect", "--data-dir", data)
     assert room["instance_id"] == "list1"
     assert room["tables"]["todos"] == 1
-    assert room["clients"] == 1
+    assert room["clients"] == 2  # both connected: a client id is bound at its first connect
 
 
 def test_inspect_lists_an_unreadable_file_with_its_error(data_dir: Path) -> None:
@@ -487,3 +487,72 @@ def test_inspect_lists_an_unreadable_file_with_its_error(data_dir: Path) -> None
 def test_commands_are_documented(path: str) -> None:
     docs = (REPO / "docs" / "operations.md").read_text()
     assert f"synced-store {path}" in docs, f"docs/operations.md does not show `{path}`"
+
+
+def test_serve_refuses_dev_auth_on_a_public_interface(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(REPO)
+    args = ["serve", "examples.todo:backend", "--host", "0.0.0.0", "--port", "0"]
+    result = CliRunner().invoke(cli, [*args, "--data-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "INSECURE development authentication" in result.output
+    assert "--insecure-dev-auth" in result.output
+    short = tmp_path / "short.key"
+    short.write_text("too short")
+    result = CliRunner().invoke(cli, [*args, "--jwt-secret-file", str(short)])
+    assert result.exit_code == 1
+    assert "Error:" in result.output
+    assert "Traceback" not in result.output
+
+
+async def test_serve_with_a_jwt_secret_accepts_signed_tokens_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from synced_store.server import mint_token
+
+    monkeypatch.syspath_prepend(str(REPO))
+    from examples.todo import backend as todo
+
+    secret = tmp_path / "secret.key"
+    secret.write_bytes(b"s" * 40)
+    port = free_port()
+    script = Path(sys.executable).parent / "synced-store"
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "synced_store.cli"]
+    with (tmp_path / "serve.log").open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            *cmd,
+            "serve",
+            "examples.todo:backend",
+            "--host",
+            "0.0.0.0",  # allowed: tokens are verified
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--jwt-secret-file",
+            str(secret),
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        await _wait_for_port(proc, port, 30)
+        url = f"ws://127.0.0.1:{port}"
+        good = await connect(url, todo, instance_id="l1", token=mint_token(b"s" * 40, "alice"))
+        try:
+            await good.wait_for_server_data(TIMEOUT)
+            assert good.user_id == "alice"
+        finally:
+            await good.close()
+        bad = await connect(url, todo, instance_id="l2", token="alice")  # the dev token
+        try:
+            with pytest.raises(ConnectionEndedError):
+                await bad.wait_for_server_data(TIMEOUT)
+            assert bad.end_reason == "auth_failed"
+        finally:
+            await bad.close()
+        assert not (tmp_path / "data" / "l2.sqlite3").exists()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 30)

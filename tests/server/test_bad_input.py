@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from typing import Any
 
 import pytest
@@ -256,3 +257,70 @@ async def test_optimistic_value_and_server_verified_value(harness: TestHarness) 
     await res.confirmed
     assert await a.query(lambda ctx: get_counter(ctx, "v")) == 2  # server-verified value
     await wait_for(b, lambda ctx: get_counter(ctx, "v"), lambda v: v == 2)
+
+
+async def test_binary_frames_after_the_handshake_close_with_4003_logged_once(
+    harness: TestHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A binary, non-UTF-8 frame used to escape the read loop (1006, ~21 KB of traceback per
+    frame on the event loop, an unrelated client stalled for seconds)."""
+    caplog.set_level(logging.INFO, logger="synced_store")
+    bob = await harness.create_client("bob")
+    carol = await harness.create_client("carol")
+    for i in range(20):
+        ws = await raw(harness)
+        await ws.send(hello(client_id=f"bin-{i}"))
+        await until(ws, "connected")
+        await ws.send(b"\xff\xfe\x00binary")
+        frames, code = await frames_until_close(ws)
+        assert code == 4003
+        assert "UTF-8" in frames[-1]["message"]
+    records = [r for r in caplog.records if r.name.startswith("synced_store")]
+    assert not any(r.exc_info for r in records), "a client error must not log a traceback"
+    assert sum("bad frame" in r.getMessage() for r in records) == 20  # once each, briefly
+    started = asyncio.get_running_loop().time()
+    await (await bob.mutate.setValue({"key": "after", "value": 1})).confirmed
+    await wait_for(carol, lambda ctx: get_counter(ctx, "after"), lambda v: v == 1)
+    assert asyncio.get_running_loop().time() - started < 2.0
+
+
+@pytest.mark.parametrize("instance", ["abc%0A", "abc%0a", "abc%0D", "abc%00", "abc%20"])
+async def test_instance_ids_with_a_trailing_newline_or_control_are_refused(
+    harness: TestHarness, instance: str
+) -> None:
+    try:
+        ws = await raw(harness, instance)
+    except websockets.InvalidStatus:
+        return
+    with contextlib.suppress(websockets.ConnectionClosed):
+        await ws.send(hello())
+    _, code = await frames_until_close(ws)
+    assert code == 4004
+    assert [p.name for p in harness.data_dir.iterdir() if not p.name.startswith("test")] == []
+
+
+async def test_a_connected_client_id_cannot_be_taken_over_before_it_pushes(
+    harness: TestHarness,
+) -> None:
+    """Bound to its user at the first connect, not at the first push: the owner is not kicked
+    and keeps syncing."""
+    alice = await raw(harness)
+    await alice.send(hello(client_id="alices-id", token="alice"))
+    await until(alice, "connected")
+    mallory = await raw(harness)
+    await mallory.send(hello(client_id="alices-id", token="mallory"))
+    frames, code = await frames_until_close(mallory)
+    assert code == 4003
+    assert "another user" in frames[-1]["message"]
+    await alice.send(
+        json.dumps(
+            {
+                "type": "push",
+                "mutations": [{"id": 1, "name": "setValue", "args": {"key": "a", "value": 3}}],
+            }
+        )
+    )
+    resp = await until(alice, "push_response")
+    assert resp["last_mutation_id"] == 1
+    await alice.close()
+    assert await server_counter(harness, "a") == 3

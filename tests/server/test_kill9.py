@@ -55,3 +55,56 @@ async def test_confirmed_mutations_survive_kill_minus_9(tmp_path: Path) -> None:
     finally:
         await writer.close()
         server.kill()
+
+
+async def test_confirmed_writes_survive_three_kill_9_cycles_under_load(tmp_path: Path) -> None:
+    """Two writers keep pushing while the server is killed three times: every mutation a
+    client saw confirmed is there afterwards, exactly once."""
+    server = ServerProcess("appdefs:backend", tmp_path / "data", pythonpath=[TESTS])
+    server.start()
+    writers = [
+        await connect(server.url, backend, instance_id="k3", token=u, reconnect_delay=(0.01, 0.1))
+        for u in ("alice", "bob")
+    ]
+    confirmed: set[str] = set()
+    results = []
+    try:
+        n = 0
+        for cycle in range(3):
+            target = len(confirmed) + 60
+            while len(confirmed) < target:  # under load: both writers keep 20 mutations in flight
+                for w in writers:
+                    key = f"{w.user_id}-{n}"
+                    n += 1
+                    res = await w.mutate.addItem({"id": key, "text": f"cycle {cycle}"})
+                    res.confirmed.add_done_callback(
+                        lambda f, k=key: confirmed.add(k) if not f.exception() else None
+                    )
+                    results.append(res)
+                await writers[0].wait_until(
+                    lambda: sum(1 for r in results if not r.confirmed.done()) < 40, timeout=30
+                )
+            seen = set(confirmed)
+            server.kill(signal.SIGKILL)
+            server.start()
+            await asyncio.wait_for(
+                asyncio.gather(*(r.confirmed for r in results if not r.confirmed.done())), 60
+            )
+            assert seen <= confirmed
+        reader = await connect(server.url, backend, instance_id="k3", token="carol")
+        try:
+            ids = await wait_for(
+                reader,
+                lambda ctx: ctx.table("items").keys(),
+                lambda keys: len(keys) == len(results),
+                timeout=30,
+            )
+            assert confirmed <= {k.item_key for k in ids}, "a confirmed mutation was lost"
+            sks = sorted(k.sort_key for k in ids)
+            assert sks == [f"items/{i:012d}" for i in range(1, len(results) + 1)]  # once each
+        finally:
+            await reader.close()
+    finally:
+        for w in writers:
+            await w.close()
+        server.kill()

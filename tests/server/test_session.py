@@ -9,6 +9,7 @@ path (``AppendDecoder`` + the patch ops), checking the cookie chain as the engin
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -92,7 +93,8 @@ class Receiver:
 async def _run(
     tmp: Path, plan: list[list[list[tuple[RowKey, str, str]]]], suspend: bool = True
 ) -> Receiver:
-    store = SqliteInstanceStore(tmp / f"i{id(plan)}.sqlite")
+    # A new file per example (``id(plan)`` may repeat once a plan is freed).
+    store = SqliteInstanceStore(Path(tempfile.mkdtemp(dir=tmp)) / "i.sqlite")
     rx = Receiver(suspend)
 
     async def close(code: int, reason: str) -> None:
@@ -148,11 +150,8 @@ async def _run(
                     else:
                         sk = text
                     truth[key] = (sk, value)
-                    changes[key] = (
-                        sk,
-                        value,
-                        orjson.Fragment(orjson.dumps(set_op(key, sk, value))),
-                    )
+                    encoded = orjson.dumps(set_op(key, sk, value))
+                    changes[key] = (sk, value, orjson.Fragment(encoded), len(encoded))
                 s.on_commit(version, changes, None, None)
             while rx.cookie != version:
                 await arrived()
@@ -221,7 +220,8 @@ def test_a_row_that_stops_being_an_object_gets_no_delta_against_its_old_value(
 
 def _one_change(text: str, key: RowKey = KEYS[0]) -> dict[RowKey, Any]:
     value = {"text": text, "status": "incomplete"}
-    return {key: ("", value, orjson.Fragment(orjson.dumps(set_op(key, "", value))))}
+    encoded = orjson.dumps(set_op(key, "", value))
+    return {key: ("", value, orjson.Fragment(encoded), len(encoded))}
 
 
 class _Caught:

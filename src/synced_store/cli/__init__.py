@@ -5,6 +5,7 @@ Commands, one module each::
     synced-store serve MODULE:ATTR        run a backend with uvicorn            (serve.py)
     synced-store inspect                  list instances, or dump one instance  (inspect.py)
     synced-store actions list|retry       the jobs of an instance's outbox      (actions.py)
+    synced-store compact                  run retention on instances by hand    (compact.py)
     synced-store web build                fetch the browser runtime             (web.py)
     synced-store demo chat                run the chat-with-bot demo            (chat_cli)
     synced-store chat                     a terminal chat client                (chat_cli)
@@ -22,11 +23,13 @@ from __future__ import annotations
 
 from ..chat_cli import chat, demo
 from .actions import actions
+from .compact import compact
 from .group import cli
 from .inspect import inspect
 from .loading import CliError, load_backend, load_object
 from .serve import serve
 from .serving import run_server, server_options
+from .tokens import token
 from .web import web
 
 __all__ = [
@@ -39,7 +42,7 @@ __all__ = [
     "server_options",
 ]
 
-for _command in (serve, inspect, actions, demo, chat, web):
+for _command in (serve, inspect, actions, compact, demo, chat, web, token):
     cli.add_command(_command)
 
 

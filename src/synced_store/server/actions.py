@@ -20,7 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..core.context import ReadContext
+from ..core.context import ReadContext, json_input
+from ..core.keys import check_depth
 from ..errors import ActionError, SyncedStoreError
 from ..protocol.codes import ErrorKind
 from ..storage.sqlite import validate_instance_id
@@ -56,7 +57,8 @@ class ActionContext(ReadContext):
 
         Every client sees it like any other mutation. Raises if the mutator fails.
         """
-        wire = self.instance.config.schema.mutator(name).input_to_json(input)
+        mdef = self.instance.config.schema.mutator(name)
+        wire = json_input(mdef.input_to_json, input, f"input for mutator {name!r}")
         await self.instance.mutate(self.user_id, name, wire, self.source)
 
     def close(self) -> None:
@@ -90,16 +92,21 @@ class ActionRunner:
         self._loop_task: asyncio.Task[Any] | None = None
         self._stopping = False
         self._running_jobs = 0
+        self._by_user: dict[str, int] = {}
+        #: Called with ``(instance, job)`` when a job starts running (observability, tests).
+        self.on_job_started: list[JobListener] = []
         #: Called after each job outcome is committed (observability, tests).
         self.on_job_finished: list[JobListener] = []
 
     def start(self) -> None:
         """Start claiming jobs (call inside the registry's lifetime).
 
-        Instances whose database holds unfinished jobs are opened at once, so a restarted
-        server resumes them without waiting for a client to connect.
+        Instances whose database holds unfinished jobs are opened at once (as many as the
+        open-instance limit allows, the rest as room frees up), so a restarted server resumes
+        them without waiting for a client to connect.
         """
         self.registry.on_open.append(self._on_open)
+        self.registry.action_concurrency = self._concurrency
         self._loop_task = self.registry.spawn(self._loop(), "action-runner")
         self._spawn(self._open_instances_with_jobs(), "action-runner:resume")
 
@@ -111,12 +118,7 @@ class ActionRunner:
             log.error("cannot scan %s for unfinished jobs: %s", data_dir, exc)
             return
         for instance_id in ids:
-            if self._stopping:
-                return
-            try:
-                await self.registry.get(instance_id)
-            except Exception:
-                log.exception("cannot open instance %s to resume its jobs", instance_id)
+            self.registry.schedule_open(instance_id)
 
     async def stop(self) -> None:
         """Stop: running jobs are cancelled and stay ``running`` until the next start."""
@@ -152,27 +154,78 @@ class ActionRunner:
                 await asyncio.wait_for(self._wake.wait(), wait)
 
     async def _claim_round(self) -> float | None:
-        """Requeue jobs of newly opened instances, claim due jobs; returns the next due time."""
+        """Requeue jobs of newly opened instances, claim due jobs; returns the next due time.
+
+        An instance is asked (by a read, no transaction) when its next job is due; only an
+        instance with a due job is claimed from through its writer. Jobs of a user or an
+        instance at its concurrency limit wait for a later round.
+        """
         while self._recover:
             inst = self._recover.pop()
-            n = await inst.in_writer(lambda s: s.requeue_running())
+            if inst.state != "open":
+                continue
+            try:
+                n = await inst.in_writer(lambda s: s.requeue_running())
+            except SyncedStoreError as exc:
+                log.warning("instance %s: cannot resume jobs: %s", inst.instance_id, exc)
+                continue
             if n:
                 log.info("instance %s: resuming %d unfinished job(s)", inst.instance_id, n)
+        limits = self.registry.limits
         next_due: float | None = None
+        busy_users = {u for u, n in self._by_user.items() if n >= limits.max_running_jobs_per_user}
         for inst in list(self.registry.instances.values()):
-            free = self._concurrency - self._running_jobs
-            if free <= 0:
-                break
-            now = time.time()
-            jobs, due = await inst.in_writer(
-                lambda s, now=now, free=free: (s.claim_jobs(now, free), s.next_due())
+            free = min(
+                self._concurrency - self._running_jobs,
+                limits.max_running_jobs_per_instance - inst.running_jobs,
             )
+            if inst.state != "open":
+                continue
+            try:
+                due = inst.store.next_due()
+            except SyncedStoreError:
+                continue  # the instance is failing; its writer will say so
+            now = time.time()
+            if due is None:
+                continue
+            if due > now or free <= 0:
+                next_due = due if next_due is None else min(next_due, due)
+                continue
+            skip = tuple(busy_users)
+            try:
+                jobs, due = await inst.in_writer(
+                    lambda s, now=now, free=free, skip=skip: (
+                        s.claim_jobs(now, free, skip),
+                        s.next_due(),
+                    )
+                )
+            except SyncedStoreError as exc:
+                log.warning("instance %s: cannot claim jobs: %s", inst.instance_id, exc)
+                continue
             for job in jobs:
-                self._running_jobs += 1
+                self._started(inst, job)
+                self._notify(inst, job, self.on_job_started)
+                if self._by_user[job["user_id"]] >= limits.max_running_jobs_per_user:
+                    busy_users.add(job["user_id"])
                 self._spawn(self._run_job(inst, job), f"job:{inst.instance_id}:{job['id']}")
             if due is not None:
                 next_due = due if next_due is None else min(next_due, due)
         return next_due
+
+    def _started(self, inst: Instance, job: dict[str, Any]) -> None:
+        self._running_jobs += 1
+        inst.running_jobs += 1
+        self._by_user[job["user_id"]] = self._by_user.get(job["user_id"], 0) + 1
+
+    def _ended(self, inst: Instance, job: dict[str, Any]) -> None:
+        self._running_jobs -= 1
+        inst.running_jobs -= 1
+        left = self._by_user.get(job["user_id"], 1) - 1
+        if left > 0:
+            self._by_user[job["user_id"]] = left
+        else:
+            self._by_user.pop(job["user_id"], None)
+        self._wake.set()
 
     async def run(
         self, inst: Instance, name: str, input: Any, user_id: str, job_id: int | None = None
@@ -185,6 +238,7 @@ class ActionRunner:
             handler = inst.config.actions[name]
         except (SyncedStoreError, KeyError) as exc:
             raise ActionError(f"unknown action {name!r}") from exc
+        check_depth(input, what=f"input for action {name!r}")
         value = adef.parse_input(input)
         ctx = ActionContext(inst, user_id, name, job_id)
         deadline: asyncio.Timeout | None = None
@@ -222,8 +276,7 @@ class ActionRunner:
             # and is re-queued when the instance next opens.
             log.exception("job %s (%s): recording its outcome failed", job["id"], job["name"])
         finally:
-            self._running_jobs -= 1
-            self._wake.set()
+            self._ended(inst, job)
 
     async def _record_failure(self, inst: Instance, job: dict[str, Any], exc: Exception) -> None:
         attempts = job["attempts"]
@@ -257,8 +310,10 @@ class ActionRunner:
             )
             self._notify(inst, {**job, "status": "pending", "output": None, "error": str(exc)})
 
-    def _notify(self, inst: Instance, job: dict[str, Any]) -> None:
-        for listener in list(self.on_job_finished):
+    def _notify(
+        self, inst: Instance, job: dict[str, Any], listeners: list[JobListener] | None = None
+    ) -> None:
+        for listener in list(self.on_job_finished if listeners is None else listeners):
             try:
                 listener(inst, job)
             except Exception:

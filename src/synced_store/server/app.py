@@ -4,23 +4,30 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from ..schema import BackendConfig
-from .auth import Authenticator, dev_authenticate
-from .endpoint import SyncEndpoint
+from .auth import Authenticator, Authorizer, dev_authenticate
+from .endpoint import RawSendMiddleware, SyncEndpoint
+from .limits import Retention, ServerLimits
 from .registry import InstanceRegistry
+from .web_security import DEFAULT_CSP, SecurityHeadersMiddleware, normalize_origins
 
 __all__ = ["create_app"]
 
 log = logging.getLogger("synced_store.server")
+#: Seconds a data-dir probe of ``/healthz`` is reused.
+PROBE_TTL = 1.0
 
 
 def create_app(
@@ -28,25 +35,41 @@ def create_app(
     *,
     data_dir: str | Path = "./data",
     authenticate: Authenticator | None = None,
+    authorize: Authorizer | None = None,
     durability: str = "normal",
     routes: Sequence[BaseRoute] = (),
     action_options: dict[str, Any] | None = None,
     append_deltas: bool = True,
+    limits: ServerLimits | None = None,
+    retention: Retention | None = None,
+    allowed_origins: Sequence[str] = (),
+    content_security_policy: str | None = DEFAULT_CSP,
 ) -> Starlette:
     """Build the ASGI app.
 
     Args:
         backend: the schema and handlers (``define_backend_config``).
         data_dir: one SQLite file per instance is created here.
-        authenticate: ``token -> user_id | None`` (sync or async). The default treats the token
-            as the user id: INSECURE, for development only (a warning is logged).
+        authenticate: ``token -> user_id | Identity | None`` (sync or async), for example
+            :class:`~synced_store.server.jwt_auth.JwtAuthenticator`. The default treats the
+            token as the user id: INSECURE, for development only (a warning is logged).
+        authorize: ``(user_id, instance_id, claims) -> Access | bool`` (sync or async): who
+            may open, and who may create, an instance. The default lets a token with an
+            ``instances`` claim open only those, and everyone else open and create anything.
         durability: ``"normal"`` (survives a killed process) or ``"full"`` (also power loss).
         routes: extra Starlette routes (pages, static files) mounted after the sync routes.
         action_options: options of the action runner (``max_attempts``, ``timeout``, ...).
         append_deltas: send a growing string as an append delta (False: always full rows, the
             naive baseline of the streaming benchmark).
+        limits: memory, connection, rate and quota bounds (:class:`ServerLimits`).
+        retention: how long tombstones, jobs, clients and error reports are kept.
+        allowed_origins: browser origins allowed to open sync connections besides the
+            server's own and loopback (``"https://app.example.com"``; ``"*"``: any).
+        content_security_policy: the CSP header of every page and file (None: no CSP; the
+            other security headers are always sent).
 
-    The sync endpoint is ``/sync/{instance_id}``; ``/healthz`` answers ``{"ok": true}``.
+    The sync endpoint is ``/sync/{instance_id}``; ``/healthz`` reports the process and every
+    failed instance (HTTP 503 when the process cannot serve).
     """
     if authenticate is None:
         log.warning(
@@ -54,11 +77,23 @@ def create_app(
             "the user id). Pass create_app(..., authenticate=...) in production."
         )
         authenticate = dev_authenticate
-    registry = InstanceRegistry(backend, Path(data_dir), durability=durability)
+    allowed_origins = normalize_origins(allowed_origins)  # ValueError on a bad entry
+    limits = limits or ServerLimits()
+    registry = InstanceRegistry(
+        backend, Path(data_dir), durability=durability, limits=limits, retention=retention
+    )
     from .actions import ActionRunner
 
     actions = ActionRunner(registry, **(action_options or {}))
-    endpoint = SyncEndpoint(registry, authenticate, actions, append_deltas=append_deltas)
+    endpoint = SyncEndpoint(
+        registry,
+        authenticate,
+        actions,
+        append_deltas=append_deltas,
+        authorize=authorize,
+        limits=limits,
+        allowed_origins=allowed_origins,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -69,9 +104,29 @@ def create_app(
             finally:
                 await actions.stop()
 
-    async def healthz(request: Request) -> JSONResponse:
-        return JSONResponse({"ok": True, "instances": len(registry.instances)})
+    probe = _DataDirProbe(Path(data_dir))
 
+    async def healthz(request: Request) -> JSONResponse:
+        data_dir_ok, data_dir_error = probe.check()
+        inst = registry.health() if registry.running else {}
+        ok = registry.running and data_dir_ok
+        failed = inst.get("failed", {})
+        body = {
+            "ok": ok,
+            "status": "unavailable" if not ok else ("degraded" if failed else "ok"),
+            "instances": inst.get("open", 0),
+            "max_open_instances": inst.get("max_open", registry.max_open_instances),
+            "connections": endpoint.connections,
+            "max_connections": registry.max_connections,
+            "failed_instances": failed,
+            "data_dir": {"writable": data_dir_ok, "error": data_dir_error},
+        }
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    middleware = [
+        Middleware(RawSendMiddleware),
+        Middleware(SecurityHeadersMiddleware, csp=content_security_policy),
+    ]
     app = Starlette(
         routes=[
             WebSocketRoute("/sync/{instance_id}", endpoint.handle),
@@ -79,7 +134,38 @@ def create_app(
             *routes,
         ],
         lifespan=lifespan,
+        middleware=middleware,
     )
     app.state.registry = registry
     app.state.actions = actions
+    app.state.endpoint = endpoint
     return app
+
+
+class _DataDirProbe:
+    """Can the data dir take a new file? Checked by writing and removing a small one (so a
+    full disk or a read-only mount shows), at most once per ``PROBE_TTL`` seconds."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self._at = -PROBE_TTL
+        self._result: tuple[bool, str | None] = (True, None)
+
+    def check(self) -> tuple[bool, str | None]:
+        now = time.monotonic()
+        if now - self._at < PROBE_TTL:
+            return self._result
+        self._at = now
+        path = self.data_dir / f".healthz-{os.getpid()}"
+        try:
+            with open(path, "wb") as f:
+                f.write(b"\0" * 4096)
+                f.flush()
+                os.fsync(f.fileno())
+            self._result = (True, None)
+        except OSError as exc:
+            self._result = (False, exc.strerror or str(exc))
+        finally:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        return self._result

@@ -4,6 +4,11 @@ The writer drains everything queued (pushes from sessions, mutations from action
 transaction: group commit, with a savepoint per mutation so a failing mutation rolls back alone.
 After the commit the changed rows go to every session in one synchronous step, so a session
 that attaches (and reads the committed state) can never miss a batch.
+
+A storage failure other than lock contention (disk full, I/O error, read-only or corrupt file)
+or a bug in the writer fails the instance, and only it: its sessions are closed with 1011
+(their clients reconnect with backoff and push again), queued work is refused, and the
+registry reopens it with backoff (registry.py). Nothing of the failed batch was committed.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,13 +25,22 @@ import orjson
 
 from ..core.client_engine import SKIP
 from ..core.context import MutationContext
+from ..core.keys import check_depth
 from ..core.patch import set_op
 from ..core.sequencing import Sequence, classify
-from ..errors import SchemaError, StorageError, SyncedStoreError, UnknownNameError
-from ..protocol.codes import ErrorKind
+from ..errors import (
+    InstanceUnavailableError,
+    QuotaExceededError,
+    SchemaError,
+    StorageError,
+    SyncedStoreError,
+    UnknownNameError,
+)
+from ..protocol.codes import CloseCode, ErrorKind
 from ..schema import BackendConfig
 from ..storage.sqlite import SqliteInstanceStore, storage_error
 from ..types import EntryKey, RowKey
+from .limits import Retention, ServerLimits
 from .platform import ServerPlatform
 from .session import Change, Session
 
@@ -37,6 +51,8 @@ MAX_BATCH_MUTATIONS = 2000
 MAX_TRANSIENT_RETRIES = 5
 #: Pushed mutations waiting for the writer before connections stop being read (backpressure).
 MAX_QUEUED_MUTATIONS = 20_000
+#: Clients whose ``last_mutation_id`` an instance keeps in memory (least recently used go).
+CLIENT_CACHE = 20_000
 
 
 class _ServerTx:
@@ -59,7 +75,7 @@ class _ServerTx:
 
     def write(self, key: RowKey, sort_key: str, value: Any, encoded: bytes) -> None:
         self._store.write(key, sort_key, encoded, self._version)
-        self.changes[key] = (sort_key, value, None)
+        self.changes[key] = (sort_key, value, None, 0)  # encoded after the commit
 
     def remove(self, key: RowKey) -> None:
         if self._store.remove(key, self._version) or key in self.changes:
@@ -104,12 +120,32 @@ class _Direct:
 
 
 class Instance:
-    """An instance's writer and sessions. Create with :meth:`open`, run :meth:`run` as a task."""
+    """An instance's writer and sessions. Run :meth:`run` as a task."""
 
-    def __init__(self, instance_id: str, store: SqliteInstanceStore, config: BackendConfig) -> None:
+    def __init__(
+        self,
+        instance_id: str,
+        store: SqliteInstanceStore,
+        config: BackendConfig,
+        *,
+        limits: ServerLimits | None = None,
+        retention: Retention | None = None,
+    ) -> None:
         self.instance_id = instance_id
         self.store = store
         self.config = config
+        self.limits = limits or ServerLimits()
+        self.retention = retention or Retention()
+        #: ``"open"``; ``"failed"`` once its storage failed (see :meth:`fail`); ``"closed"``.
+        self.state = "open"
+        #: Why it failed, when it did.
+        self.error: BaseException | None = None
+        #: Called once with ``(instance, error)`` when the instance fails.
+        self.on_failed: Any = None
+        #: Jobs of this instance the action runner is running now.
+        self.running_jobs = 0
+        #: Loop time of the last attach, detach or write (idle instances are closed).
+        self.last_used = self.opened_at = asyncio.get_running_loop().time()
         self.platform = ServerPlatform(config.services)
         self.sessions: dict[str, Session] = {}
         self._queue: deque[_Push | _Direct | _Op] = deque()
@@ -117,7 +153,8 @@ class Instance:
         self._queued_pushed = 0
         self._room = asyncio.Event()
         self._room.set()
-        self._lmids: dict[str, tuple[str, int]] = {}
+        #: ``(user, last_mutation_id)`` of recently seen clients (the database is the truth).
+        self._lmids: OrderedDict[str, tuple[str, int]] = OrderedDict()
         self._closing = False
         #: True while a batch is being processed (by the writer task or inline by a caller).
         self._writing = False
@@ -132,11 +169,41 @@ class Instance:
         if got is None:
             got = self.store.client(client_id)
             if got is not None:
-                self._lmids[client_id] = got
+                self._cache_client(client_id, got)
         return got
+
+    def _cache_client(self, client_id: str, owner: tuple[str, int]) -> None:
+        cache = self._lmids
+        cache[client_id] = owner
+        cache.move_to_end(client_id)
+        if len(cache) > CLIENT_CACHE:
+            cache.popitem(last=False)
+
+    def is_idle(self, now: float) -> bool:
+        """No session, no work queued or running, and unused for ``idle_instance_timeout``."""
+        return (
+            not self.sessions
+            and not self._queue
+            and not self._writing
+            and self.running_jobs == 0
+            and now - self.last_used >= self.limits.idle_instance_timeout
+        )
+
+    async def register_client(
+        self, client_id: str, user_id: str, told_upto: int
+    ) -> tuple[str, int]:
+        """Bind ``client_id`` to ``user_id`` if it is new (its first connection), mark it seen
+        and forget the error reports it has been told of. Returns ``(owner, lmid)``."""
+        owner: tuple[str, int] = await self.in_writer(
+            lambda s: s.register_client(client_id, user_id, told_upto)
+        )
+        self._cache_client(client_id, owner)
+        return owner
 
     async def attach(self, session: Session) -> None:
         """Register a session (kicking an older one with the same client id)."""
+        self._check_open()
+        self.last_used = asyncio.get_running_loop().time()
         old = self.sessions.get(session.client_id)
         self.sessions[session.client_id] = session
         if old is not None and old is not session:
@@ -147,10 +214,18 @@ class Instance:
         session.closed = True
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
+        self.last_used = asyncio.get_running_loop().time()
 
     # -- submitting work -------------------------------------------------------------------
 
+    def _check_open(self) -> None:
+        if self.state != "open":
+            raise InstanceUnavailableError(
+                f"instance {self.instance_id} is unavailable: {self.error or self.state}"
+            )
+
     def _submit(self, item: _Push | _Direct | _Op) -> None:
+        self._check_open()
         self._queue.append(item)
         self._wake.set()
 
@@ -196,9 +271,11 @@ class Instance:
         never starves other tasks. A caller cancelled in the middle (an action's timeout)
         rolls its mutation back: nothing of it is committed.
         """
+        self._check_open()
         if self._writing or self._queue or self._closing:
             self._submit(item)
             return
+        self.last_used = asyncio.get_running_loop().time()
         self._writing = True
         try:
             await self._process_with_retry([item])
@@ -228,6 +305,7 @@ class Instance:
                 await self._drain()
             finally:
                 self._writing = False
+                self.last_used = asyncio.get_running_loop().time()
             if self._closing:
                 return
 
@@ -260,7 +338,11 @@ class Instance:
                 return
             except StorageError as exc:
                 self.store.rollback()
-                if not exc.transient or attempt == MAX_TRANSIENT_RETRIES:
+                if not exc.transient:
+                    self._fail_batch(batch, exc)
+                    self.fail(exc)
+                    return
+                if attempt == MAX_TRANSIENT_RETRIES:
                     log.error("instance %s: batch failed: %s", self.instance_id, exc)
                     self._fail_batch(batch, exc)
                     return
@@ -269,18 +351,51 @@ class Instance:
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
+            except Exception as exc:  # a bug in the writer: this instance stops, not the server
+                log.exception("instance %s: writer failed", self.instance_id)
+                self.store.rollback()
+                err = InstanceUnavailableError(f"writer failed: {exc!r}")
+                self._fail_batch(batch, err)
+                self.fail(err)
+                return
             except BaseException:
                 self.store.rollback()
                 self._fail_batch(batch, StorageError("writer interrupted", transient=True))
                 raise
 
+    def fail(self, exc: BaseException) -> None:
+        """Stop this instance after a storage failure: close its sessions with 1011 (their
+        clients reconnect and push again), refuse queued and new work, stop the writer, and
+        tell the registry (``on_failed``), which closes the store and reopens with backoff."""
+        if self.state != "open":
+            return
+        self.state = "failed"
+        self.error = exc
+        log.error(
+            "instance %s failed: %s (its clients reconnect; it reopens with backoff)",
+            self.instance_id,
+            exc,
+        )
+        err = exc if isinstance(exc, StorageError) else InstanceUnavailableError(str(exc))
+        queued = list(self._queue)
+        self._queue.clear()
+        self._queued_pushed = 0
+        self._room.set()
+        self._fail_batch([i for i in queued if not isinstance(i, _Push)], err)
+        for session in list(self.sessions.values()):
+            session.end(CloseCode.INTERNAL_ERROR, "instance unavailable; reconnect later")
+        self.stop()
+        if self.on_failed is not None:
+            self.on_failed(self, exc)
+
     def _fail_batch(self, batch: list[_Push | _Direct | _Op], exc: StorageError) -> None:
-        # Nothing was committed: clients keep their mutations pending and push them again.
+        # Nothing was committed: clients keep their mutations pending and push them again
+        # (after a reconnect when the instance failed: its sessions are closed).
         for item in batch:
             if isinstance(item, _Direct | _Op):
                 if not item.future.done():
                     item.future.set_exception(exc)
-            else:
+            elif exc.transient:
                 item.session.send_message(
                     {"type": "error", "kind": ErrorKind.STORAGE_BUSY, "message": str(exc)}
                 )
@@ -300,6 +415,10 @@ class Instance:
                 store.savepoint()
                 try:
                     res: Any = item.fn(store)
+                except StorageError:
+                    raise
+                except sqlite3.Error as exc:
+                    raise storage_error(exc) from exc
                 except Exception as exc:
                     store.rollback_savepoint()
                     res = exc
@@ -368,6 +487,8 @@ class Instance:
                     }
                     errors.setdefault(cid, []).append(e)
                     store.add_error(cid, e)
+            if cid in errors:
+                store.prune_errors(cid, self.retention.errors_per_client)
             if last != start:
                 lmids[cid] = last
                 store.set_client(cid, session.user_id, last, version)
@@ -384,14 +505,11 @@ class Instance:
             if isinstance(item, _Push):
                 cid = item.session.client_id
                 if cid in lmids:
-                    self._lmids[cid] = (item.session.user_id, lmids[cid])
+                    self._cache_client(cid, (item.session.user_id, lmids[cid]))
         for key, ch in changes.items():
             if ch is not None:
-                changes[key] = (
-                    ch[0],
-                    ch[1],
-                    orjson.Fragment(orjson.dumps(set_op(key, ch[0], ch[1]))),
-                )
+                encoded = orjson.dumps(set_op(key, ch[0], ch[1]))
+                changes[key] = (ch[0], ch[1], orjson.Fragment(encoded), len(encoded))
         if bumped:
             for cid, session in list(self.sessions.items()):
                 session.on_commit(version, changes, lmids.get(cid), errors.get(cid))
@@ -430,6 +548,8 @@ class Instance:
         schema = self.config.schema
         calls: list[tuple[str, Any]] = [] if system is not None else [(name, args)]
         try:
+            if system is None:
+                check_depth(args, what=f"input for mutator {name!r}")
             if from_version is not None and from_version != schema.schema_version:
                 calls = schema.migrate_mutation(name, args, from_version)
         except Exception as exc:
@@ -454,16 +574,20 @@ class Instance:
                 )
                 await self.config.mutators[n](ctx, value)
                 jobs.extend(ctx.enqueued)
-            now = time.time()
-            for job_name, job_input in jobs:
-                store.add_job(job_name, job_input, user_id, now)
+            if jobs:
+                self._check_job_quota(user_id, len(jobs))
+                now = time.time()
+                for job_name, job_input in jobs:
+                    store.add_job(job_name, job_input, user_id, now)
             if after is not None:
                 after(store)
         except StorageError:
             raise
+        except sqlite3.Error as exc:  # the database failed, not the mutator
+            raise storage_error(exc) from exc
         except Exception as exc:
-            if isinstance(exc, sqlite3.Error) and (err := storage_error(exc)).transient:
-                raise err from exc
+            if store.broken is not None:  # the mutator swallowed a storage error
+                raise store.broken from exc
             store.rollback_savepoint()
             if not isinstance(exc, SyncedStoreError):
                 log.info("mutator %s raised on the server: %r", name, exc)
@@ -471,6 +595,22 @@ class Instance:
         store.release()
         changes.update(tx.changes)
         return None, len(jobs)
+
+    def _check_job_quota(self, user_id: str, adding: int) -> None:
+        """Raise :class:`QuotaExceededError` if ``adding`` more unfinished jobs would put
+        ``user_id`` or the instance over its quota (the mutation is rejected as a whole)."""
+        limits = self.limits
+        mine, total = self.store.unfinished_jobs(user_id)
+        if mine + adding > limits.max_queued_jobs_per_user:
+            raise QuotaExceededError(
+                f"user {user_id} already has {mine} unfinished action jobs in this instance "
+                f"(limit {limits.max_queued_jobs_per_user})"
+            )
+        if total + adding > limits.max_queued_jobs_per_instance:
+            raise QuotaExceededError(
+                f"this instance already has {total} unfinished action jobs "
+                f"(limit {limits.max_queued_jobs_per_instance})"
+            )
 
     async def migrate_schema(self) -> None:
         """Bring the stored data up to the schema version (``migrate_data`` steps), once."""
@@ -504,6 +644,8 @@ class Instance:
 
     def close(self) -> None:
         """Close the database (after the writer stopped)."""
+        if self.state == "open":
+            self.state = "closed"
         self.store.close()
 
 

@@ -42,7 +42,7 @@ class ServerLimits:
     #: row queue is dropped and re-read from the database in parts.
     max_outbound_bytes: int = 8 * 1024 * 1024
     #: Size of one part of a catch-up (initial sync, reconnect, reset), in bytes.
-    catch_up_part_bytes: int = 512 * 1024
+    catch_up_part_bytes: int = 256 * 1024
 
     # -- open state -----------------------------------------------------------------------
     #: Instances open at once; the least recently used idle one is closed to open another.

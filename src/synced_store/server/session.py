@@ -2,10 +2,20 @@
 
 Changes committed by the instance's writer are merged into ``_pending`` (latest value per row
 wins), and one sender task drains it. A client that reads slowly therefore receives fewer,
-larger pokes, never a backlog of stale row versions; past ``MAX_PENDING_ROWS`` distinct rows the
-session drops its queue and re-pulls from the database. A string field that only grew since the
+larger pokes, never a backlog of stale row versions. The queue is bounded in rows
+(``MAX_PENDING_ROWS``) and bytes (``max_outbound_bytes``): past either, the session drops it
+and catches the client up from the database instead. A string field that only grew since the
 value this connection last sent for the row travels as an append delta, and a poke made only of
 such appends to already-named rows travels as a compact append frame (protocol/append.py).
+
+Catch-ups (connect, reconnect, overflow, a client's ``pull``) are read from the database in
+parts of ``catch_up_part_bytes`` (storage/sqlite_catchup.py) and sent as one multi-part poke;
+each part is read only once the socket took the previous one, so a connection holds at most
+about two parts, however large the instance. Commits that land meanwhile queue as usual and
+travel in the final part, so the client applies the whole catch-up at one consistent version.
+
+Every send records when it started (``send_started``); the registry's supervisor aborts a
+connection whose send has waited longer than ``send_timeout`` (a client that does not read).
 """
 
 from __future__ import annotations
@@ -19,12 +29,15 @@ from typing import Any
 import orjson
 
 from ..core.patch import del_op, make_merge
+from ..errors import StorageError
 from ..protocol.append import AppendHandles
-from ..storage.sqlite import SqliteInstanceStore
+from ..protocol.codes import CloseCode
+from ..storage.sqlite import CatchUp, SqliteInstanceStore
 from ..types import RowKey
 from .eager import start_eagerly
+from .limits import ServerLimits
 
-__all__ = ["MAX_PENDING_ROWS", "Session"]
+__all__ = ["MAX_PENDING_ROWS", "Change", "Session"]
 
 log = logging.getLogger("synced_store.server")
 MAX_PENDING_ROWS = 20_000
@@ -33,12 +46,23 @@ SENT_CACHE_ROWS = 2_000
 #: so a row updated by a stream (an LLM reply) reaches each client at most 25 times a second,
 #: merged. Writes to rows not sent recently go out at once.
 ROW_INTERVAL = 0.040
-PART_BYTES = 1 << 20
 #: A row whose string field grows again within this many seconds of its last send to a client
 #: gets an append-frame handle on that connection (protocol/append.py).
 STREAM_GAP = 1.0
+#: Accounted size of a queued deletion.
+DEL_BYTES = 64
+#: Rejected-mutation reports a catch-up carries (the newest; a live connection is told of
+#: every one as its batch commits).
+MAX_PENDING_ERRORS = 100
+_DEFAULT_LIMITS = ServerLimits()
 
-Change = tuple[str, Any, Any] | None  # (sort key, value, pre-encoded set op) or None: deleted
+#: A committed row change: ``(sort key, value, pre-encoded set op, its size in bytes)``, or
+#: None for a deletion.
+Change = tuple[str, Any, Any, int] | None
+
+
+def _bytes(change: Change) -> int:
+    return DEL_BYTES if change is None else change[3]
 
 
 class Session:
@@ -56,6 +80,10 @@ class Session:
         known_lmid: int,
         append_deltas: bool = True,
         schema_version: int | None = None,
+        limits: ServerLimits = _DEFAULT_LIMITS,
+        lmid_of: Callable[[], int] | None = None,
+        abort: Callable[[int, str], None] | None = None,
+        end: Callable[[int, str], None] | None = None,
     ) -> None:
         #: The schema version the client's mutations are written against (older ones are
         #: migrated with the schema's ``migrate_pending_mutation`` steps).
@@ -63,21 +91,28 @@ class Session:
         self._append_deltas = append_deltas
         self._send = send
         self._close = close
+        self._abort = abort
+        self._end = end
         self._store = store
+        self._limits = limits
+        self._lmid_of = lmid_of or self._stored_lmid
         self.user_id = user_id
         self.client_id = client_id
         self.cookie = cookie
         self.known_lmid = known_lmid
         self._own_ns = "u:" + user_id
         self._pending: dict[RowKey, Change] = {}
+        self._pending_bytes = 0
         self._pending_version = 0
         self._pending_lmid: int | None = None
         self._pending_errors: list[dict[str, Any]] = []
         self._extras: list[str] = []
+        self._extras_bytes = 0
         self._need_pull = True
         self._wake = asyncio.Event()
         self._wake.set()
-        self._sent: OrderedDict[RowKey, Any] = OrderedDict()
+        self._sent: OrderedDict[RowKey, tuple[Any, int]] = OrderedDict()
+        self._sent_bytes = 0
         self._sent_at: dict[RowKey, float] = {}
         self._handles = AppendHandles()
         #: True while the sender task or an eager send (on_commit) is sending.
@@ -87,9 +122,15 @@ class Session:
         #: whether a send suspends; False for good once one has.
         self._eager: bool | None = None
         self._eager_task: asyncio.Task[None] | None = None
+        #: Loop time at which the send in progress started (None: not sending).
+        self.send_started: float | None = None
         self.closed = False
         self.bytes_sent = 0
         self.actions_in_flight = 0
+
+    def _stored_lmid(self) -> int:
+        owner = self._store.client(self.client_id)
+        return 0 if owner is None else owner[1]
 
     # -- called by the instance (synchronously, on the loop) ------------------------------
 
@@ -105,18 +146,29 @@ class Session:
             return
         pending = self._pending
         own = self._own_ns
+        size = self._pending_bytes
         for key, change in changes.items():
             ns = key.ns
             if ns == "" or ns == own:
+                old = pending.get(key, False)
+                if old is not False:
+                    size -= _bytes(old)  # type: ignore[arg-type]
                 pending[key] = change
-        if len(pending) > MAX_PENDING_ROWS:
-            pending.clear()
-            self._need_pull = True
+                size += _bytes(change)
+        if errors:
+            self._pending_errors.extend(errors)
+            size += sum(len(e["message"]) + 64 for e in errors)
+        self._pending_bytes = size
         self._pending_version = version
         if lmid is not None:
             self._pending_lmid = lmid
-        if errors:
-            self._pending_errors.extend(errors)
+        if len(pending) > MAX_PENDING_ROWS or size > self._limits.max_outbound_bytes:
+            # Too much to hold for this connection: read it from the database instead (the
+            # catch-up also carries the newest error reports, a bounded number).
+            self._drop_pending()
+            self._pending_lmid = None
+            self._pending_errors = []
+            self._need_pull = True
         if not self._has_poke():
             if self._need_pull:
                 self._wake.set()
@@ -138,6 +190,10 @@ class Session:
         if task is not None:  # it suspended after all: from now on the sender task sends
             self._eager = False
             self._eager_task = task
+
+    def _drop_pending(self) -> None:
+        self._pending = {}
+        self._pending_bytes = 0
 
     def _has_poke(self) -> bool:
         """True if a poke is due: rows, a confirmation or rejected mutations to send."""
@@ -173,10 +229,19 @@ class Session:
         self._wake.set()
 
     def send_message(self, message: dict[str, Any]) -> None:
-        """Queue a non-poke message (push_response, error, action_result) after pending pokes."""
-        if not self.closed:
-            self._extras.append(orjson.dumps(message).decode())
-            self._wake.set()
+        """Queue a non-poke message (push_response, error, action_result) after pending pokes.
+
+        A connection that lets more than ``max_outbound_bytes`` of these pile up (it sends
+        requests and does not read the replies) is aborted with 1008.
+        """
+        if self.closed:
+            return
+        text = orjson.dumps(message).decode()
+        self._extras.append(text)
+        self._extras_bytes += len(text)
+        self._wake.set()
+        if self._extras_bytes > self._limits.max_outbound_bytes:
+            self.abort(CloseCode.POLICY_VIOLATION, "too many unread replies")
 
     async def kick(self, code: int, reason: str) -> None:
         """Close this connection (for example replaced by a newer one with the same client id)."""
@@ -186,6 +251,38 @@ class Session:
             await self._close(code, reason)
         except Exception:  # the socket may already be gone
             log.debug("close failed", exc_info=True)
+
+    def end(self, code: int, reason: str) -> None:
+        """Close this connection with ``code`` (a closing handshake, bounded in time)."""
+        if self.closed:
+            return
+        self.closed = True
+        self._wake.set()
+        if self._end is not None:
+            self._end(code, reason)
+
+    def abort(self, code: int, reason: str) -> None:
+        """Close this connection at once, without waiting for a send in progress (a client
+        that does not read): the socket is dropped, the session ends."""
+        if self.closed:
+            return
+        self.closed = True
+        self._wake.set()
+        log.info("closing client %s (%s): %s", self.client_id, self.user_id, reason)
+        if self._abort is not None:
+            self._abort(code, reason)
+
+    def check_send_timeout(self, now: float) -> bool:
+        """Abort the connection if its send in progress started more than ``send_timeout``
+        seconds before ``now`` (loop time). Returns True if it did."""
+        started = self.send_started
+        if started is None or self.closed or now - started <= self._limits.send_timeout:
+            return False
+        self.abort(
+            CloseCode.POLICY_VIOLATION,
+            f"did not read for {self._limits.send_timeout:g}s (send timeout)",
+        )
+        return True
 
     # -- sender task -----------------------------------------------------------------------
 
@@ -208,8 +305,7 @@ class Session:
 
     async def _send_all(self) -> None:
         if self._need_pull:
-            self._need_pull = False
-            await self._send_pull()
+            await self._send_catch_up()
         wait = self._window_left()
         if wait > 0:  # merge what arrives meanwhile
             await asyncio.sleep(wait)
@@ -217,65 +313,150 @@ class Session:
             await self._send_pending()
         while self._extras:
             extras, self._extras = self._extras, []
+            self._extras_bytes = 0
             for text in extras:
                 await self._send_text(text)
 
     async def _send_text(self, text: str) -> None:
         self.bytes_sent += len(text)
-        if self._eager is not None:
-            await self._send(text)
-            return
-        # The connection's first send (from the sender task): learn whether a send finishes
-        # without suspending (uvicorn writes to the socket at once). Only then may on_commit
-        # send from inside the committing task. A callback scheduled now runs only if the
-        # send gives the loop a turn.
-        turned: list[bool] = []
-        handle = asyncio.get_running_loop().call_soon(turned.append, True)
+        loop = asyncio.get_running_loop()
+        self.send_started = loop.time()
         try:
-            await self._send(text)
+            if self._eager is not None:
+                await self._send(text)
+                return
+            # The connection's first send (from the sender task): learn whether a send
+            # finishes without suspending (uvicorn writes to the socket at once). Only then may
+            # on_commit send from inside the committing task. A callback scheduled now runs
+            # only if the send gives the loop a turn.
+            turned: list[bool] = []
+            handle = loop.call_soon(turned.append, True)
+            try:
+                await self._send(text)
+            finally:
+                handle.cancel()
+            self._eager = not turned
         finally:
-            handle.cancel()
-        self._eager = not turned
+            self.send_started = None
 
-    async def _send_pull(self) -> None:
-        # Whatever commits while this runs is queued in _pending and sent right after.
-        self._pending.clear()
+    # -- catch-ups -------------------------------------------------------------------------
+
+    def _start_phase(self, base: int | None) -> tuple[CatchUp, int]:
+        """Begin reading a catch-up from ``base`` to the committed version. From here on,
+        what commits is queued in ``_pending`` (and sent with the final part)."""
+        self._need_pull = False
+        self._drop_pending()
         self._pending_lmid = None
         self._pending_errors = []
+        return self._store.catch_up(base, self.user_id), self._lmid_of()
+
+    async def _send_catch_up(self) -> None:
+        """Send everything since the client's cookie as one multi-part poke (module doc)."""
         base = self.cookie
-        pull = await asyncio.to_thread(
-            self._store.pull, base, self.user_id, self.client_id, self.known_lmid
-        )
         self._sent.clear()
+        self._sent_bytes = 0
         self._handles.clear()
-        tail: dict[str, Any] = {
-            "base_cookie": base,
-            "cookie": pull.version,
-            "last_mutation_id": pull.last_mutation_id,
-        }
-        if pull.errors:
-            tail["errors"] = pull.errors
-        parts: list[list[str]] = [[]]
-        size = 0
-        for op in pull.ops:
-            if size > PART_BYTES:
-                parts.append([])
-                size = 0
-            parts[-1].append(op)
-            size += len(op)
-        for i, ops in enumerate(parts):
-            final = i == len(parts) - 1
-            head = '{"type":"poke","final":' + ("true" if final else "false")
-            if pull.reset and i == 0:
-                head += ',"reset":true'
-            if final:
-                head += "," + orjson.dumps(tail).decode()[1:-1]
-            await self._send_text(head + ',"patch":[' + ",".join(ops) + "]}")
-        self.cookie = pull.version
-        self.known_lmid = max(self.known_lmid, pull.last_mutation_id)
+        part_bytes = self._limits.catch_up_part_bytes
+        cu, lmid = self._start_phase(base)
+        errors = self._store.errors_between(self.client_id, self.known_lmid, lmid)
+        first = True  # no part sent yet
+        reset: bool | None = None  # the first phase's, final after its first read
+        phase_started = True
+        try:
+            while not self.closed:
+                ops = await asyncio.to_thread(cu.next_part, part_bytes)
+                if reset is None:
+                    reset = cu.reset  # final once the first part is read (sqlite_catchup.py)
+                elif phase_started and cu.reset:
+                    # Compacted past this catch-up while it ran: the client reconnects and
+                    # gets a reset.
+                    raise StorageError("history compacted during a catch-up", transient=True)
+                phase_started = False
+                if cu.done and not self._need_pull:
+                    break
+                if cu.done:
+                    # The queue overflowed while we read: go on with what changed since, in
+                    # the same poke, so the client still applies one consistent version.
+                    cu.close()
+                    known = lmid
+                    cu, lmid = self._start_phase(cu.upto)
+                    phase_started = True
+                    errors += self._store.errors_between(self.client_id, known, lmid)
+                    del errors[:-MAX_PENDING_ERRORS]
+                    if not ops:
+                        continue
+                head = '{"type":"poke","final":false'
+                if reset and first:
+                    head += ',"reset":true'
+                first = False
+                text = head + ',"patch":[' + ",".join(ops) + "]}"
+                ops = []  # hold the part once, as text, while the socket takes it
+                await self._send_text(text)
+                del text
+        finally:
+            cu.close()
+        if self.closed:
+            return
+        # The final part: the last rows read, plus everything committed since the phase began.
+        version = cu.upto
+        if self._has_poke():
+            ops.extend(self._pending_texts())
+            version = max(version, self._pending_version)
+            if self._pending_lmid is not None:
+                lmid = max(lmid, self._pending_lmid)
+            errors.extend(self._pending_errors)
+            self._pending_lmid = None
+            self._pending_errors = []
+        tail: dict[str, Any] = {"base_cookie": base, "cookie": version, "last_mutation_id": lmid}
+        if errors:
+            tail["errors"] = errors[-MAX_PENDING_ERRORS:]
+        head = '{"type":"poke","final":true'
+        if reset and first:
+            head += ',"reset":true'
+        text = head + "," + orjson.dumps(tail).decode()[1:-1] + ',"patch":[' + ",".join(ops) + "]}"
+        await self._send_text(text)
+        self.cookie = version
+        self.known_lmid = max(self.known_lmid, lmid)
+
+    def _pending_texts(self) -> list[str]:
+        """Take the queued rows as plain ``set``/``del`` op texts (the catch-up's last part)."""
+        pending = self._pending
+        self._drop_pending()
+        out: list[str] = []
+        for key, change in pending.items():
+            if change is None:
+                out.append(orjson.dumps(del_op(key)).decode())
+                self._forget_sent(key)
+            else:
+                out.append(orjson.dumps(change[2]).decode())
+                self._remember_sent(key, change[1], change[3])
+        return out
+
+    def _remember_sent(self, key: RowKey, value: Any, size: int) -> None:
+        sent = self._sent
+        if type(value) is not dict:  # no delta applies to a non-object
+            self._forget_sent(key)
+            return
+        old = sent.pop(key, None)
+        if old is not None:
+            self._sent_bytes -= old[1]
+        sent[key] = (value, size)
+        self._sent_bytes += size
+        budget = self._limits.max_outbound_bytes
+        while len(sent) > SENT_CACHE_ROWS or (self._sent_bytes > budget and len(sent) > 1):
+            _, (_, n) = sent.popitem(last=False)
+            self._sent_bytes -= n
+
+    def _forget_sent(self, key: RowKey) -> None:
+        old = self._sent.pop(key, None)
+        if old is not None:
+            self._sent_bytes -= old[1]
+
+    # -- pokes -----------------------------------------------------------------------------
 
     async def _send_pending(self) -> None:
-        pending, self._pending = self._pending, {}
+        pending = self._pending
+        self._drop_pending()
         ops: list[Any] = []
         sent = self._sent
         handles = self._handles
@@ -296,13 +477,13 @@ class Session:
                 sent_at[key] = now
             if change is None:
                 ops.append(del_op(key))
-                sent.pop(key, None)
+                self._forget_sent(key)
                 handles.drop(key)
                 pairs = None
                 continue
-            sk, value, encoded = change
+            sk, value, encoded, size = change
             prev = sent.get(key)
-            op = make_merge(key, sk, prev, value) if prev is not None and deltas else None
+            op = make_merge(key, sk, prev[0], value) if prev is not None and deltas else None
             ops.append(encoded if op is None else op)
             grown = _single_append(op)
             bound = handles.get(key) if grown is not None else None
@@ -316,13 +497,7 @@ class Session:
                 # so its next appends travel as append frames.
                 if grown is not None and now - last_sent < STREAM_GAP:
                     binds.append(handles.bind(key, grown[0], sk))
-            if type(value) is dict:
-                sent[key] = value
-                sent.move_to_end(key)
-                if len(sent) > SENT_CACHE_ROWS:
-                    sent.popitem(last=False)
-            else:  # no delta applies to a non-object; forget the object this row was before
-                sent.pop(key, None)
+            self._remember_sent(key, value, size)
         if len(sent_at) > 4 * SENT_CACHE_ROWS:
             cutoff = now - STREAM_GAP
             self._sent_at = {k: t for k, t in sent_at.items() if t > cutoff}

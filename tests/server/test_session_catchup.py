@@ -1,0 +1,206 @@
+"""Catch-ups in parts: whatever commits while a catch-up is read and sent (including enough
+to overflow the session's queue and start another phase), the client — applying the parts
+atomically at the final one, as the engine does — holds exactly the committed rows, with one
+consistent cookie, after every poke. A real SQLite store; commits written to it and fed to
+the session the way the instance's writer does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from synced_store.core.patch import op_key, op_row, set_op
+from synced_store.protocol.append import AppendDecoder
+from synced_store.server import session as session_mod
+from synced_store.server.limits import ServerLimits
+from synced_store.server.session import Session
+from synced_store.storage.sqlite import SqliteInstanceStore
+from synced_store.types import RowKey
+
+KEYS = [RowKey("", "t", f"k{i:02}") for i in range(12)] + [
+    RowKey("u:alice", "t", "mine"),
+    RowKey("u:bob", "t", "bobs"),  # never visible to alice
+]
+
+
+class PartReceiver:
+    """Accumulates non-final parts and applies them at the final one, checking the chain."""
+
+    def __init__(self) -> None:
+        self.rows: dict[RowKey, tuple[str, Any]] = {}
+        self.cookie: int | None = None
+        self.parts: list[dict[str, Any]] = []
+        self.decoder = AppendDecoder()
+        self.arrived = asyncio.Event()
+        self.multi_part = 0
+        self.sends = 0
+
+    async def send(self, text: str) -> None:
+        self.sends += 1
+        if self.sends % 3 == 0:
+            await asyncio.sleep(0)  # let commits land between parts
+        msg = orjson.loads(text)
+        if type(msg) is list:
+            msg = self.decoder.expand(msg, self.cookie)
+        else:
+            self.decoder.observe(msg)
+        assert msg["type"] == "poke"
+        if not msg.get("final", True):
+            self.parts.append(msg)
+            return
+        parts, self.parts = [*self.parts, msg], []
+        if len(parts) > 1:
+            self.multi_part += 1
+        reset = bool(parts[0].get("reset"))
+        if not reset:
+            assert msg["base_cookie"] == self.cookie, "out-of-sequence poke"
+        rows = {} if reset else dict(self.rows)
+        for p in parts:
+            for op in p["patch"]:
+                key = op_key(op)
+                assert key.ns in ("", "u:alice"), f"a row alice may not see: {key}"
+                row = op_row(op, rows.get(key))
+                if row is None:
+                    rows.pop(key, None)
+                else:
+                    rows[key] = row
+        self.rows = rows
+        self.cookie = msg["cookie"]
+        self.arrived.set()
+
+
+def commit(
+    store: SqliteInstanceStore, writes: list[tuple[int, str]], truth: dict[RowKey, Any]
+) -> tuple[int, dict[RowKey, Any]]:
+    """Write to the store like the instance's writer; returns the version and the changes."""
+    version = store.version + 1
+    store.begin()
+    changes: dict[RowKey, Any] = {}
+    for k, text in writes:
+        key = KEYS[k]
+        if text == "":
+            if store.remove(key, version) or key in changes:
+                changes[key] = None
+            truth.pop(key, None)
+            continue
+        value = {"text": text}
+        encoded = orjson.dumps(value)
+        store.write(key, "", encoded, version)
+        op = orjson.dumps(set_op(key, "", value))
+        changes[key] = ("", value, orjson.Fragment(op), len(op))
+        truth[key] = ("", value)
+    # Like the instance: a batch that changed nothing keeps the version and tells nobody.
+    store.commit(version if changes else store.version)
+    return store.version, changes
+
+
+write = st.tuples(st.integers(0, len(KEYS) - 1), st.sampled_from(["", "a", "bb" * 20, "c" * 90]))
+plans = st.lists(st.lists(write, min_size=1, max_size=6), min_size=1, max_size=30)
+
+
+async def _run(tmp: Path, seed_rows: int, plan: list[list[tuple[int, str]]], budget: int) -> None:
+    # A new file per example (``id(plan)`` may repeat once a plan is freed).
+    store = SqliteInstanceStore(Path(tempfile.mkdtemp(dir=tmp)) / "c.sqlite3")
+    truth: dict[RowKey, Any] = {}
+    seed = [(i % len(KEYS), "seed" * (i % 7 + 1)) for i in range(seed_rows)]
+    if seed:
+        commit(store, seed, truth)
+    rx = PartReceiver()
+
+    async def close(code: int, reason: str) -> None:
+        raise AssertionError(f"closed: {code} {reason}")
+
+    s = Session(
+        send=rx.send,
+        close=close,
+        store=store,
+        user_id="alice",
+        client_id="c1",
+        cookie=None,
+        known_lmid=0,
+        # Parts of ~one row, and a queue that overflows after a few commits.
+        limits=ServerLimits(catch_up_part_bytes=64, max_outbound_bytes=budget),
+    )
+    sender = asyncio.get_running_loop().create_task(s.run_sender())
+    visible = lambda: {k: v for k, v in truth.items() if k.ns in ("", "u:alice")}  # noqa: E731
+    # The last version with a change alice may see (the session tells her of no other).
+    seen = store.version
+    try:
+        for i, writes in enumerate(plan):
+            version, changes = commit(store, writes, truth)
+            if changes:
+                s.on_commit(version, changes, None, None)
+                if any(k.ns in ("", "u:alice") for k in changes):
+                    seen = version
+            if i % 5 == 4:
+                s.request_pull()  # a client's pull: a catch-up from its cookie, mid-stream
+            await asyncio.sleep(0)
+        while rx.cookie is None or rx.cookie < seen or s._need_pull or s._has_poke():
+            rx.arrived.clear()
+            waiter = asyncio.ensure_future(rx.arrived.wait())
+            done, _ = await asyncio.wait(
+                {waiter, sender}, timeout=10, return_when="FIRST_COMPLETED"
+            )
+            if sender in done:
+                sender.result()
+            assert done, "no poke arrived"
+        assert rx.rows == visible()
+        assert rx.parts == []
+    finally:
+        s.closed = True
+        s._wake.set()
+        await asyncio.gather(sender, return_exceptions=True)
+        store.close()
+
+
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    seed_rows=st.integers(0, 40), plan=plans, budget=st.sampled_from([150, 400, 8 * 1024 * 1024])
+)
+def test_parts_and_interleaved_commits_always_add_up_to_the_committed_rows(
+    tmp_path: Path, seed_rows: int, plan: list[list[tuple[int, str]]], budget: int
+) -> None:
+    session_mod.ROW_INTERVAL, saved = 0.0, session_mod.ROW_INTERVAL
+    try:
+        asyncio.run(_run(tmp_path, seed_rows, plan, budget))
+    finally:
+        session_mod.ROW_INTERVAL = saved
+
+
+def test_a_large_catch_up_travels_in_many_parts(tmp_path: Path) -> None:
+    async def main() -> PartReceiver:
+        store = SqliteInstanceStore(tmp_path / "big.sqlite3")
+        truth: dict[RowKey, Any] = {}
+        commit(store, [(i % 12, "x" * 500) for i in range(12)], truth)
+        rx = PartReceiver()
+        s = Session(
+            send=rx.send,
+            close=None,  # type: ignore[arg-type]
+            store=store,
+            user_id="alice",
+            client_id="c",
+            cookie=None,
+            known_lmid=0,
+            limits=ServerLimits(catch_up_part_bytes=1000),
+        )
+        task = asyncio.get_running_loop().create_task(s.run_sender())
+        await rx.arrived.wait()
+        assert rx.rows == {k: v for k, v in truth.items() if k.ns == ""}
+        s.closed = True
+        s._wake.set()
+        await asyncio.gather(task, return_exceptions=True)
+        store.close()
+        return rx
+
+    rx = asyncio.run(main())
+    assert rx.multi_part == 1
+    assert rx.sends >= 6  # 12 rows of ~520 bytes in parts of ~1000
