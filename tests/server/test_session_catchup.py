@@ -41,6 +41,8 @@ class PartReceiver:
         self.arrived = asyncio.Event()
         self.multi_part = 0
         self.sends = 0
+        self.errors: list[int] = []
+        self.parts_with_errors = 0
 
     async def send(self, text: str) -> None:
         self.sends += 1
@@ -58,6 +60,10 @@ class PartReceiver:
         parts, self.parts = [*self.parts, msg], []
         if len(parts) > 1:
             self.multi_part += 1
+        for p in parts:
+            if p.get("errors"):
+                self.parts_with_errors += 1
+                self.errors += [e["id"] for e in p["errors"]]
         reset = bool(parts[0].get("reset"))
         if not reset:
             assert msg["base_cookie"] == self.cookie, "out-of-sequence poke"
@@ -204,3 +210,41 @@ def test_a_large_catch_up_travels_in_many_parts(tmp_path: Path) -> None:
     rx = asyncio.run(main())
     assert rx.multi_part == 1
     assert rx.sends >= 6  # 12 rows of ~520 bytes in parts of ~1000
+
+
+def test_rejected_mutation_reports_of_a_catch_up_travel_in_its_parts(tmp_path: Path) -> None:
+    async def main() -> PartReceiver:
+        store = SqliteInstanceStore(tmp_path / "errs.sqlite3")
+        truth: dict[RowKey, Any] = {}
+        commit(store, [(i % 12, "x" * 200) for i in range(12)], truth)
+
+        def failures(s: SqliteInstanceStore) -> None:
+            s.set_client("c", "alice", 60, s.version)
+            for i in range(1, 61):
+                s.add_error("c", {"id": i, "name": "m", "kind": "invalid_input", "message": "no"})
+
+        store.begin()
+        failures(store)
+        store.commit(store.version)
+        rx = PartReceiver()
+        s = Session(
+            send=rx.send,
+            close=None,  # type: ignore[arg-type]
+            store=store,
+            user_id="alice",
+            client_id="c",
+            cookie=None,
+            known_lmid=0,
+            limits=ServerLimits(catch_up_part_bytes=300),
+        )
+        task = asyncio.get_running_loop().create_task(s.run_sender())
+        await rx.arrived.wait()
+        s.closed = True
+        s._wake.set()
+        await asyncio.gather(task, return_exceptions=True)
+        store.close()
+        return rx
+
+    rx = asyncio.run(main())
+    assert sorted(rx.errors) == list(range(1, 61))  # each once
+    assert rx.parts_with_errors >= 3  # 25 per part before the last

@@ -51,9 +51,8 @@ ROW_INTERVAL = 0.040
 STREAM_GAP = 1.0
 #: Accounted size of a queued deletion.
 DEL_BYTES = 64
-#: Rejected-mutation reports a catch-up carries (the newest; a live connection is told of
-#: every one as its batch commits).
-MAX_PENDING_ERRORS = 100
+#: Rejected-mutation reports sent with each part of a catch-up before its last.
+ERRORS_PER_PART = 25
 _DEFAULT_LIMITS = ServerLimits()
 
 #: A committed row change: ``(sort key, value, pre-encoded set op, its size in bytes)``, or
@@ -382,13 +381,15 @@ class Session:
                     cu, lmid = self._start_phase(cu.upto)
                     phase_started = True
                     errors += self._store.errors_between(self.client_id, known, lmid)
-                    del errors[:-MAX_PENDING_ERRORS]
                     if not ops:
                         continue
                 head = '{"type":"poke","final":false'
                 if reset and first:
                     head += ',"reset":true'
                 first = False
+                if errors:  # reports travel in parts too (the client keeps them to the end)
+                    chunk, errors = errors[:ERRORS_PER_PART], errors[ERRORS_PER_PART:]
+                    head += ',"errors":' + orjson.dumps(chunk).decode()
                 text = head + ',"patch":[' + ",".join(ops) + "]}"
                 ops = []  # hold the part once, as text, while the socket takes it
                 await self._send_text(text)
@@ -409,7 +410,7 @@ class Session:
             self._pending_errors = []
         tail: dict[str, Any] = {"base_cookie": base, "cookie": version, "last_mutation_id": lmid}
         if errors:
-            tail["errors"] = errors[-MAX_PENDING_ERRORS:]
+            tail["errors"] = errors
         head = '{"type":"poke","final":true'
         if reset and first:
             head += ',"reset":true'
