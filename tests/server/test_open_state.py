@@ -43,7 +43,13 @@ async def test_a_flood_of_rooms_under_a_low_fd_limit_leaves_the_server_answering
         tmp_path / "data",
         pythonpath=[TESTS],
         rlimits={"RLIMIT_NOFILE": 256},
-        limits={"idle_instance_timeout": 3600.0},  # only the cap closes instances here
+        # Only the cap closes instances here, and one user may reconnect as fast as it likes
+        # (connect rates are tested in test_rate_limits.py).
+        limits={
+            "idle_instance_timeout": 3600.0,
+            "connects_per_second": 1e6,
+            "connect_burst": 10**6,
+        },
     )
     server.start()
     try:

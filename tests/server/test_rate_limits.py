@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 import websockets
 from pydantic import BaseModel
 
-from rawws import hello, raw, until
+from rawws import frames_until_close, hello, raw, until
 from synced_store import MutationFailedError, define_backend_config, define_schema, table
 from synced_store.server.limits import ServerLimits
 from synced_store.storage.sqlite import instance_path
@@ -212,3 +213,101 @@ async def test_running_jobs_per_user_are_capped(tmp_path: Path) -> None:
         rows = db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
         db.close()
         assert dict(rows) == {"running": 3, "pending": 3}
+
+
+async def test_a_burst_of_action_frames_is_capped_per_connection_and_holds_no_fds(
+    tmp_path: Path,
+) -> None:
+    """The per-connection cap counted each action only once its task ran, so a burst read in
+    one loop turn started them all, each holding a database connection while it waited."""
+    async with await create_test_harness(
+        quota_backend, data_dir=tmp_path, action_options={"client_concurrency": 4}
+    ) as h:
+        ws = await raw(h.url)
+        await ws.send(hello(token="alice"))
+        await until(ws, "connected")
+        cap = ServerLimits().max_actions_per_connection
+        fds = len(os.listdir("/proc/self/fd"))
+        for i in range(300):
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "action",
+                        "request_id": f"r{i}",
+                        "name": "answer",
+                        "input": {"id": "x"},
+                    }
+                )
+            )
+        refused = 0
+        async with asyncio.timeout(10):
+            while refused < 300 - cap:
+                msg = json.loads(await ws.recv())
+                if msg.get("type") == "action_result":
+                    assert not msg["ok"]
+                    assert "in flight" in msg["error"]
+                    refused += 1
+        session = next(iter(h.app.state.registry.instances["test"].sessions.values()))
+        assert session.actions_in_flight == cap
+        # Only the 4 running actions hold a read connection (2 fds each), not the 12 waiting.
+        assert len(os.listdir("/proc/self/fd")) - fds <= 4 * 2 + 2
+        await ws.close()
+
+
+async def test_reconnecting_does_not_refill_a_users_buckets(tmp_path: Path) -> None:
+    """Buckets belong to the user, not the connection: a client that reconnects after each
+    burst is still slowed (each connection used to start with a full burst)."""
+    server = ServerProcess(
+        "appdefs:backend",
+        tmp_path / "data",
+        pythonpath=[TESTS],
+        limits={"mutations_per_second": 1_000, "mutation_burst": 1_000},
+    )
+    server.start()
+    try:
+        started = time.monotonic()
+        for n in range(6):  # each connection (a new client id) pushes a burst's worth
+            ws = await raw(server.url, "r")
+            await ws.send(hello(client_id=f"c{n}", token="mallory"))
+            await until(ws, "connected")
+            await ws.send(bad_push(1, 1000))
+            resp = await until(ws, "push_response", timeout=30)
+            assert resp["last_mutation_id"] == 1000
+            await ws.close()
+        elapsed = time.monotonic() - started
+        # 6,000 mutations at 1,000/s after a burst of 1,000: at least 5 s for one user.
+        assert elapsed >= 4.5, f"6 bursts on fresh connections took only {elapsed:.1f}s"
+    finally:
+        server.kill()
+
+
+async def test_new_connections_and_client_ids_per_user_are_limited(tmp_path: Path) -> None:
+    server = ServerProcess(
+        "appdefs:backend",
+        tmp_path / "data",
+        pythonpath=[TESTS],
+        limits={"connects_per_second": 0.01, "connect_burst": 6, "max_clients_per_user": 3},
+    )
+    server.start()
+    try:
+        outcomes: list[tuple[int, str]] = []
+        for n in range(8):  # a new client id each time, as fast as possible
+            ws = await raw(server.url, "r")
+            await ws.send(hello(client_id=f"id{n}", token="mallory"))
+            first = json.loads(await ws.recv())
+            if first["type"] == "connected":
+                outcomes.append((0, "connected"))
+                await ws.close()
+                continue
+            _, code = await frames_until_close(ws, timeout=5)
+            outcomes.append((code, first["message"]))
+        assert [o[1] for o in outcomes[:3]] == ["connected"] * 3
+        assert all(code == 1008 for code, _ in outcomes[3:])
+        assert all("client ids" in m for _, m in outcomes[3:6])  # the quota of client ids
+        assert all("new connections" in m for _, m in outcomes[6:])  # then the connect rate
+        ws = await raw(server.url, "r")  # another user is not affected
+        await ws.send(hello(client_id="bobs", token="bob"))
+        await until(ws, "connected")
+        await ws.close()
+    finally:
+        server.kill()

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from synced_store.core.patch import op_key, op_row, set_op
+from synced_store.errors import StorageError
 from synced_store.protocol.append import AppendDecoder
 from synced_store.server import session as session_mod
 from synced_store.server.limits import ServerLimits
@@ -248,3 +249,48 @@ def test_rejected_mutation_reports_of_a_catch_up_travel_in_its_parts(tmp_path: P
     rx = asyncio.run(main())
     assert sorted(rx.errors) == list(range(1, 61))  # each once
     assert rx.parts_with_errors >= 3  # 25 per part before the last
+
+
+def test_compaction_during_an_incremental_catch_up_ends_it_for_a_reset(tmp_path: Path) -> None:
+    """Retention forgets a tombstone the catch-up still had to send: the session ends
+    (the client reconnects and gets a reset) instead of sending a state without the deletion."""
+
+    async def main() -> tuple[list[dict[str, Any]], BaseException | None]:
+        store = SqliteInstanceStore(tmp_path / "c.sqlite3")
+        truth: dict[RowKey, Any] = {}
+        base, _ = commit(store, [(0, "hello")], truth)  # the client has seen this
+        commit(store, [(i % 11 + 1, "x" * 200) for i in range(11)], truth)
+        commit(store, [(0, "")], truth)  # deleted later: a tombstone after the base
+        parts: list[dict[str, Any]] = []
+
+        async def send(text: str) -> None:
+            parts.append(orjson.loads(text))
+            if len(parts) == 1:  # retention runs (in-process or `synced-store compact`)
+                store.begin()
+                store.compact_tombstones(store.version)
+                store.commit(store.version)
+            await asyncio.sleep(0)
+
+        s = Session(
+            send=send,
+            close=None,  # type: ignore[arg-type]
+            store=store,
+            user_id="alice",
+            client_id="c",
+            cookie=base,
+            known_lmid=0,
+            limits=ServerLimits(catch_up_part_bytes=300),
+        )
+        task = asyncio.get_running_loop().create_task(s.run_sender())
+        done, _ = await asyncio.wait({task}, timeout=10)
+        error = task.exception() if done else None
+        s.closed = True
+        s._wake.set()
+        await asyncio.gather(task, return_exceptions=True)
+        store.close()
+        return parts, error
+
+    parts, error = asyncio.run(main())
+    assert isinstance(error, StorageError)
+    assert "compacted" in str(error)
+    assert all(not p.get("final", True) for p in parts), "no final part: nothing was applied"

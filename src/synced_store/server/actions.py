@@ -76,6 +76,8 @@ class ActionRunner:
         max_attempts: int = 5,
         timeout: float = 300.0,
         concurrency: int = 32,
+        client_concurrency: int = 32,
+        client_wait: float = 30.0,
         backoff_base: float = 0.5,
         backoff_max: float = 60.0,
     ) -> None:
@@ -86,6 +88,11 @@ class ActionRunner:
         self.backoff_max = backoff_max
         self._slots = asyncio.Semaphore(concurrency)
         self._concurrency = concurrency
+        #: Client-called actions have their own slots (they never starve the outbox's jobs)
+        #: and wait at most ``client_wait`` seconds for one.
+        self._client_slots = asyncio.Semaphore(client_concurrency)
+        self.client_concurrency = client_concurrency
+        self.client_wait = client_wait
         self._wake = asyncio.Event()
         self._recover: list[Instance] = []
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -106,7 +113,7 @@ class ActionRunner:
         them without waiting for a client to connect.
         """
         self.registry.on_open.append(self._on_open)
-        self.registry.action_concurrency = self._concurrency
+        self.registry.action_concurrency = self._concurrency + self.client_concurrency
         self._loop_task = self.registry.spawn(self._loop(), "action-runner")
         self._spawn(self._open_instances_with_jobs(), "action-runner:resume")
 
@@ -166,7 +173,7 @@ class ActionRunner:
                 continue
             try:
                 n = await inst.in_writer(lambda s: s.requeue_running())
-            except SyncedStoreError as exc:
+            except Exception as exc:
                 log.warning("instance %s: cannot resume jobs: %s", inst.instance_id, exc)
                 continue
             if n:
@@ -183,8 +190,9 @@ class ActionRunner:
                 continue
             try:
                 due = inst.store.next_due()
-            except SyncedStoreError:
-                continue  # the instance is failing; its writer will say so
+            except Exception as exc:  # this instance's database fails: skip it, go on
+                log.warning("instance %s: cannot read its jobs: %s", inst.instance_id, exc)
+                continue
             now = time.time()
             if due is None:
                 continue
@@ -199,7 +207,7 @@ class ActionRunner:
                         s.next_due(),
                     )
                 )
-            except SyncedStoreError as exc:
+            except Exception as exc:
                 log.warning("instance %s: cannot claim jobs: %s", inst.instance_id, exc)
                 continue
             for job in jobs:
@@ -228,10 +236,18 @@ class ActionRunner:
         self._wake.set()
 
     async def run(
-        self, inst: Instance, name: str, input: Any, user_id: str, job_id: int | None = None
+        self,
+        inst: Instance,
+        name: str,
+        input: Any,
+        user_id: str,
+        job_id: int | None = None,
+        *,
+        client: bool = False,
     ) -> Any:
-        """Run action ``name`` now (with the timeout and a concurrency slot); returns its
-        validated output as JSON, or raises :class:`ActionError`."""
+        """Run action ``name`` now (with the timeout and a concurrency slot: a job's, or with
+        ``client`` one of the client-called actions', waited for at most ``client_wait``);
+        returns its validated output as JSON, or raises :class:`ActionError`."""
         schema = inst.config.schema
         try:
             adef = schema.action(name)
@@ -240,11 +256,33 @@ class ActionRunner:
             raise ActionError(f"unknown action {name!r}") from exc
         check_depth(input, what=f"input for action {name!r}")
         value = adef.parse_input(input)
+        slots = self._client_slots if client else self._slots
+        try:
+            async with asyncio.timeout(self.client_wait if client else None):
+                await slots.acquire()
+        except TimeoutError:
+            raise ActionError(
+                f"the server is busy: no slot for action {name!r} within {self.client_wait:g}s"
+            ) from None
+        try:
+            out = await self._run_in_slot(inst, handler, value, name, user_id, job_id)
+        finally:
+            slots.release()
+        try:
+            return adef.output_to_json(out)
+        except SyncedStoreError as exc:
+            raise ActionError(f"action {name!r} returned an invalid output: {exc}") from exc
+
+    async def _run_in_slot(
+        self, inst: Instance, handler: Any, value: Any, name: str, user_id: str, job_id: int | None
+    ) -> Any:
+        # The context opens its read connection only now, inside the slot: the descriptors
+        # of actions are bounded by the slots (fd_budget counts them).
         ctx = ActionContext(inst, user_id, name, job_id)
         deadline: asyncio.Timeout | None = None
         try:
-            async with self._slots, asyncio.timeout(self.timeout) as deadline:
-                out = await handler(ctx, value)
+            async with asyncio.timeout(self.timeout) as deadline:
+                return await handler(ctx, value)
         except TimeoutError as exc:
             if deadline is not None and deadline.expired():
                 raise ActionError(f"action {name!r} timed out after {self.timeout}s") from None
@@ -255,10 +293,6 @@ class ActionRunner:
             raise ActionError(f"action {name!r} failed: {exc}") from exc
         finally:
             ctx.close()
-        try:
-            return adef.output_to_json(out)
-        except SyncedStoreError as exc:
-            raise ActionError(f"action {name!r} returned an invalid output: {exc}") from exc
 
     async def _run_job(self, inst: Instance, job: dict[str, Any]) -> None:
         # Never raises (except cancellation): a failing job must not take the server down.
@@ -323,7 +357,7 @@ class ActionRunner:
         """Serve a client's ``action`` message with an ``action_result``."""
         rid = msg["request_id"]
         try:
-            out = await self.run(inst, msg["name"], msg["input"], session.user_id)
+            out = await self.run(inst, msg["name"], msg["input"], session.user_id, client=True)
         except SyncedStoreError as exc:
             kind = ErrorKind.ACTION_FAILED if isinstance(exc, ActionError) else exc.kind
             session.send_message(

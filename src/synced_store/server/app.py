@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -107,7 +108,7 @@ def create_app(
     probe = _DataDirProbe(Path(data_dir))
 
     async def healthz(request: Request) -> JSONResponse:
-        data_dir_ok, data_dir_error = probe.check()
+        data_dir_ok, data_dir_error = await probe.check()
         inst = registry.health() if registry.running else {}
         ok = registry.running and data_dir_ok
         failed = inst.get("failed", {})
@@ -150,22 +151,27 @@ class _DataDirProbe:
         self.data_dir = data_dir
         self._at = -PROBE_TTL
         self._result: tuple[bool, str | None] = (True, None)
+        self._lock = asyncio.Lock()
 
-    def check(self) -> tuple[bool, str | None]:
-        now = time.monotonic()
-        if now - self._at < PROBE_TTL:
-            return self._result
-        self._at = now
+    async def check(self) -> tuple[bool, str | None]:
+        """The cached result, or a new probe in a worker thread (a slow disk never blocks
+        the event loop; concurrent requests share one probe)."""
+        async with self._lock:
+            if time.monotonic() - self._at >= PROBE_TTL:
+                self._result = await asyncio.to_thread(self._probe)
+                self._at = time.monotonic()
+        return self._result
+
+    def _probe(self) -> tuple[bool, str | None]:
         path = self.data_dir / f".healthz-{os.getpid()}"
         try:
             with open(path, "wb") as f:
                 f.write(b"\0" * 4096)
                 f.flush()
                 os.fsync(f.fileno())
-            self._result = (True, None)
+            return (True, None)
         except OSError as exc:
-            self._result = (False, exc.strerror or str(exc))
+            return (False, exc.strerror or str(exc))
         finally:
             with contextlib.suppress(OSError):
                 path.unlink()
-        return self._result

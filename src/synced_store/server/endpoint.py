@@ -19,6 +19,7 @@ import logging
 import socket
 import struct
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,7 +27,13 @@ from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ..errors import OverloadedError, ProtocolError, StorageError, SyncedStoreError
+from ..errors import (
+    OverloadedError,
+    ProtocolError,
+    QuotaExceededError,
+    StorageError,
+    SyncedStoreError,
+)
 from ..protocol.codec import decode_client_message
 from ..protocol.codes import END_REASONS, CloseCode, ErrorKind
 from ..protocol.version import MAX_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION
@@ -35,6 +42,7 @@ from .auth import (
     Access,
     Authenticator,
     Authorizer,
+    Identity,
     authenticate_token,
     authorize_instance,
     open_authorize,
@@ -51,6 +59,8 @@ __all__ = ["RawSendMiddleware", "SyncEndpoint"]
 log = logging.getLogger("synced_store.server")
 #: Seconds a closing handshake may take before the socket is dropped.
 CLOSE_TIMEOUT = 2.0
+#: Users whose rate buckets are kept (least recently seen ones are forgotten).
+MAX_RATED_USERS = 10_000
 
 
 class _Close(Exception):
@@ -121,6 +131,17 @@ class RawSendMiddleware:
         await self.app(scope, receive, send)
 
 
+class _UserRates:
+    """Token buckets of one user: frames, pushed mutations, new connections."""
+
+    __slots__ = ("connects", "frames", "mutations")
+
+    def __init__(self, limits: ServerLimits, now: float) -> None:
+        self.frames = TokenBucket(limits.frames_per_second, limits.frame_burst, now)
+        self.mutations = TokenBucket(limits.mutations_per_second, limits.mutation_burst, now)
+        self.connects = TokenBucket(limits.connects_per_second, limits.connect_burst, now)
+
+
 class SyncEndpoint:
     """Serves ``/sync/{instance_id}``."""
 
@@ -144,6 +165,7 @@ class SyncEndpoint:
         self.allowed_origins = tuple(allowed_origins)
         #: WebSocket connections being served now.
         self.connections = 0
+        self._rates: OrderedDict[str, _UserRates] = OrderedDict()
 
     async def handle(self, ws: WebSocket) -> None:
         """The Starlette WebSocket endpoint."""
@@ -252,7 +274,22 @@ class SyncEndpoint:
                 CloseCode.AUTH_FAILED,
                 f"instance {instance_id} does not exist (not authorized to create it)",
             )
-        instance = await self.registry.get(instance_id)
+        rates = self._rates_of(user_id)
+        if rates.connects.take(1, asyncio.get_running_loop().time()) > 0:
+            raise _Close(CloseCode.POLICY_VIOLATION, "too many new connections; slow down")
+        async with self.registry.hold(instance_id) as instance:
+            await self._run_session(ws, conn, instance, hello, identity, rates)
+
+    async def _run_session(
+        self,
+        ws: WebSocket,
+        conn: _Connection,
+        instance: Instance,
+        hello: dict[str, Any],
+        identity: Identity,
+        rates: _UserRates,
+    ) -> None:
+        user_id = identity.user_id
         client_id = hello["client_id"]
         told = int(hello.get("last_mutation_id") or 0)
         owner, server_lmid = await instance.register_client(client_id, user_id, told)
@@ -269,7 +306,7 @@ class SyncEndpoint:
             append_deltas=self.append_deltas,
             schema_version=hello["schema_version"],
             limits=self.limits,
-            lmid_of=lambda: (instance.client_owner(client_id) or ("", 0))[1],
+            lmid_of=lambda: instance.committed_lmid(client_id),
             abort=conn.abort,
             end=conn.end,
         )
@@ -286,19 +323,33 @@ class SyncEndpoint:
                     "client_id": client_id,
                     "user_id": user_id,
                     "last_mutation_id": server_lmid,
-                    "instance_id": instance_id,
-                    "schema_version": schema_version,
+                    "instance_id": instance.instance_id,
+                    "schema_version": self.registry.config.schema.schema_version,
                 }
             )
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(session.run_sender())
-                tg.create_task(self._read_loop(ws, conn, instance, session, tg))
+                tg.create_task(self._read_loop(ws, conn, instance, session, tg, rates))
                 tg.create_task(conn.watch())
         finally:
             session.closed = True
             if expiry is not None:
                 expiry.cancel()
             instance.detach(session)
+
+    def _rates_of(self, user_id: str) -> _UserRates:
+        """The rate buckets of a user, shared by all their connections (so reconnecting does
+        not refill them); the least recently seen users are forgotten past ``MAX_RATED_USERS``."""
+        rates = self._rates.get(user_id)
+        if rates is None:
+            rates = self._rates[user_id] = _UserRates(
+                self.limits, asyncio.get_running_loop().time()
+            )
+            if len(self._rates) > MAX_RATED_USERS:
+                self._rates.popitem(last=False)
+        else:
+            self._rates.move_to_end(user_id)
+        return rates
 
     @staticmethod
     def _kick(conn: _Connection) -> Any:
@@ -331,11 +382,11 @@ class SyncEndpoint:
         instance: Instance,
         session: Session,
         tg: asyncio.TaskGroup,
+        rates: _UserRates,
     ) -> None:
         limits = self.limits
         loop = asyncio.get_running_loop()
-        frames = TokenBucket(limits.frames_per_second, limits.frame_burst, loop.time())
-        mutations = TokenBucket(limits.mutations_per_second, limits.mutation_burst, loop.time())
+        frames, mutations = rates.frames, rates.mutations
         throttled_since: float | None = None
         while not session.closed:
             msg = self._decode(await ws.receive())
@@ -376,6 +427,9 @@ class SyncEndpoint:
         elif self.actions is None:
             error, kind = "this server runs no actions", ErrorKind.UNKNOWN_NAME
         else:
+            # Counted now, not when the task first runs: a burst of frames read in one loop
+            # turn must not start more than the cap.
+            session.actions_in_flight += 1
             tg.create_task(self._run_action(instance, session, msg))
             return
         session.send_message(
@@ -389,7 +443,6 @@ class SyncEndpoint:
         )
 
     async def _run_action(self, instance: Instance, session: Session, msg: dict[str, Any]) -> None:
-        session.actions_in_flight += 1
         try:
             await self.actions.call_from_client(instance, session, msg)
         finally:
@@ -410,12 +463,16 @@ def _outcome(eg: BaseExceptionGroup[Exception] | Exception) -> _Close:
     if isinstance(exc, ProtocolError):
         log.info("closing a client: bad frame: %s", exc)
         return _Close(CloseCode.BAD_MESSAGE, str(exc))
+    if isinstance(exc, QuotaExceededError):
+        log.info("refusing a client: %s", exc)
+        return _Close(CloseCode.POLICY_VIOLATION, str(exc))
     if isinstance(exc, OverloadedError):
         log.warning("refusing a client: %s", exc)
         return _Close(CloseCode.TRY_AGAIN_LATER, str(exc))
     if isinstance(exc, StorageError):
         log.info("closing a client: %s", exc)  # the instance's failure is logged once, itself
-        return _Close(CloseCode.INTERNAL_ERROR, "instance unavailable; reconnect later")
+        reason = str(exc) if exc.transient else "instance unavailable; reconnect later"
+        return _Close(CloseCode.INTERNAL_ERROR, reason)
     log.error("sync connection failed", exc_info=exc)
     return _Close(CloseCode.INTERNAL_ERROR, "internal error")
 

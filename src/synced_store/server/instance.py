@@ -144,6 +144,8 @@ class Instance:
         self.on_failed: Any = None
         #: Jobs of this instance the action runner is running now.
         self.running_jobs = 0
+        #: Connections in their handshake (and other callers) holding it open (registry.hold).
+        self.holds = 0
         #: Loop time of the last attach, detach or write (idle instances are closed).
         self.last_used = self.opened_at = asyncio.get_running_loop().time()
         self.platform = ServerPlatform(config.services)
@@ -179,23 +181,37 @@ class Instance:
         if len(cache) > CLIENT_CACHE:
             cache.popitem(last=False)
 
-    def is_idle(self, now: float) -> bool:
-        """No session, no work queued or running, and unused for ``idle_instance_timeout``."""
+    def evictable(self) -> bool:
+        """Nobody uses it: no session, no connection or caller holding it (``holds``), no work
+        queued or being written, no running job. Only such an instance may be closed."""
         return (
-            not self.sessions
+            self.state == "open"
+            and not self.sessions
+            and self.holds == 0
             and not self._queue
             and not self._writing
             and self.running_jobs == 0
-            and now - self.last_used >= self.limits.idle_instance_timeout
         )
+
+    def is_idle(self, now: float) -> bool:
+        """:meth:`evictable`, and unused for ``idle_instance_timeout`` seconds."""
+        return self.evictable() and now - self.last_used >= self.limits.idle_instance_timeout
+
+    def committed_lmid(self, client_id: str) -> int:
+        """A client's committed ``last_mutation_id`` (never a value of a batch in progress)."""
+        got = self._lmids.get(client_id)
+        if got is None:
+            got = self.store.committed_client(client_id)
+        return 0 if got is None else got[1]
 
     async def register_client(
         self, client_id: str, user_id: str, told_upto: int
     ) -> tuple[str, int]:
         """Bind ``client_id`` to ``user_id`` if it is new (its first connection), mark it seen
         and forget the error reports it has been told of. Returns ``(owner, lmid)``."""
+        cap = self.limits.max_clients_per_user
         owner: tuple[str, int] = await self.in_writer(
-            lambda s: s.register_client(client_id, user_id, told_upto)
+            lambda s: s.register_client(client_id, user_id, told_upto, max_clients=cap)
         )
         self._cache_client(client_id, owner)
         return owner
@@ -219,10 +235,9 @@ class Instance:
     # -- submitting work -------------------------------------------------------------------
 
     def _check_open(self) -> None:
-        if self.state != "open":
-            raise InstanceUnavailableError(
-                f"instance {self.instance_id} is unavailable: {self.error or self.state}"
-            )
+        if self.state != "open" or self._closing:
+            why = self.error or ("closing" if self.state == "open" else self.state)
+            raise InstanceUnavailableError(f"instance {self.instance_id} is unavailable: {why}")
 
     def _submit(self, item: _Push | _Direct | _Op) -> None:
         self._check_open()
@@ -307,7 +322,17 @@ class Instance:
                 self._writing = False
                 self.last_used = asyncio.get_running_loop().time()
             if self._closing:
+                self._refuse_queued(InstanceUnavailableError(f"instance {self.instance_id} closed"))
                 return
+
+    def _refuse_queued(self, err: StorageError) -> None:
+        """Fail the callers of whatever is still queued (pushes are simply dropped: their
+        clients push again after reconnecting)."""
+        queued = list(self._queue)
+        self._queue.clear()
+        self._queued_pushed = 0
+        self._room.set()
+        self._fail_batch([i for i in queued if not isinstance(i, _Push)], err)
 
     async def _drain(self) -> None:
         while self._queue:
@@ -326,7 +351,8 @@ class Instance:
             await self._process_with_retry(batch)
 
     def stop(self) -> None:
-        """Ask the writer to finish what is queued and return."""
+        """Ask the writer to finish what is queued and return; new work is refused from now
+        on (:class:`InstanceUnavailableError`)."""
         self._closing = True
         self._wake.set()
 
@@ -377,11 +403,7 @@ class Instance:
             exc,
         )
         err = exc if isinstance(exc, StorageError) else InstanceUnavailableError(str(exc))
-        queued = list(self._queue)
-        self._queue.clear()
-        self._queued_pushed = 0
-        self._room.set()
-        self._fail_batch([i for i in queued if not isinstance(i, _Push)], err)
+        self._refuse_queued(err)
         for session in list(self.sessions.values()):
             session.end(CloseCode.INTERNAL_ERROR, "instance unavailable; reconnect later")
         self.stop()

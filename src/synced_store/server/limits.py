@@ -50,15 +50,20 @@ class ServerLimits:
     #: Seconds an instance with no connection and no running job stays open.
     idle_instance_timeout: float = 60.0
 
-    # -- rates per connection (token buckets) ---------------------------------------------
-    #: Frames a connection may send per second (sustained), and in a burst.
+    # -- rates per user (token buckets shared by all of a user's connections) -------------
+    #: Frames a user may send per second (sustained), and in a burst.
     frames_per_second: float = 200.0
     frame_burst: int = 2_000
-    #: Mutations a connection may push per second (sustained), and in a burst.
+    #: Mutations a user may push per second (sustained), and in a burst.
     mutations_per_second: float = 2_000.0
     mutation_burst: int = 20_000
     #: Seconds a connection may stay over its rate (being slowed down) before it is closed.
     throttle_close_after: float = 10.0
+    #: New connections a user may open per second (sustained), and in a burst; more: 1008.
+    connects_per_second: float = 5.0
+    connect_burst: int = 30
+    #: Client ids one user may have in one instance; a new one beyond it is refused (1008).
+    max_clients_per_user: int = 1_000
     #: Client-called actions (``store.action.X``) running at once on one connection.
     max_actions_per_connection: int = 16
 
@@ -83,6 +88,8 @@ class ServerLimits:
             "catch_up_part_bytes",
             "frame_burst",
             "mutation_burst",
+            "connect_burst",
+            "max_clients_per_user",
             "max_actions_per_connection",
             "max_queued_jobs_per_user",
             "max_queued_jobs_per_instance",
@@ -99,6 +106,7 @@ class ServerLimits:
             "idle_instance_timeout",
             "frames_per_second",
             "mutations_per_second",
+            "connects_per_second",
             "throttle_close_after",
         ):
             if getattr(self, name) <= 0:

@@ -22,7 +22,7 @@ import logging
 import resource
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,9 +52,8 @@ STABLE_AFTER = 60.0
 SUPERVISOR_INTERVAL = 1.0
 #: Instances with waiting jobs opened per supervisor round (the rest wait for the next).
 WAKEUPS_PER_ROUND = 16
-#: The supervisor stops reopening a failed instance by itself after this many failures in a
-#: row (a corrupt file, say); a client connecting still tries, with the same backoff.
-AUTO_REOPEN_ATTEMPTS = 10
+#: Failed instances remembered (for their backoff and /healthz); the oldest are forgotten.
+MAX_FAILED = 1_000
 
 
 @dataclass
@@ -144,6 +143,7 @@ class InstanceRegistry:
         #: Instances to open at a loop time (they hold jobs that are due then).
         self._wakeups: dict[str, float] = {}
         self._opening: dict[str, asyncio.Future[Instance]] = {}
+        self._closing: dict[str, asyncio.Future[None]] = {}
         self._writers: dict[Instance, asyncio.Task[object]] = {}
         self._tasks: set[asyncio.Task[object]] = set()
         self._compacted: dict[str, float] = {}
@@ -222,15 +222,22 @@ class InstanceRegistry:
         opening = self._opening.get(instance_id)
         if opening is not None:
             return await asyncio.shield(opening)
+        closing = self._closing.get(instance_id)
+        if closing is not None:  # never two writers on one file: wait for the old one
+            await asyncio.shield(closing)
+            return await self.get(instance_id)
         await self._make_room()
+        if instance_id in self.instances or instance_id in self._opening:
+            return await self.get(instance_id)  # opened by someone else while we made room
         fut: asyncio.Future[Instance] = loop.create_future()
         fut.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._opening[instance_id] = fut
+        existed = instance_path(self.data_dir, instance_id).exists()
         try:
             inst = await self._open(instance_id)
         except BaseException as exc:
             if isinstance(exc, StorageError) and not exc.transient:
-                self._record_failure(instance_id, exc, stable=False)
+                self._record_failure(instance_id, exc, stable=False, existed=existed)
             fut.set_exception(exc)
             raise
         else:
@@ -239,14 +246,30 @@ class InstanceRegistry:
             del self._opening[instance_id]
         return inst
 
+    def _open_count(self) -> int:
+        """Instances holding a database open: open, opening or closing."""
+        return len(self.instances) + len(self._opening) + len(self._closing)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, instance_id: str) -> AsyncIterator[Instance]:
+        """The instance, kept open (never closed as idle or to make room) while held: a
+        connection holds it from its handshake to its end."""
+        inst = await self.get(instance_id)
+        inst.holds += 1
+        try:
+            yield inst
+        finally:
+            inst.holds -= 1
+            inst.last_used = asyncio.get_running_loop().time()
+
     async def _make_room(self) -> None:
-        """Close least recently used idle instances until one more may open."""
-        while len(self.instances) + len(self._opening) >= self.max_open_instances:
+        """Close least recently used unused instances until one more may open."""
+        while self._open_count() >= self.max_open_instances:
             now = asyncio.get_running_loop().time()
-            idle = next(
-                (i for i in self.instances.values() if not i.sessions and i.running_jobs == 0),
-                None,
-            )
+            idle = next((i for i in self.instances.values() if i.evictable()), None)
+            if idle is None and self._closing:  # one is closing already: wait for it
+                await asyncio.shield(next(iter(self._closing.values())))
+                continue
             if idle is None:
                 raise OverloadedError(
                     f"{len(self.instances)} instances are open (the limit), all in use; "
@@ -263,7 +286,6 @@ class InstanceRegistry:
         inst = Instance(
             instance_id, store, self.config, limits=self.limits, retention=self.retention
         )
-        inst.on_failed = self._on_failed
         writer = self._writers[inst] = self.spawn(inst.run(), f"writer:{instance_id}")
         writer.add_done_callback(functools.partial(self._writer_done, inst))
         try:
@@ -277,6 +299,12 @@ class InstanceRegistry:
             await asyncio.gather(writer, return_exceptions=True)
             self._close_store(inst)
             raise
+        if inst.state != "open":  # failed while migrating (its batch failed): nothing opened
+            await asyncio.gather(writer, return_exceptions=True)
+            self._close_store(inst)
+            raise inst.error or InstanceUnavailableError(f"instance {instance_id} failed")
+        # Failures from now on go through _on_failed (a failure while opening is get()'s).
+        inst.on_failed = self._on_failed
         self.instances[instance_id] = inst
         self._wakeups.pop(instance_id, None)
         self.failed.pop(instance_id, None)
@@ -289,22 +317,32 @@ class InstanceRegistry:
 
     async def close_instance(self, inst: Instance, *, now: float | None = None) -> None:
         """Close an open instance (idle, or to make room): its writer finishes what is queued.
-        An instance whose database holds pending jobs is opened again when the next is due."""
-        if self.instances.get(inst.instance_id) is not inst:
+        An instance whose database holds pending jobs is opened again when the next is due.
+        Until its store is closed, ``get`` of the same id waits (one writer per file)."""
+        iid = inst.instance_id
+        if self.instances.get(iid) is not inst:
             return
-        del self.instances[inst.instance_id]
+        del self.instances[iid]
+        loop = asyncio.get_running_loop()
+        closed: asyncio.Future[None] = loop.create_future()
+        self._closing[iid] = closed
         due: float | None = None
-        with contextlib.suppress(StorageError):
-            due = inst.store.next_due()
-        inst.stop()
-        await self._writer_stopped(inst)
-        self._close_store(inst)
-        self._compacted.pop(inst.instance_id, None)
-        self._attempts.pop(inst.instance_id, None)
+        try:
+            try:
+                due = inst.store.next_due()
+            except Exception as exc:  # a failing database still gets closed
+                log.warning("instance %s: reading its jobs failed: %s", iid, exc)
+            inst.stop()
+            await self._writer_stopped(inst)
+        finally:
+            self._close_store(inst)
+            del self._closing[iid]
+            closed.set_result(None)
+        self._compacted.pop(iid, None)
+        self._attempts.pop(iid, None)
         if due is not None:
-            loop = asyncio.get_running_loop()
-            self._wakeups[inst.instance_id] = loop.time() + max(0.0, due - time.time())
-        log.info("closed instance %s (idle)", inst.instance_id)
+            self._wakeups[iid] = loop.time() + max(0.0, due - time.time())
+        log.info("closed instance %s", iid)
 
     async def _writer_stopped(self, inst: Instance) -> None:
         writer = self._writers.get(inst)
@@ -335,14 +373,23 @@ class InstanceRegistry:
 
         self.spawn(finish(), f"close-failed:{inst.instance_id}")
 
-    def _record_failure(self, instance_id: str, exc: BaseException, *, stable: bool) -> None:
+    def _record_failure(
+        self, instance_id: str, exc: BaseException, *, stable: bool, existed: bool = True
+    ) -> None:
         now = asyncio.get_running_loop().time()
         attempts = 1 if stable else self._attempts.get(instance_id, 0) + 1
         self._attempts[instance_id] = attempts
         delay = min(REOPEN_BACKOFF_MAX, 2.0 ** (attempts - 1))
+        self.failed.pop(instance_id, None)
         self.failed[instance_id] = Failure(str(exc), attempts, now + delay)
-        # Reopened by the next connection, or by the supervisor (jobs may be waiting).
-        if attempts <= AUTO_REOPEN_ATTEMPTS:
+        while len(self.failed) > MAX_FAILED:  # the oldest failures are forgotten
+            old = next(iter(self.failed))
+            del self.failed[old]
+            self._attempts.pop(old, None)
+            self._wakeups.pop(old, None)
+        # An existing instance is reopened by the next connection or by the supervisor (jobs
+        # may be waiting); one that never existed only when someone asks for it again.
+        if existed:
             self._wakeups[instance_id] = now + delay
 
     def schedule_open(self, instance_id: str, at: float = 0.0) -> None:
@@ -377,7 +424,7 @@ class InstanceRegistry:
             if instance_id in self.instances:
                 self._wakeups.pop(instance_id, None)
                 continue
-            if len(self.instances) + len(self._opening) >= self.max_open_instances:
+            if self._open_count() >= self.max_open_instances:
                 return  # opened when there is room
             self._wakeups.pop(instance_id, None)
             try:
@@ -392,10 +439,13 @@ class InstanceRegistry:
             if now - last < interval:
                 continue
             self._compacted[inst.instance_id] = now
+            inst.holds += 1  # not closed while compacting
             try:
                 await self.compact(inst)
             except StorageError as exc:
                 log.warning("instance %s: compaction failed: %s", inst.instance_id, exc)
+            finally:
+                inst.holds -= 1
 
     async def compact(self, inst: Instance, *, max_steps: int = 50) -> Compaction:
         """Run retention on an open instance through its writer, in bounded steps."""

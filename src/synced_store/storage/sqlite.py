@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from ..errors import PermissionDeniedError, StorageError, ValidationError
+from ..errors import PermissionDeniedError, QuotaExceededError, StorageError, ValidationError
 from ..types import EntryKey, RowKey
 from .base import Row
 from .errors import storage_error
@@ -45,6 +45,8 @@ __all__ = [
 
 STORAGE_VERSION = 2
 _INSTANCE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+#: Characters of a rejected mutation's message kept for its client.
+ERROR_MESSAGE_CHARS = 500
 #: The write-ahead log is truncated back to this size after a checkpoint.
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
 
@@ -57,11 +59,13 @@ CREATE TABLE IF NOT EXISTS rows (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS rows_by_version ON rows (version);
 CREATE INDEX IF NOT EXISTS rows_in_order ON rows (ns, tbl, sk, item);
+CREATE INDEX IF NOT EXISTS rows_tombstones ON rows (version) WHERE deleted = 1;
 CREATE TABLE IF NOT EXISTS clients (
     client_id TEXT PRIMARY KEY, user_id TEXT NOT NULL,
     last_mutation_id INTEGER NOT NULL, version INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS clients_by_version ON clients (version);
+CREATE INDEX IF NOT EXISTS clients_by_user ON clients (user_id);
 CREATE TABLE IF NOT EXISTS mutation_errors (
     client_id TEXT NOT NULL, mutation_id INTEGER NOT NULL, name TEXT NOT NULL,
     kind TEXT NOT NULL, message TEXT NOT NULL, PRIMARY KEY (client_id, mutation_id)
@@ -214,6 +218,12 @@ class SqliteInstanceStore(JobsMixin, CompactMixin, _RowReader):
         except sqlite3.Error as exc:
             raise self._failed(exc) from exc
 
+    def _exec_many(self, sql: str, rows: Any) -> sqlite3.Cursor:
+        try:
+            return self.conn.executemany(sql, rows)
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from exc
+
     # -- writer transaction ----------------------------------------------------------------
 
     def begin(self) -> None:
@@ -277,6 +287,30 @@ class SqliteInstanceStore(JobsMixin, CompactMixin, _RowReader):
 
     # -- clients ---------------------------------------------------------------------------
 
+    def committed_client(self, client_id: str) -> tuple[str, int] | None:
+        """:meth:`client` as committed: while the writer's transaction is open (a mutator
+        awaiting a service), read through a connection of its own."""
+        if not self.conn.in_transaction:
+            return self.client(client_id)
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None)
+            try:
+                r = conn.execute(
+                    "SELECT user_id, last_mutation_id FROM clients WHERE client_id = ?",
+                    (client_id,),
+                ).fetchone()
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise storage_error(exc) from exc
+        return None if r is None else (r[0], int(r[1]))
+
+    def clients_of(self, user_id: str) -> int:
+        """How many client ids ``user_id`` has in this instance."""
+        return int(
+            self._exec("SELECT COUNT(*) FROM clients WHERE user_id = ?", (user_id,)).fetchone()[0]
+        )
+
     def client(self, client_id: str) -> tuple[str, int] | None:
         """``(user_id, last_mutation_id)`` of a known client."""
         r = self._exec(
@@ -292,13 +326,21 @@ class SqliteInstanceStore(JobsMixin, CompactMixin, _RowReader):
             (client_id, user_id, lmid, version),
         )
 
-    def register_client(self, client_id: str, user_id: str, told_upto: int) -> tuple[str, int]:
+    def register_client(
+        self, client_id: str, user_id: str, told_upto: int, *, max_clients: int | None = None
+    ) -> tuple[str, int]:
         """Bind a connecting client id to its user (the first user to connect with it owns
         it) and mark it seen now; forget the error reports it has been told of (mutation ids up
         to ``told_upto``, at most its ``last_mutation_id``). Inside the writer transaction.
-        Returns ``(owner, last_mutation_id)``; a client of another user is left unchanged."""
+        Returns ``(owner, last_mutation_id)``; a client of another user is left unchanged.
+        A new client id of a user who has ``max_clients`` already raises
+        :class:`QuotaExceededError`."""
         owner = self.client(client_id)
         if owner is None:
+            if max_clients is not None and self.clients_of(user_id) >= max_clients:
+                raise QuotaExceededError(
+                    f"user {user_id} has {max_clients} client ids in this instance (the limit)"
+                )
             self._exec(
                 "INSERT INTO clients VALUES (?, ?, 0, ?)", (client_id, user_id, self.version)
             )
@@ -321,7 +363,7 @@ class SqliteInstanceStore(JobsMixin, CompactMixin, _RowReader):
         """Record a permanent mutation failure for its client (inside the writer transaction)."""
         self._exec(
             "INSERT OR REPLACE INTO mutation_errors VALUES (?, ?, ?, ?, ?)",
-            (client_id, err["id"], err["name"], err["kind"], err["message"][:2000]),
+            (client_id, err["id"], err["name"], err["kind"], err["message"][:ERROR_MESSAGE_CHARS]),
         )
 
     def prune_errors(self, client_id: str, keep: int) -> None:

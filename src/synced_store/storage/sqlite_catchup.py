@@ -22,7 +22,16 @@ import orjson
 from ..errors import StorageError
 from .errors import storage_error
 
-__all__ = ["CatchUp"]
+__all__ = ["CatchUp", "HistoryCompactedError"]
+
+
+class HistoryCompactedError(StorageError):
+    """Tombstones a catch-up needed were forgotten while it ran: the client must reconnect
+    (and gets a full reset)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, transient=True)
+
 
 #: Rows read per query at most; fewer when rows are large (about one part's worth).
 _BATCH = 512
@@ -145,6 +154,8 @@ class CatchUp:
             return []
         pos = self._pos if self._pos is not None else (self.base, _MAX, _MAX, _MAX)
         while True:
+            # Compaction raises the horizon before it forgets tombstones: checked after each
+            # read, a horizon above the base means deletions may be missing from this read.
             rows = conn.execute(
                 "SELECT version, ns, tbl, item, sk, value, deleted FROM rows "
                 "INDEXED BY rows_by_version WHERE version <= ? "
@@ -152,6 +163,11 @@ class CatchUp:
                 "ORDER BY version, ns, tbl, item LIMIT ?",
                 (upto, *pos, self._batch),
             ).fetchall()
+            r = conn.execute("SELECT value FROM meta WHERE key = 'horizon'").fetchone()
+            if r is not None and self.base is not None and int(r[0]) > self.base:
+                raise HistoryCompactedError(
+                    "history compacted during a catch-up (tombstones forgotten); reconnect"
+                )
             if not rows:
                 return []
             last = rows[-1]

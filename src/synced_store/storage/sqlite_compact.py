@@ -10,7 +10,7 @@ for long.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 __all__ = ["CompactMixin", "Compaction"]
@@ -46,12 +46,15 @@ class CompactMixin:
     """Compaction methods of :class:`~synced_store.storage.sqlite.SqliteInstanceStore`."""
 
     conn: sqlite3.Connection
+    #: The store's statement runners (driver errors mapped to StorageError).
+    _exec: Callable[..., sqlite3.Cursor]
+    _exec_many: Callable[..., sqlite3.Cursor]
     version: int
     horizon: int
 
     def version_at(self, t: float) -> int | None:
         """The instance version at time ``t``, as of the newest checkpoint at or before it."""
-        r = self.conn.execute(
+        r = self._exec(
             "SELECT version FROM checkpoints WHERE at <= ? ORDER BY at DESC LIMIT 1", (t,)
         ).fetchone()
         return None if r is None else int(r[0])
@@ -59,8 +62,8 @@ class CompactMixin:
     def set_horizon(self, horizon: int) -> None:
         """Raise the tombstone horizon: clients whose cookie is older get a full reset. Never
         lowers it (another process, ``synced-store compact``, may have raised it further)."""
-        self.conn.execute("UPDATE meta SET value = MAX(value, ?) WHERE key = 'horizon'", (horizon,))
-        r = self.conn.execute("SELECT value FROM meta WHERE key = 'horizon'").fetchone()
+        self._exec("UPDATE meta SET value = MAX(value, ?) WHERE key = 'horizon'", (horizon,))
+        r = self._exec("SELECT value FROM meta WHERE key = 'horizon'").fetchone()
         self.horizon = int(r[0])
 
     def compact_tombstones(self, before_version: int, limit: int | None = None) -> int:
@@ -69,13 +72,14 @@ class CompactMixin:
         client can catch up across a gap. Returns how many tombstones were removed."""
         self.set_horizon(before_version)
         if limit is None:
-            n = self.conn.execute(
-                "DELETE FROM rows WHERE deleted = 1 AND version <= ?", (before_version,)
+            n = self._exec(
+                "DELETE FROM rows INDEXED BY rows_tombstones WHERE deleted = 1 AND version <= ?",
+                (before_version,),
             ).rowcount
         else:
-            n = self.conn.execute(
+            n = self._exec(
                 "DELETE FROM rows WHERE (ns, tbl, item) IN (SELECT ns, tbl, item FROM rows "
-                "INDEXED BY rows_by_version WHERE version <= ? AND deleted = 1 LIMIT ?)",
+                "INDEXED BY rows_tombstones WHERE version <= ? AND deleted = 1 LIMIT ?)",
                 (before_version, limit),
             ).rowcount
         return int(n)
@@ -99,9 +103,8 @@ class CompactMixin:
         seen for ``clients`` seconds (except ``keep_clients``, those connected now) and the
         error reports of forgotten clients.
         """
-        conn = self.conn
         if checkpoint:
-            conn.execute(
+            self._exec(
                 "INSERT OR REPLACE INTO checkpoints (at, version) VALUES (?, ?)",
                 (now, self.version),
             )
@@ -110,7 +113,7 @@ class CompactMixin:
         if h is not None:
             out.tombstones = self.compact_tombstones(h, limit)
         for status, age, field in (("done", done_jobs, "done_jobs"), ("failed", failed_jobs, "")):
-            n = conn.execute(
+            n = self._exec(
                 "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE status = ? "
                 "AND updated_at < ? LIMIT ?)",
                 (status, now - age, limit),
@@ -121,16 +124,16 @@ class CompactMixin:
             keep = set(keep_clients)
             stale = [
                 (cid,)
-                for (cid,) in conn.execute(
+                for (cid,) in self._exec(
                     "SELECT client_id FROM clients WHERE version <= ? LIMIT ?",
                     (hc, limit + len(keep)),
                 )
                 if cid not in keep
             ][:limit]
-            conn.executemany("DELETE FROM clients WHERE client_id = ?", stale)
+            self._exec_many("DELETE FROM clients WHERE client_id = ?", stale)
             out.clients = len(stale)
         out.errors = int(
-            conn.execute(
+            self._exec(
                 "DELETE FROM mutation_errors WHERE (client_id, mutation_id) IN ("
                 "SELECT client_id, mutation_id FROM mutation_errors WHERE client_id NOT IN "
                 "(SELECT client_id FROM clients) LIMIT ?)",
@@ -138,7 +141,7 @@ class CompactMixin:
             ).rowcount
         )
         oldest_needed = now - max(tombstones, clients)
-        conn.execute(
+        self._exec(
             "DELETE FROM checkpoints WHERE at < (SELECT at FROM checkpoints WHERE at <= ? "
             "ORDER BY at DESC LIMIT 1)",
             (oldest_needed,),
