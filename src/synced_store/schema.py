@@ -7,6 +7,8 @@ and the browser (Pyodide), so this module imports only the standard library and 
 from __future__ import annotations
 
 import inspect
+import math
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +49,37 @@ def _short(exc: pydantic.ValidationError) -> str:
     return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
 
 
+#: In encoded JSON: a non-finite float (pydantic-core writes NaN / Infinity) or an integer of
+#: 19 digits or more (2**63 has 19). Matches inside strings too; check_numbers then decides.
+_SUSPECT_NUMBER = re.compile(rb"NaN|Infinity|\d{19}")
+
+
+#: The integers a value may hold: 64-bit signed, what every JSON encoder on the way writes
+#: (orjson on the server and the Python client). Browsers parse any integer, exactly only
+#: up to 2**53.
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+
+
+def check_numbers(value: Any, what: str = "value") -> None:
+    """Raise :class:`ValidationError` if ``value`` holds a non-finite float (NaN, Infinity:
+    not JSON) or an integer outside 64 bits (not every JSON encoder on the way can write
+    it). Walks containers without recursion."""
+    stack: list[Any] = [value]
+    while stack:
+        v = stack.pop()
+        t = type(v)
+        if t is float:
+            if not math.isfinite(v):
+                raise ValidationError(f"invalid {what}: {v!r} is not a JSON number")
+        elif t is int:
+            if not INT_MIN <= v <= INT_MAX:
+                raise ValidationError(f"invalid {what}: integer {v} does not fit in 64 bits")
+        elif t is dict:
+            stack.extend(v.values())
+        elif t is list or t is tuple:
+            stack.extend(v)
+
+
 class _Validator:
     """Validates a value against a model and returns its plain-JSON form (a fresh copy)."""
 
@@ -76,6 +109,8 @@ class _Validator:
             data = pydantic_core.to_json(out)
         except pydantic_core.PydanticSerializationError as exc:
             raise ValidationError(f"invalid {what}: not JSON-serialisable ({exc})") from None
+        if _SUSPECT_NUMBER.search(data):  # rare: look closer (a string may hold the text)
+            check_numbers(out, what)
         return out, data
 
     def to_model(self, value: Any, what: str) -> Any:

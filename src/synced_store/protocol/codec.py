@@ -31,7 +31,7 @@ def _parse(data: str | bytes) -> dict[str, Any]:
     if size > MAX_FRAME_BYTES:
         raise ProtocolError(f"frame of {size} bytes exceeds {MAX_FRAME_BYTES}")
     try:
-        msg = pydantic_core.from_json(data)
+        msg = pydantic_core.from_json(data, allow_inf_nan=False)  # RFC 8259: no NaN
     except ValueError as exc:
         raise ProtocolError(f"frame is not valid JSON: {exc}") from None
     if not isinstance(msg, dict):

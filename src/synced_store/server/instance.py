@@ -26,7 +26,6 @@ import orjson
 from ..core.client_engine import SKIP
 from ..core.context import MutationContext
 from ..core.keys import check_depth
-from ..core.patch import set_op
 from ..core.sequencing import Sequence, classify
 from ..errors import (
     InstanceUnavailableError,
@@ -55,6 +54,18 @@ MAX_QUEUED_MUTATIONS = 20_000
 CLIENT_CACHE = 20_000
 
 
+def set_op_json(key: RowKey, sort_key: str, encoded: bytes) -> bytes:
+    """The ``set`` op of a row as JSON, with its value's bytes as validated and stored (never
+    encoded a second time: the value's encoding is the one the catch-ups read back)."""
+    d = orjson.dumps
+    head = b'{"op":"set","t":' + d(key.table) + b',"k":' + d(key.item)
+    if key.ns:
+        head += b',"ns":' + d(key.ns)
+    if sort_key:
+        head += b',"sk":' + d(sort_key)
+    return head + b',"v":' + encoded + b"}"
+
+
 class _ServerTx:
     """Core ``Tx`` over the writer's open transaction; records the rows it changes."""
 
@@ -75,7 +86,7 @@ class _ServerTx:
 
     def write(self, key: RowKey, sort_key: str, value: Any, encoded: bytes) -> None:
         self._store.write(key, sort_key, encoded, self._version)
-        self.changes[key] = (sort_key, value, None, 0)  # encoded after the commit
+        self.changes[key] = (sort_key, value, encoded, 0)  # the set op is built after commit
 
     def remove(self, key: RowKey) -> None:
         if self._store.remove(key, self._version) or key in self.changes:
@@ -530,8 +541,8 @@ class Instance:
                     self._cache_client(cid, (item.session.user_id, lmids[cid]))
         for key, ch in changes.items():
             if ch is not None:
-                encoded = orjson.dumps(set_op(key, ch[0], ch[1]))
-                changes[key] = (ch[0], ch[1], orjson.Fragment(encoded), len(encoded))
+                op = set_op_json(key, ch[0], ch[2])
+                changes[key] = (ch[0], ch[1], orjson.Fragment(op), len(op))
         if bumped:
             for cid, session in list(self.sessions.items()):
                 session.on_commit(version, changes, lmids.get(cid), errors.get(cid))

@@ -32,6 +32,7 @@ rates, outbound budget) and caps WebSocket connections on its own too.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from typing import Any, ClassVar
 
@@ -48,6 +49,8 @@ __all__ = [
     "limited_http_protocol",
     "uvicorn_config",
 ]
+
+_log = logging.getLogger("synced_store.server")
 
 
 class LimitedHttpProtocol(HttpToolsProtocol):
@@ -213,6 +216,30 @@ class LimitedWebSocketProtocol(WebSocketsSansIOProtocol):
         while exc is not None and exc.__traceback__ is not None:
             exc.__traceback__ = None
             exc = exc.__context__
+
+    def send_receive_event_to_app(self) -> None:
+        """As uvicorn's, but a text message that is not UTF-8 is refused with 1007 and one
+        line of log (uvicorn logs a traceback for each, which a client can send in a loop)."""
+        if self.curr_msg_data_type == "text" and not self.close_sent:
+            data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
+            try:
+                data.decode()
+            except UnicodeDecodeError:
+                self.frames = []
+                _log.info(
+                    "%s - refused a text message that is not UTF-8 (1007)", _peer(self.client)
+                )
+                self.conn.send_close(1007)
+                self.handle_parser_exception()
+                return
+        super().send_receive_event_to_app()
+
+    async def send(self, message: Any) -> None:
+        """As uvicorn's; after a denial response (a refused Origin, the connection cap) the
+        handshake counts as complete, so uvicorn does not log an error for each refusal."""
+        await super().send(message)
+        if message["type"] == "websocket.http.response.body" and not message.get("more_body"):
+            self.handshake_complete = True
 
 
 def _peer(client: tuple[str, int] | None) -> str:
