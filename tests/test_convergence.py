@@ -144,7 +144,7 @@ def _assert_rebase_invariant(client: Any, seed: int) -> None:
         cookie=engine.cookie,
         last_mutation_id=engine.last_mutation_id,
         rows=engine.snapshot_rows(),
-        pending=engine.pending_args(),
+        pending=[(m.id, m.name, m.args) for m in engine.pending],
     )
     got = _client_view(client)
     want = {key: (sk, value) for key, sk, value in fresh.store.rows()}

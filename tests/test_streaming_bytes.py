@@ -81,22 +81,23 @@ class CountingConnector:
         self._real = WebSocketConnector(url)
         self.received = 0
         self.frames = 0
-        self.texts: list[str] = []
+        self.texts: list[bytes] = []
 
     async def connect(self) -> Connection:
         conn = await self._real.connect()
         outer = self
 
         class Counting:
-            async def send(self, text: str) -> None:
-                await conn.send(text)
+            async def send(self, frame: bytes) -> None:
+                await conn.send(frame)
 
-            async def recv(self) -> str:
-                text = await conn.recv()
-                outer.received += len(text.encode())
+            async def recv(self) -> str | bytes:
+                frame = await conn.recv()
+                data = frame if isinstance(frame, bytes) else frame.encode()
+                outer.received += len(data)
                 outer.frames += 1
-                outer.texts.append(text)
-                return text
+                outer.texts.append(data)
+                return frame
 
             async def close(self) -> None:
                 await conn.close()

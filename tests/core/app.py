@@ -8,6 +8,7 @@ and make a mutator fail on demand.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from synced_store import define_backend_config, define_schema, item, singleton_t
 from synced_store.core.client_engine import ClientEngine
 from synced_store.core.readset import ReadSet
 from synced_store.core.store import MemoryStore
+from synced_store.protocol.codec import frame_json
 from synced_store.schema import BackendConfig
 from synced_store.types import EntryKey, RowKey
 
@@ -242,13 +244,32 @@ def poke(
     return msg
 
 
+def feed(engine: ClientEngine, msg: Any) -> None:
+    """Hand the engine a server message written as a dict (a ``connected`` gets the fields
+    a test does not care about)."""
+    if isinstance(msg, dict) and msg.get("type") == "connected":
+        msg = {
+            "client_id": engine.client_id,
+            "user_id": engine.user_id,
+            "instance_id": "test",
+            "schema_version": engine.schema.schema_version,
+            **msg,
+        }
+    engine.receive(json.dumps(msg))
+
+
+def sent(engine: ClientEngine) -> list[Any]:
+    """The frames the engine wants to send, as dicts (the list is cleared)."""
+    return [frame_json(f) for f in engine.frames_to_send()]
+
+
 def connected_engine(
     app: App, *, user_id: str = "alice", rows: list[dict[str, Any]] | None = None
 ) -> ClientEngine:
     """An engine that is connected and has received a first snapshot (cookie 1)."""
     engine = ClientEngine(app.backend, user_id=user_id, client_id="c1")
-    engine.receive({"type": "connected", "last_mutation_id": 0})
-    engine.receive(poke(None, 1, rows or [], 0))
-    assert engine.messages_to_send() == []
+    feed(engine, {"type": "connected", "last_mutation_id": 0})
+    feed(engine, poke(None, 1, rows or [], 0))
+    assert sent(engine) == []
     engine.events_received()
     return engine

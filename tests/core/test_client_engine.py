@@ -23,15 +23,18 @@ from synced_store import (
     define_schema,
     table,
 )
-from synced_store.core.client_engine import (
-    SKIP,
-    ClientEngine,
+from synced_store.core.client_engine import SKIP, ClientEngine
+from synced_store.core.context import MutationContext, ReadContext, copy_json, run_sync
+from synced_store.core.events import (
     Confirmed,
+    EngineEvent,
     MutationRejected,
     ServerError,
+    SessionStarted,
+    SnapshotUpdated,
 )
-from synced_store.core.context import MutationContext, ReadContext, copy_json, run_sync
 from synced_store.protocol import PROTOCOL_VERSION
+from synced_store.protocol.codec import frame_json
 
 from .app import (
     App,
@@ -41,10 +44,12 @@ from .app import (
     SetCounter,
     connected_engine,
     del_op,
+    feed,
     make_app,
     poke,
     pub,
     schema,
+    sent,
     set_op,
 )
 
@@ -52,6 +57,18 @@ from .app import (
 @pytest.fixture
 def app() -> App:
     return make_app()
+
+
+def outcomes(engine: ClientEngine) -> list[EngineEvent]:
+    """The events about mutations and errors (not session starts or snapshot updates)."""
+    return [
+        e for e in engine.events_received() if not isinstance(e, SessionStarted | SnapshotUpdated)
+    ]
+
+
+def updates(engine: ClientEngine) -> list[SnapshotUpdated]:
+    """The snapshot updates among the events (the others are dropped)."""
+    return [e for e in engine.events_received() if isinstance(e, SnapshotUpdated)]
 
 
 def counter(engine: ClientEngine, key: str) -> int | None:
@@ -107,13 +124,13 @@ def watch_counter(engine: ClientEngine, key: str) -> Watch:
 
 def test_connect_message(app: App) -> None:
     engine = ClientEngine(app.backend, user_id="alice", client_id="c1")
-    assert engine.connect_message("tok") == {
+    # Fields at their defaults (no cookie yet) are left out: the server reads them as null.
+    assert frame_json(engine.connect_frame("tok")) == {
         "type": "connect",
         "protocol_version": PROTOCOL_VERSION,
         "schema_version": 3,
         "client_id": "c1",
         "token": "tok",
-        "cookie": None,
         "last_mutation_id": 0,
     }
     assert not engine.connected
@@ -126,38 +143,38 @@ def test_optimistic_mutate_queues_a_push(app: App) -> None:
     assert m.id == 1
     assert counter(engine, "a") == 2
     assert [p.id for p in engine.pending] == [1]
-    assert engine.messages_to_send() == [
+    assert sent(engine) == [
         {"type": "push", "mutations": [{"id": 1, "name": "increment", "args": {"key": "a"}}]}
     ]
-    assert engine.messages_to_send() == []  # drained
+    assert sent(engine) == []  # drained
     engine.mutate("increment", {"key": "a", "amount": 5})
     assert counter(engine, "a") == 7
-    assert engine.messages_to_send() == [
+    assert sent(engine) == [
         {
             "type": "push",
             "mutations": [{"id": 2, "name": "increment", "args": {"key": "a", "amount": 5}}],
         }
     ]
-    assert engine.events_received() == []
+    assert outcomes(engine) == []
 
 
 def test_mutate_offline_pushes_everything_on_connect(app: App) -> None:
     engine = ClientEngine(app.backend, user_id="alice", client_id="c1")
     engine.mutate("setCounter", {"key": "a", "value": 1})
     engine.mutate("setCounter", {"key": "b", "value": 2})
-    assert engine.messages_to_send() == []
+    assert sent(engine) == []
     assert counter(engine, "b") == 2
-    engine.receive({"type": "connected", "last_mutation_id": 0})
+    feed(engine, {"type": "connected", "last_mutation_id": 0})
     assert engine.connected
-    [push] = engine.messages_to_send()
+    [push] = sent(engine)
     assert [m["id"] for m in push["mutations"]] == [1, 2]
     engine.disconnected()
     assert not engine.connected
     engine.mutate("setCounter", {"key": "c", "value": 3})
-    assert engine.messages_to_send() == []
+    assert sent(engine) == []
     # The server already has mutation 1: only 2 and 3 are pushed again.
-    engine.receive({"type": "connected", "last_mutation_id": 1})
-    [push] = engine.messages_to_send()
+    feed(engine, {"type": "connected", "last_mutation_id": 1})
+    [push] = sent(engine)
     assert [m["id"] for m in push["mutations"]] == [2, 3]
 
 
@@ -169,8 +186,8 @@ def test_unsent_mutations_with_a_dedupe_key_travel_as_skip_markers(app: App) -> 
     engine.mutate("setCounter", {"key": "a", "value": 4}, dedupe_key="cursor")
     engine.mutate("setCounter", {"key": "c", "value": 1}, dedupe_key="other")
     assert counter(engine, "a") == 4  # every mutation still applies locally
-    engine.receive({"type": "connected", "last_mutation_id": 0})
-    [push] = engine.messages_to_send()
+    feed(engine, {"type": "connected", "last_mutation_id": 0})
+    [push] = sent(engine)
     assert push["mutations"] == [
         {"id": 1, "name": "setCounter", "args": {"key": "a", "value": 1}},
         {"id": 2, "name": SKIP, "args": None},
@@ -180,13 +197,13 @@ def test_unsent_mutations_with_a_dedupe_key_travel_as_skip_markers(app: App) -> 
         {"id": 6, "name": "setCounter", "args": {"key": "c", "value": 1}},
     ]
     # The server confirms through a marker: the view is unchanged.
-    engine.receive(poke(None, 1, counters(a=1), 3))
+    feed(engine, poke(None, 1, counters(a=1), 3))
     assert [m.id for m in engine.pending] == [4, 5, 6]
     assert counter(engine, "a") == 4
     # Connected, each mutation goes out at once: nothing to supersede.
     engine.mutate("setCounter", {"key": "a", "value": 5}, dedupe_key="cursor")
     engine.mutate("setCounter", {"key": "a", "value": 6}, dedupe_key="cursor")
-    assert [m["name"] for p in engine.messages_to_send() for m in p["mutations"]] == [
+    assert [m["name"] for p in sent(engine) for m in p["mutations"]] == [
         "setCounter",
         "setCounter",
     ]
@@ -200,7 +217,7 @@ def test_mutate_with_invalid_input_or_unknown_name_queues_nothing(app: App) -> N
         engine.mutate("nope", {})
     assert engine.pending == []
     assert engine.next_mutation_id == 1
-    assert engine.messages_to_send() == []
+    assert sent(engine) == []
 
 
 def test_mutate_with_unencodable_args_queues_nothing(app: App) -> None:
@@ -208,7 +225,7 @@ def test_mutate_with_unencodable_args_queues_nothing(app: App) -> None:
     with pytest.raises(ValidationError):
         engine.mutate("increment", {"key": "bad \udcff"})
     assert engine.pending == []
-    assert engine.messages_to_send() == []
+    assert sent(engine) == []
 
 
 def test_mutator_raising_on_first_run_queues_nothing(app: App) -> None:
@@ -218,7 +235,7 @@ def test_mutator_raising_on_first_run_queues_nothing(app: App) -> None:
         engine.mutate("flaky", {"key": "a"})
     assert engine.pending == []
     assert counter(engine, "a-flaky") is None
-    assert engine.messages_to_send() == []
+    assert sent(engine) == []
     assert snapshot(engine) == {("counters", "a"): ("", {"value": 1})}
 
 
@@ -234,16 +251,16 @@ def test_confirmation_of_mutations_never_sent_on_this_connection(app: App) -> No
     engine.mutate("setCounter", {"key": "a", "value": 1})
     engine.mutate("setCounter", {"key": "b", "value": 2})
     engine.mutate("setCounter", {"key": "c", "value": 3})
-    engine.receive({"type": "connected", "last_mutation_id": 0})
-    engine.messages_to_send()
+    feed(engine, {"type": "connected", "last_mutation_id": 0})
+    sent(engine)
     engine.disconnected()
     engine.mutate("setCounter", {"key": "d", "value": 4})
-    engine.receive({"type": "connected", "last_mutation_id": 0})
-    engine.receive(poke(None, 1, counters(a=1, b=2), 2))  # poke before the push goes out
-    [push] = engine.messages_to_send()
+    feed(engine, {"type": "connected", "last_mutation_id": 0})
+    feed(engine, poke(None, 1, counters(a=1, b=2), 2))  # poke before the push goes out
+    [push] = sent(engine)
     assert [m["id"] for m in push["mutations"]] == [1, 2, 3, 4]
     assert [m.id for m in engine.pending] == [3, 4]
-    assert engine.pending_records() == [
+    assert [(m.id, m.name, m.args, m.schema_version) for m in engine.pending] == [
         (3, "setCounter", {"key": "c", "value": 3}, None),
         (4, "setCounter", {"key": "d", "value": 4}, None),
     ]
@@ -251,11 +268,11 @@ def test_confirmation_of_mutations_never_sent_on_this_connection(app: App) -> No
 
 def test_server_messages(app: App) -> None:
     engine = connected_engine(app)
-    engine.receive({"type": "push_response", "last_mutation_id": 0})
-    engine.receive({"type": "error", "kind": "bad_message", "message": "nope"})
-    assert engine.events_received() == [ServerError("bad_message", "nope")]
-    with pytest.raises(ProtocolError, match="unexpected server message type 'weird'"):
-        engine.receive({"type": "weird"})
+    feed(engine, {"type": "push_response", "last_mutation_id": 0})
+    feed(engine, {"type": "error", "kind": "bad_message", "message": "nope"})
+    assert outcomes(engine) == [ServerError("bad_message", "nope")]
+    with pytest.raises(ProtocolError, match="malformed server frame"):
+        feed(engine, {"type": "weird"})
 
 
 # -- confirmation and rebase ----------------------------------------------------------------------
@@ -265,27 +282,27 @@ def test_poke_confirming_drops_pending_and_emits_confirmed(app: App) -> None:
     engine = connected_engine(app, rows=counters(a=1))
     engine.mutate("increment", {"key": "a"})
     engine.mutate("increment", {"key": "a"})
-    engine.messages_to_send()
-    engine.receive(poke(1, 2, counters(a=2), 1))
+    sent(engine)
+    feed(engine, poke(1, 2, counters(a=2), 1))
     assert [m.id for m in engine.pending] == [2]
-    assert engine.events_received() == [Confirmed((1,))]
+    assert outcomes(engine) == [Confirmed((1,))]
     assert counter(engine, "a") == 3  # server's 2 + pending increment
     assert snapshot(engine) == {("counters", "a"): ("", {"value": 2})}
     assert engine.cookie == 2
     assert engine.last_mutation_id == 1
-    engine.receive(poke(2, 3, counters(a=3), 2))
+    feed(engine, poke(2, 3, counters(a=3), 2))
     assert engine.pending == []
-    assert engine.events_received() == [Confirmed((2,))]
+    assert outcomes(engine) == [Confirmed((2,))]
     assert counter(engine, "a") == 3
-    assert engine.messages_to_send() == []
+    assert sent(engine) == []
 
 
-def test_poke_without_patch_still_confirms(app: App) -> None:
+def test_poke_with_an_empty_patch_still_confirms(app: App) -> None:
     engine = connected_engine(app, rows=counters(a=1))
     engine.mutate("setCounter", {"key": "a", "value": 1})  # no visible change on the server
-    engine.receive(poke(1, 1, [], 1))
+    feed(engine, poke(1, 1, [], 1))
     assert engine.pending == []
-    assert engine.events_received() == [Confirmed((1,))]
+    assert outcomes(engine) == [Confirmed((1,))]
     assert counter(engine, "a") == 1
 
 
@@ -293,7 +310,7 @@ def test_confirmed_mutation_whose_server_result_differs(app: App) -> None:
     engine = connected_engine(app, rows=counters(a=1))
     engine.mutate("increment", {"key": "a"})
     # Someone else's increment got in first on the server: a = 1 + 1 + 1.
-    engine.receive(poke(1, 2, counters(a=3), 1))
+    feed(engine, poke(1, 2, counters(a=3), 1))
     assert counter(engine, "a") == 3
     assert engine.pending == []
 
@@ -302,7 +319,7 @@ def test_confirmed_mutation_write_the_server_did_not_make_is_undone(app: App) ->
     engine = connected_engine(app, rows=counters(a=1))
     engine.mutate("setCounter", {"key": "new", "value": 5})
     # The server ran it differently and never created "new".
-    engine.receive(poke(1, 2, [], 1))
+    feed(engine, poke(1, 2, [], 1))
     assert counter(engine, "new") is None
     assert snapshot(engine) == {("counters", "a"): ("", {"value": 1})}
 
@@ -313,7 +330,7 @@ def test_server_change_to_a_read_key_reruns_only_that_mutation(app: App) -> None
     engine.mutate("increment", {"key": "b"})
     assert app.calls["increment", "a"] == 1
     assert app.calls["increment", "b"] == 1
-    engine.receive(poke(1, 2, counters(a=10), 0))
+    feed(engine, poke(1, 2, counters(a=10), 0))
     assert counter(engine, "a") == 11  # re-run on top of the new base value
     assert counter(engine, "b") == 2
     assert app.calls["increment", "a"] == 2
@@ -328,7 +345,7 @@ def test_server_change_to_a_read_key_reruns_only_that_mutation(app: App) -> None
 def test_unrelated_server_change_reruns_nothing(app: App) -> None:
     engine = connected_engine(app, rows=counters(a=1))
     engine.mutate("increment", {"key": "a"})
-    engine.receive(poke(1, 2, counters(z=7), 0))
+    feed(engine, poke(1, 2, counters(z=7), 0))
     assert app.calls["increment", "a"] == 1
     assert counter(engine, "a") == 2
     assert counter(engine, "z") == 7
@@ -341,17 +358,17 @@ def test_unrelated_server_change_reruns_nothing(app: App) -> None:
 def test_server_write_under_a_blind_pending_write_keeps_the_pending_value(app: App) -> None:
     engine = connected_engine(app, rows=counters(a=1))
     engine.mutate("setCounter", {"key": "a", "value": 5})  # reads nothing
-    engine.receive(poke(1, 2, counters(a=9), 0))
+    feed(engine, poke(1, 2, counters(a=9), 0))
     assert app.calls["setCounter", "a"] == 1
     assert counter(engine, "a") == 5
     assert snapshot(engine) == {("counters", "a"): ("", {"value": 9})}
     # A later increment reads the pending blind write, not the server's value.
     engine.mutate("increment", {"key": "a"})
-    engine.receive(poke(2, 3, counters(a=20), 0))
+    feed(engine, poke(2, 3, counters(a=20), 0))
     assert counter(engine, "a") == 6
-    engine.receive(poke(3, 4, counters(a=5), 1))
+    feed(engine, poke(3, 4, counters(a=5), 1))
     assert counter(engine, "a") == 6
-    engine.receive(poke(4, 5, counters(a=6), 2))
+    feed(engine, poke(4, 5, counters(a=6), 2))
     assert counter(engine, "a") == 6
     assert engine.pending == []
 
@@ -361,9 +378,9 @@ def test_chained_pending_mutations_rerun_in_order(app: App) -> None:
     engine.mutate("increment", {"key": "a"})
     engine.mutate("increment", {"key": "a", "amount": 10})
     assert counter(engine, "a") == 12
-    engine.receive(poke(1, 2, counters(a=100), 0))
+    feed(engine, poke(1, 2, counters(a=100), 0))
     assert counter(engine, "a") == 111
-    engine.receive(poke(2, 3, counters(a=101), 1))
+    feed(engine, poke(2, 3, counters(a=101), 1))
     assert counter(engine, "a") == 111
     assert [m.id for m in engine.pending] == [2]
 
@@ -371,7 +388,7 @@ def test_chained_pending_mutations_rerun_in_order(app: App) -> None:
 def test_server_delete_of_a_row_a_pending_mutation_read(app: App) -> None:
     engine = connected_engine(app, rows=counters(a=5))
     engine.mutate("increment", {"key": "a"})
-    engine.receive(poke(1, 2, [del_op("counters", "a")], 0))
+    feed(engine, poke(1, 2, [del_op("counters", "a")], 0))
     assert counter(engine, "a") == 1  # re-run against an absent row
     assert snapshot(engine) == {}
 
@@ -382,8 +399,8 @@ def test_rejected_mutation_emits_event_and_removes_its_effect(app: App) -> None:
     engine.mutate("increment", {"key": "b"})
     assert counter(engine, "a") == 50
     errors = [{"id": 1, "name": "setCounter", "kind": "invalid_input", "message": "too big"}]
-    engine.receive(poke(1, 2, [], 1, errors=errors))
-    events = engine.events_received()
+    feed(engine, poke(1, 2, [], 1, errors=errors))
+    events = outcomes(engine)
     assert MutationRejected(1, "setCounter", "invalid_input", "too big") in events
     rejected_at = events.index(MutationRejected(1, "setCounter", "invalid_input", "too big"))
     assert not any(isinstance(e, Confirmed) and 1 in e.mutation_ids for e in events[:rejected_at])
@@ -398,16 +415,16 @@ def test_mutator_raising_during_replay_is_a_no_op_and_stays_pending(app: App) ->
     engine.mutate("increment", {"key": "b"})
     assert counter(engine, "a-flaky") == 100
     app.flags["fail"] = True
-    engine.receive(poke(1, 2, counters(a=2), 0))  # "a" changed: flaky re-runs and raises
+    feed(engine, poke(1, 2, counters(a=2), 0))  # "a" changed: flaky re-runs and raises
     assert app.calls["flaky", "a"] == 2
     assert counter(engine, "a-flaky") is None  # no partial write
     assert counter(engine, "b") == 1
     assert [m.id for m in engine.pending] == [1, 2]
-    assert engine.events_received() == []
+    assert outcomes(engine) == []
     app.flags["fail"] = False
-    engine.receive(poke(2, 3, counters(a=3), 0))  # re-runs again (it read "a"), now succeeds
+    feed(engine, poke(2, 3, counters(a=3), 0))  # re-runs again (it read "a"), now succeeds
     assert counter(engine, "a-flaky") == 300
-    engine.receive(poke(3, 4, [set_op("counters", "a-flaky", {"value": 300})], 1))
+    feed(engine, poke(3, 4, [set_op("counters", "a-flaky", {"value": 300})], 1))
     assert [m.id for m in engine.pending] == [2]
     assert counter(engine, "a-flaky") == 300
 
@@ -419,7 +436,7 @@ def test_reset_poke_replaces_the_snapshot_and_replays_pending(app: App) -> None:
     engine = connected_engine(app, rows=[*counters(a=1, b=2), set_op("items", "i", {"text": "x"})])
     engine.mutate("increment", {"key": "a"})
     w = watch_counter(engine, "b")
-    engine.receive(poke(None, 9, counters(a=10, c=3), 0, reset=True))
+    feed(engine, poke(None, 9, counters(a=10, c=3), 0, reset=True))
     assert counter(engine, "a") == 11
     assert counter(engine, "b") is None
     assert counter(engine, "c") == 3
@@ -430,7 +447,7 @@ def test_reset_poke_replaces_the_snapshot_and_replays_pending(app: App) -> None:
     }
     assert engine.cookie == 9
     assert w.calls == [None]
-    assert engine.last_update[0] is True
+    assert [u.reset for u in updates(engine)] == [True]
 
 
 def test_multi_part_poke_applies_atomically_at_the_final_part(app: App) -> None:
@@ -438,13 +455,14 @@ def test_multi_part_poke_applies_atomically_at_the_final_part(app: App) -> None:
     engine.mutate("increment", {"key": "a"})
     wa = watch_counter(engine, "a")
     wb = watch_counter(engine, "b")
-    engine.receive({"type": "poke", "final": False, "patch": counters(a=10)})
-    engine.receive({"type": "poke", "final": False, "patch": counters(b=20)})
+    feed(engine, {"type": "poke", "final": False, "patch": counters(a=10)})
+    feed(engine, {"type": "poke", "final": False, "patch": counters(b=20)})
     assert counter(engine, "a") == 2
     assert counter(engine, "b") is None
     assert engine.cookie == 1
     assert wa.calls == wb.calls == []
-    engine.receive(
+    feed(
+        engine,
         {
             "type": "poke",
             "final": True,
@@ -452,7 +470,7 @@ def test_multi_part_poke_applies_atomically_at_the_final_part(app: App) -> None:
             "cookie": 5,
             "last_mutation_id": 1,
             "patch": counters(c=30),
-        }
+        },
     )
     assert counter(engine, "a") == 10
     assert counter(engine, "b") == 20
@@ -465,9 +483,9 @@ def test_multi_part_poke_applies_atomically_at_the_final_part(app: App) -> None:
 
 def test_multi_part_reset_poke(app: App) -> None:
     engine = connected_engine(app, rows=counters(a=1, b=1))
-    engine.receive({"type": "poke", "final": False, "reset": True, "patch": counters(a=2)})
+    feed(engine, {"type": "poke", "final": False, "reset": True, "patch": counters(a=2)})
     assert counter(engine, "b") == 1
-    engine.receive({"type": "poke", "base_cookie": 1, "cookie": 7, "patch": counters(c=3)})
+    feed(engine, {"type": "poke", "base_cookie": 1, "cookie": 7, "patch": counters(c=3)})
     assert snapshot(engine) == {
         ("counters", "a"): ("", {"value": 2}),
         ("counters", "c"): ("", {"value": 3}),
@@ -483,15 +501,23 @@ def test_errors_in_non_final_parts_are_reported_with_the_final_part(app: App) ->
     engine.mutate("increment", {"key": "d"})  # 4: still pending
     e1 = {"id": 1, "name": "setCounter", "kind": "invalid_input", "message": "no"}
     e3 = {"id": 3, "name": "setCounter", "kind": "value_too_deep", "message": "deep"}
-    engine.receive({"type": "poke", "final": False, "patch": counters(x=1), "errors": [e1]})
-    engine.receive({"type": "poke", "final": False, "patch": counters(b=1), "errors": [e3]})
-    assert engine.events_received() == []  # nothing applies before the final part
+    feed(engine, {"type": "poke", "final": False, "patch": counters(x=1), "errors": [e1]})
+    feed(engine, {"type": "poke", "final": False, "patch": counters(b=1), "errors": [e3]})
+    assert outcomes(engine) == []  # nothing applies before the final part
     assert counter(engine, "a") == 50
     assert [m.id for m in engine.pending] == [1, 2, 3, 4]
-    engine.receive(
-        {"type": "poke", "final": True, "base_cookie": 1, "cookie": 9, "last_mutation_id": 3}
+    feed(
+        engine,
+        {
+            "type": "poke",
+            "final": True,
+            "base_cookie": 1,
+            "cookie": 9,
+            "last_mutation_id": 3,
+            "patch": [],
+        },
     )
-    events = engine.events_received()
+    events = outcomes(engine)
     assert [e for e in events if isinstance(e, MutationRejected)] == [
         MutationRejected(1, "setCounter", "invalid_input", "no"),
         MutationRejected(3, "setCounter", "value_too_deep", "deep"),
@@ -513,9 +539,10 @@ def test_errors_split_over_parts_and_the_final_part_are_each_reported_once(app: 
         {"id": i, "name": "increment", "kind": "mutator_error", "message": f"m{i}"}
         for i in (1, 2, 3)
     ]
-    engine.receive({"type": "poke", "final": False, "reset": True, "errors": [err[1]]})
-    engine.receive({"type": "poke", "final": False, "patch": [], "errors": [err[1], err[0]]})
-    engine.receive(
+    feed(engine, {"type": "poke", "final": False, "reset": True, "patch": [], "errors": [err[1]]})
+    feed(engine, {"type": "poke", "final": False, "patch": [], "errors": [err[1], err[0]]})
+    feed(
+        engine,
         {
             "type": "poke",
             "final": True,
@@ -524,7 +551,7 @@ def test_errors_split_over_parts_and_the_final_part_are_each_reported_once(app: 
             "last_mutation_id": 3,
             "errors": [err[2]],
             "patch": counters(z=1),
-        }
+        },
     )
     rejected = [e for e in engine.events_received() if isinstance(e, MutationRejected)]
     assert [(e.mutation_id, e.message) for e in rejected] == [(1, "m1"), (2, "m2"), (3, "m3")]
@@ -536,21 +563,21 @@ def test_errors_of_a_dropped_partial_poke_are_not_reported(app: App) -> None:
     engine = connected_engine(app)
     engine.mutate("increment", {"key": "a"})
     e1 = {"id": 1, "name": "increment", "kind": "mutator_error", "message": "x"}
-    engine.receive({"type": "poke", "final": False, "patch": [], "errors": [e1]})
+    feed(engine, {"type": "poke", "final": False, "patch": [], "errors": [e1]})
     engine.disconnected()
-    engine.receive({"type": "connected", "last_mutation_id": 0})
-    engine.messages_to_send()
-    engine.receive(poke(1, 2, [], 0))
-    assert engine.events_received() == []
+    feed(engine, {"type": "connected", "last_mutation_id": 0})
+    sent(engine)
+    feed(engine, poke(1, 2, [], 0))
+    assert outcomes(engine) == []
     assert [m.id for m in engine.pending] == [1]
 
 
 def test_disconnect_drops_a_partial_multi_part_poke(app: App) -> None:
     engine = connected_engine(app, rows=counters(a=1))
-    engine.receive({"type": "poke", "final": False, "patch": counters(a=99)})
+    feed(engine, {"type": "poke", "final": False, "patch": counters(a=99)})
     engine.disconnected()
-    engine.receive({"type": "connected", "last_mutation_id": 0})
-    engine.receive(poke(1, 2, counters(b=2), 0))
+    feed(engine, {"type": "connected", "last_mutation_id": 0})
+    feed(engine, poke(1, 2, counters(b=2), 0))
     assert counter(engine, "a") == 1
     assert counter(engine, "b") == 2
 
@@ -572,12 +599,12 @@ def test_merge_op_appends_to_the_snapshot_not_the_view(app: App) -> None:
     engine.mutate("appendText", {"id": "m", "suffix": " [local]"})
     assert item_texts(engine) == [("", "m", LONG + " [local]")]
     merge = {"op": "merge", "t": "items", "k": "m", "append": {"text": " more"}}
-    engine.receive(poke(1, 2, [merge], 0))
+    feed(engine, poke(1, 2, [merge], 0))
     assert snapshot(engine) == {("items", "m"): ("", {"text": LONG + " more"})}
     assert item_texts(engine) == [("", "m", LONG + " more [local]")]
     assert app.calls["appendText", "m"] == 2
     merge2 = {"op": "merge", "t": "items", "k": "m", "append": {"text": " [local]"}}
-    engine.receive(poke(2, 3, [merge2], 1))
+    feed(engine, poke(2, 3, [merge2], 1))
     assert engine.pending == []
     assert item_texts(engine) == [("", "m", LONG + " more [local]")]
 
@@ -588,36 +615,36 @@ def test_merge_after_set_in_the_same_patch(app: App) -> None:
         set_op("items", "m", {"text": LONG}),
         {"op": "merge", "t": "items", "k": "m", "append": {"text": "!"}},
     ]
-    engine.receive(poke(1, 2, ops, 0))
+    feed(engine, poke(1, 2, ops, 0))
     assert item_texts(engine) == [("", "m", LONG + "!")]
 
 
 def test_out_of_sequence_poke_raises_and_changes_nothing(app: App) -> None:
     engine = connected_engine(app, rows=counters(a=1))
     engine.mutate("increment", {"key": "a"})
-    engine.messages_to_send()
+    sent(engine)
     w = watch_counter(engine, "a")
     before = (engine.snapshot_rows(), engine.cookie, engine.last_mutation_id)
     with pytest.raises(ProtocolError, match="out-of-sequence poke"):
-        engine.receive(poke(7, 8, counters(a=50, b=1), 1))
+        feed(engine, poke(7, 8, counters(a=50, b=1), 1))
     assert (engine.snapshot_rows(), engine.cookie, engine.last_mutation_id) == before
     assert counter(engine, "a") == 2
     assert counter(engine, "b") is None
     assert [m.id for m in engine.pending] == [1]
-    assert engine.events_received() == []
+    assert outcomes(engine) == []
     assert w.calls == []
     # The next in-sequence poke still applies.
-    engine.receive(poke(1, 2, counters(a=2), 1))
+    feed(engine, poke(1, 2, counters(a=2), 1))
     assert counter(engine, "a") == 2
     assert engine.pending == []
 
 
 def test_out_of_sequence_final_part_discards_the_earlier_parts(app: App) -> None:
     engine = connected_engine(app, rows=counters(a=1))
-    engine.receive({"type": "poke", "final": False, "patch": counters(a=99)})
+    feed(engine, {"type": "poke", "final": False, "patch": counters(a=99)})
     with pytest.raises(ProtocolError):
-        engine.receive(poke(5, 6, [], 0))
-    engine.receive(poke(1, 2, counters(b=2), 0))
+        feed(engine, poke(5, 6, [], 0))
+    feed(engine, poke(1, 2, counters(b=2), 0))
     assert counter(engine, "a") == 1
     assert counter(engine, "b") == 2
 
@@ -629,7 +656,7 @@ def test_poke_with_a_malformed_op_raises_and_changes_nothing(app: App) -> None:
     before = engine.snapshot_rows()
     bad = {"op": "merge", "t": "items", "k": "missing", "append": {"text": "x"}}
     with pytest.raises(ProtocolError):
-        engine.receive(poke(1, 2, [*counters(a=2), bad], 0))
+        feed(engine, poke(1, 2, [*counters(a=2), bad], 0))
     assert engine.snapshot_rows() == before
     assert counter(engine, "a") == 5  # the pending overlay is still applied
     assert w.calls == []
@@ -647,19 +674,20 @@ def test_poke_with_a_malformed_op_raises_and_changes_nothing(app: App) -> None:
 def test_malformed_ops_raise_protocol_error(app: App, op: dict[str, Any]) -> None:
     engine = connected_engine(app, rows=counters(a=1))
     with pytest.raises(ProtocolError):
-        engine.receive(poke(1, 2, [op], 0))
+        feed(engine, poke(1, 2, [op], 0))
 
 
 def test_merge_in_a_reset_poke_is_a_protocol_error(app: App) -> None:
     engine = connected_engine(app, rows=[set_op("items", "m", {"text": LONG})])
     with pytest.raises(ProtocolError):
-        engine.receive(
+        feed(
+            engine,
             poke(
                 None,
                 2,
                 [{"op": "merge", "t": "items", "k": "m", "append": {"text": "x"}}],
                 reset=True,
-            )
+            ),
         )
 
 
@@ -679,13 +707,13 @@ def test_subscription_fires_only_when_its_result_changes(app: App) -> None:
     engine.mutate("setCounter", {"key": "a", "value": 2})  # same value: nothing changed
     assert wa.runs == 2
     assert wa.calls == [{"value": 2}]
-    engine.receive(poke(1, 2, counters(b=5), 0))  # server change to another key
+    feed(engine, poke(1, 2, counters(b=5), 0))  # server change to another key
     assert wa.runs == 2
-    engine.receive(poke(2, 3, counters(a=1), 0))  # view unchanged: pending writes still win
+    feed(engine, poke(2, 3, counters(a=1), 0))  # view unchanged: pending writes still win
     assert wa.calls == [{"value": 2}]
-    engine.receive(poke(3, 4, counters(a=2), 3))  # confirms everything; same view
+    feed(engine, poke(3, 4, counters(a=2), 3))  # confirms everything; same view
     assert wa.calls == [{"value": 2}]
-    engine.receive(poke(4, 5, counters(a=3), 3))
+    feed(engine, poke(4, 5, counters(a=3), 3))
     assert wa.calls == [{"value": 2}, {"value": 3}]
 
 
@@ -709,7 +737,7 @@ def test_unsubscribe_stops_callbacks(app: App) -> None:
     w = watch_counter(engine, "a")
     engine.unsubscribe(w.sub)
     engine.mutate("increment", {"key": "a"})
-    engine.receive(poke(1, 2, counters(a=5), 0))
+    feed(engine, poke(1, 2, counters(a=5), 0))
     assert w.runs == 1
     assert w.calls == []
 
@@ -759,9 +787,9 @@ def test_scan_subscription_with_limit_reacts_inside_its_range_only(app: App) -> 
     engine.mutate("setItem", {"id": "b", "text": "changed"})  # value change inside the range
     assert w.runs == runs + 1
     assert len(w.calls) == 2  # keys unchanged: no callback
-    engine.receive(poke(1, 2, items("x", "y"), 0))  # server inserts after the range
+    feed(engine, poke(1, 2, items("x", "y"), 0))  # server inserts after the range
     assert w.runs == runs + 1
-    engine.receive(poke(2, 3, items("aa"), 0))  # server insert inside the range
+    feed(engine, poke(2, 3, items("aa"), 0))  # server insert inside the range
     assert w.calls[-1] == ["a", "aa"]
 
 
@@ -778,11 +806,11 @@ def test_scan_subscription_sees_rows_move_in_and_out_by_sort_key(app: App) -> No
     n = w.runs
     engine.mutate("setItem", {"id": "p", "text": "p", "sk": "b"})  # moves, never inside
     assert w.runs == n
-    engine.receive(poke(1, 2, items("r", sk="zzz"), 0))  # server moves it, pending moves it back
+    feed(engine, poke(1, 2, items("r", sk="zzz"), 0))  # server moves it, pending moves it back
     assert w.calls[-1] == ["r"]
     # All confirmed; the server placed r elsewhere than this client did.
     final = [*items("p", sk="b"), *items("q", sk="zz"), *items("r", sk="zzz")]
-    engine.receive(poke(2, 3, final, 4))
+    feed(engine, poke(2, 3, final, 4))
     assert engine.pending == []
     assert w.calls[-1] == []
 
@@ -794,9 +822,9 @@ def test_subscription_to_a_private_table(app: App) -> None:
         return await ctx.private_of_user("alice").table("counters").get("n")
 
     w = Watch(engine, q)
-    engine.receive(poke(1, 2, [set_op("counters", "n", {"value": 1}, ns="u:bob")], 0))
+    feed(engine, poke(1, 2, [set_op("counters", "n", {"value": 1}, ns="u:bob")], 0))
     assert w.runs == 1
-    engine.receive(poke(2, 3, [set_op("counters", "n", {"value": 1}, ns="u:alice")], 0))
+    feed(engine, poke(2, 3, [set_op("counters", "n", {"value": 1}, ns="u:alice")], 0))
     assert w.calls == [{"value": 1}]
 
 
@@ -823,8 +851,8 @@ def test_subscription_query_raising_any_error_does_not_break_the_engine(app: App
     assert [p.id for p in engine.pending] == [m.id]
     assert w.calls == [{"value": 0}]
     assert isinstance(broken.result, ZeroDivisionError)
-    engine.receive(poke(1, 2, counters(a=5), 0))  # must not raise either
-    engine.receive(poke(2, 3, counters(a=5), 1))  # confirmed: a is 5 again
+    feed(engine, poke(1, 2, counters(a=5), 0))  # must not raise either
+    feed(engine, poke(2, 3, counters(a=5), 1))  # confirmed: a is 5 again
     assert broken.result == 2  # the subscription recovers: it is still indexed
     assert w.calls[-1] == {"value": 5}
 
@@ -849,7 +877,7 @@ def test_snapshot_rows_exclude_pending_effects(app: App) -> None:
             (pub("items", "i"), "s", {"text": "i"}),
         ]
     )
-    assert engine.pending_args() == [
+    assert [(m.id, m.name, m.args) for m in engine.pending] == [
         (1, "increment", {"key": "a"}),
         (2, "deleteItem", {"id": "i"}),
         (3, "setCounter", {"key": "new", "value": 9}),
@@ -881,11 +909,11 @@ def test_restore_loads_snapshot_and_replays_pending(app: App) -> None:
     assert sorted(engine.snapshot_rows()) == sorted(rows)
     assert w.calls == [{"value": 11}]
     # Pending mutations are pushed on connect, and the next mutation continues the ids.
-    engine.receive({"type": "connected", "last_mutation_id": 2})
-    [push] = engine.messages_to_send()
+    feed(engine, {"type": "connected", "last_mutation_id": 2})
+    [push] = sent(engine)
     assert [m["id"] for m in push["mutations"]] == [3, 5]
     assert engine.mutate("increment", {"key": "a"}).id == 6
-    assert engine.connect_message(None)["cookie"] == 4
+    assert frame_json(engine.connect_frame(None))["cookie"] == 4
 
 
 def test_restore_keeps_dedupe_keys(app: App) -> None:
@@ -901,8 +929,8 @@ def test_restore_keeps_dedupe_keys(app: App) -> None:
         ],
     )
     assert counter(engine, "a") == 3
-    engine.receive({"type": "connected", "last_mutation_id": 0})
-    [push] = engine.messages_to_send()
+    feed(engine, {"type": "connected", "last_mutation_id": 0})
+    [push] = sent(engine)
     assert [m["name"] for m in push["mutations"]] == ["setCounter", SKIP, "setCounter"]
 
 
@@ -967,8 +995,8 @@ def test_restore_from_an_older_schema_replays_pending_through_migrations(app: Ap
     assert counter(engine, "a") == 2 + 1 + 1
     assert counter(engine, "b") == 8
     assert [m.id for m in engine.pending] == [1, 2, 3, 4]
-    engine.receive({"type": "connected", "last_mutation_id": 0})
-    [push] = engine.messages_to_send()
+    feed(engine, {"type": "connected", "last_mutation_id": 0})
+    [push] = sent(engine)
     assert push["mutations"] == [
         {"id": 1, "name": "incr", "args": {"k": "a"}, "v": 2},
         {"id": 2, "name": "pair", "args": {"k": "b"}, "v": 2},
@@ -976,7 +1004,7 @@ def test_restore_from_an_older_schema_replays_pending_through_migrations(app: Ap
         {"id": 4, "name": "increment", "args": {"key": "a"}, "v": 2},
     ]
     # A server update re-runs migrated mutations through the migration again.
-    engine.receive(poke(None, 6, counters(a=100), 0, reset=True))
+    feed(engine, poke(None, 6, counters(a=100), 0, reset=True))
     assert counter(engine, "a") == 104
     assert counter(engine, "b") == 8
 
@@ -999,32 +1027,36 @@ def test_restore_from_a_schema_without_a_migration_path_drops_everything(app: Ap
 def test_bulk_and_reset_updates_leave_the_garbage_collector_enabled(app: App) -> None:
     engine = connected_engine(app)
     assert gc.isenabled()
-    engine.receive(poke(None, 2, counters(a=1), 0, reset=True))
+    feed(engine, poke(None, 2, counters(a=1), 0, reset=True))
     assert gc.isenabled()
     bad = {"op": "merge", "t": "items", "k": "nope", "append": {"text": "x"}}
     with pytest.raises(ProtocolError):
-        engine.receive(poke(None, 3, [bad], 0, reset=True))
+        feed(engine, poke(None, 3, [bad], 0, reset=True))
     assert gc.isenabled()
     many = [set_op("any", f"k{i}", i) for i in range(1000)]
-    engine.receive(poke(2, 4, many, 0))
+    feed(engine, poke(2, 4, many, 0))
     assert gc.isenabled()
     assert engine.query(lambda ctx: ctx.table("any").get("k999")) is not None
 
 
-def test_last_update_lists_the_applied_rows(app: App) -> None:
+def test_snapshot_updates_list_the_applied_rows(app: App) -> None:
     engine = connected_engine(app, rows=counters(a=1, b=1))
-    engine.receive(poke(1, 2, [*counters(a=2), del_op("counters", "b")], 0))
-    assert engine.last_update == (
-        False,
-        [(pub("counters", "a"), ("", {"value": 2})), (pub("counters", "b"), None)],
-    )
+    feed(engine, poke(1, 2, [*counters(a=2), del_op("counters", "b")], 0))
+    assert updates(engine) == [
+        SnapshotUpdated(
+            False,
+            [(pub("counters", "a"), ("", {"value": 2})), (pub("counters", "b"), None)],
+            2,
+            0,
+        )
+    ]
 
 
 def test_has_server_data_after_first_poke(app: App) -> None:
     engine = ClientEngine(app.backend, user_id="alice", client_id="c1")
-    engine.receive({"type": "connected", "last_mutation_id": 0})
+    feed(engine, {"type": "connected", "last_mutation_id": 0})
     assert not engine.has_server_data
-    engine.receive(poke(None, 1, [], 0))
+    feed(engine, poke(None, 1, [], 0))
     assert engine.has_server_data
 
 
@@ -1121,13 +1153,13 @@ class RebaseMachine(RuleBasedStateMachine):
         self.app = make_app()
         self.server = ModelServer(self.app)
         self.engine = ClientEngine(self.app.backend, user_id="alice", client_id="c1")
-        self.engine.receive({"type": "connected", "last_mutation_id": 0})
-        self.engine.receive(poke(None, 1, [], 0))
+        feed(self.engine, {"type": "connected", "last_mutation_id": 0})
+        feed(self.engine, poke(None, 1, [], 0))
         self.acked: list[tuple[Any, str, Any]] = []
         self.subs = [self.engine.subscribe(q, lambda _: None) for q in QUERIES]
 
     def drain(self) -> None:
-        for msg in self.engine.messages_to_send():
+        for msg in sent(self.engine):
             self.server.queue.extend(msg["mutations"])
 
     @rule(m=MUTATIONS)
@@ -1158,13 +1190,13 @@ class RebaseMachine(RuleBasedStateMachine):
         errors, self.server.errors = self.server.errors, []
         chunks = [ops[i::parts] for i in range(parts)]
         for chunk in chunks[:-1]:
-            self.engine.receive({"type": "poke", "final": False, "patch": chunk})
+            feed(self.engine, {"type": "poke", "final": False, "patch": chunk})
         final = poke(base, self.server.version, chunks[-1], self.server.lmid, final=True)
         if errors:
             final["errors"] = errors
-        self.engine.receive(final)
+        feed(self.engine, final)
         self.acked = self.server.rows()
-        events = self.engine.events_received()
+        events = outcomes(self.engine)
         rejected = {e.mutation_id for e in events if isinstance(e, MutationRejected)}
         assert rejected == {e["id"] for e in errors}
 
@@ -1173,7 +1205,7 @@ class RebaseMachine(RuleBasedStateMachine):
         self.server.dirty.clear()
         ops = [set_op(k.table, k.item, copy_json(v), sk=sk) for k, sk, v in self.server.rows()]
         self.server.version += 1
-        self.engine.receive(poke(None, self.server.version, ops, self.server.lmid, reset=True))
+        feed(self.engine, poke(None, self.server.version, ops, self.server.lmid, reset=True))
         self.acked = self.server.rows()
         self.engine.events_received()
 
@@ -1227,18 +1259,18 @@ def test_table_subscription_reports_small_and_large_updates_and_resets() -> None
     sub, calls = _table_sub(engine)
     assert [k.item_key for k, _ in sub.entries()] == ["a"]
     # A small update: applied row by row.
-    engine.receive(poke(1, 2, [set_op("counters", "b", {"value": 2}), del_("counters", "a")]))
+    feed(engine, poke(1, 2, [set_op("counters", "b", {"value": 2}), del_("counters", "a")]))
     assert calls[-1] == (["b"], {"added": ["b"], "modified": [], "removed": ["a"]})
     # A large update: the table is re-read in one pass; the diff is the same kind.
     big = [set_op("counters", f"k{i:04d}", {"value": i}) for i in range(500)]
-    engine.receive(poke(2, 3, [*big, set_op("counters", "b", {"value": 3})]))
+    feed(engine, poke(2, 3, [*big, set_op("counters", "b", {"value": 3})]))
     keys, diff = calls[-1]
     assert keys == ["b", *[f"k{i:04d}" for i in range(500)]]
     assert diff["modified"] == ["b"]
     assert len(diff["added"]) == 500
     assert diff["removed"] == []
     # A reset replaces everything.
-    engine.receive(poke(None, 4, [set_op("counters", "z", {"value": 0})], reset=True))
+    feed(engine, poke(None, 4, [set_op("counters", "z", {"value": 0})], reset=True))
     keys, diff = calls[-1]
     assert keys == ["z"]
     assert diff["added"] == ["z"]
@@ -1251,5 +1283,5 @@ def test_table_subscription_reports_small_and_large_updates_and_resets() -> None
 
     assert engine.query(read_z) == {"value": 0}
     engine.unsubscribe_table(sub)
-    engine.receive(poke(4, 5, [set_op("counters", "y", {"value": 1})]))
+    feed(engine, poke(4, 5, [set_op("counters", "y", {"value": 1})]))
     assert len(calls) == 3  # nothing after unsubscribing

@@ -20,7 +20,7 @@ from synced_store.core.context import MutationContext, ReadContext, copy_json, r
 from synced_store.core.keys import MAX_KEY_BYTES, MAX_VALUE_BYTES
 from synced_store.types import RowKey
 
-from .app import CounterRow, MemoryTx, connected_engine, make_app, pub, schema
+from .app import CounterRow, MemoryTx, connected_engine, make_app, pub, schema, sent
 
 
 @pytest.fixture
@@ -563,7 +563,7 @@ async def test_mutator_awaiting_real_io_raises_and_leaves_no_writes() -> None:
     assert engine.query(lambda ctx: ctx.table("counters").get("s")) == {"value": 1}
     assert engine.pending == []
     assert engine.next_mutation_id == 1
-    assert engine.messages_to_send() == []
+    assert sent(engine) == []
     assert engine.snapshot_rows() == [(pub("counters", "s"), "", {"value": 1})]
 
 

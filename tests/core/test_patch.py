@@ -19,7 +19,25 @@ from synced_store.core.patch import (
     op_row,
     set_op,
 )
+from synced_store.protocol.codec import decode_server_message, encode, frame_json
+from synced_store.protocol.messages import MergeOp
 from synced_store.types import RowKey
+
+
+def wire(op: Any) -> Any:
+    """An op as it travels (JSON)."""
+    return frame_json(encode(op))
+
+
+def merge(**fields: Any) -> MergeOp:
+    return MergeOp(t="msgs", k="m1", **fields)
+
+
+def decode_op(op: Any) -> Any:
+    """Decode an op the way a client receives it: inside a poke."""
+    msg = decode_server_message(json.dumps({"type": "poke", "cookie": 1, "patch": [op]}))
+    return msg.patch[0]  # type: ignore[union-attr]
+
 
 PUB = RowKey("", "msgs", "m1")
 PRIV = RowKey("u:bob", "msgs", "m1")
@@ -27,8 +45,8 @@ LONG = "x" * max(MIN_APPEND_CHARS, 16)
 
 
 def test_set_op_omits_empty_ns_and_sk() -> None:
-    assert set_op(PUB, "", {"a": 1}) == {"op": "set", "t": "msgs", "k": "m1", "v": {"a": 1}}
-    assert set_op(PRIV, "s1", None) == {
+    assert wire(set_op(PUB, "", {"a": 1})) == {"op": "set", "t": "msgs", "k": "m1", "v": {"a": 1}}
+    assert wire(set_op(PRIV, "s1", None)) == {
         "op": "set",
         "ns": "u:bob",
         "t": "msgs",
@@ -39,8 +57,8 @@ def test_set_op_omits_empty_ns_and_sk() -> None:
 
 
 def test_del_op() -> None:
-    assert del_op(PUB) == {"op": "del", "t": "msgs", "k": "m1"}
-    assert del_op(PRIV) == {"op": "del", "ns": "u:bob", "t": "msgs", "k": "m1"}
+    assert wire(del_op(PUB)) == {"op": "del", "t": "msgs", "k": "m1"}
+    assert wire(del_op(PRIV)) == {"op": "del", "ns": "u:bob", "t": "msgs", "k": "m1"}
 
 
 def test_op_key() -> None:
@@ -62,7 +80,8 @@ def test_make_merge_shape() -> None:
     old = {"text": LONG, "status": "streaming", "gone": 1, "same": [1]}
     new = {"text": LONG + " more", "status": "done", "added": True, "same": [1]}
     op = make_merge(PRIV, "sk", old, new)
-    assert op == {
+    assert op is not None
+    assert wire(op) == {
         "op": "merge",
         "ns": "u:bob",
         "t": "msgs",
@@ -74,7 +93,7 @@ def test_make_merge_shape() -> None:
     }
     assert apply_merge(old, op) == new
     minimal = make_merge(PUB, "", {"text": LONG}, {"text": LONG + "!"})
-    assert minimal == {"op": "merge", "t": "msgs", "k": "m1", "append": {"text": "!"}}
+    assert wire(minimal) == {"op": "merge", "t": "msgs", "k": "m1", "append": {"text": "!"}}
 
 
 @pytest.mark.parametrize(
@@ -101,12 +120,12 @@ def test_a_string_growing_from_empty_is_an_append() -> None:
     op = make_merge(
         PUB, "", {"text": "", "status": "incomplete"}, {"text": " Once", "status": "incomplete"}
     )
-    assert op == {"op": "merge", "t": "msgs", "k": "m1", "append": {"text": " Once"}}
+    assert wire(op) == {"op": "merge", "t": "msgs", "k": "m1", "append": {"text": " Once"}}
 
 
 def test_apply_merge_does_not_mutate_its_input() -> None:
     old = {"text": LONG, "n": 1}
-    op = {"append": {"text": "!"}, "set": {"n": 2}, "unset": ["missing"]}
+    op = merge(append={"text": "!"}, set={"n": 2}, unset=["missing"])
     assert apply_merge(old, op) == {"text": LONG + "!", "n": 2}
     assert old == {"text": LONG, "n": 1}
 
@@ -122,7 +141,7 @@ def test_apply_merge_does_not_mutate_its_input() -> None:
 )
 def test_apply_merge_rejects_what_it_cannot_apply(old: Any, op: dict[str, Any], match: str) -> None:
     with pytest.raises(ProtocolError, match=match):
-        apply_merge(old, op)
+        apply_merge(old, merge(**op))
 
 
 def test_merge_for_a_missing_row_is_a_protocol_error() -> None:
@@ -140,39 +159,32 @@ def test_merge_for_a_missing_row_is_a_protocol_error() -> None:
         {"op": "set", "t": 1, "k": "a"},
         {"op": "set", "t": "t", "k": None},
         {"op": "set", "ns": 5, "t": "t", "k": "a"},
+        {"op": "set", "t": "t", "k": "a", "v": 1, "sk": 5},
+        {"op": "zap"},
+        {},
+        {"op": None},
+        {"op": "SET"},
+        "set",
+        ["set", "t", "k"],
+        None,
+        5,
+        {"op": "merge", "t": "msgs", "k": "m1", "append": "text"},  # not an object
+        {"op": "merge", "t": "msgs", "k": "m1", "append": {"text": 5}},  # suffix not a string
+        {"op": "merge", "t": "msgs", "k": "m1", "set": ["text"]},
+        {"op": "merge", "t": "msgs", "k": "m1", "unset": 5},
     ],
 )
-def test_op_key_rejects_malformed_ops(op: dict[str, Any]) -> None:
-    with pytest.raises(ProtocolError, match="malformed patch op"):
-        op_key(op)
+def test_malformed_ops_are_refused_when_a_poke_is_decoded(op: Any) -> None:
+    with pytest.raises(ProtocolError, match="malformed server frame"):
+        decode_op(op)
 
 
-@pytest.mark.parametrize("op", [{"op": "zap"}, {}, {"op": None}, {"op": "SET"}])
-def test_op_row_rejects_unknown_ops(op: dict[str, Any]) -> None:
-    with pytest.raises(ProtocolError, match="unknown patch op"):
-        op_row(op, None)
-
-
-@pytest.mark.parametrize("op", ["set", ["set", "t", "k"], None, 5])
-def test_non_object_ops_raise_protocol_error(op: Any) -> None:
-    with pytest.raises(ProtocolError):
-        op_key(op)
-    with pytest.raises(ProtocolError):
-        op_row(op, None)
-
-
-@pytest.mark.parametrize(
-    "op",
-    [
-        {"append": "text"},  # not an object
-        {"append": {"text": 5}},  # suffix not a string
-        {"set": ["text"]},
-        {"unset": 5},
-    ],
-)
-def test_malformed_merge_ops_raise_protocol_error(op: dict[str, Any]) -> None:
-    with pytest.raises(ProtocolError):
-        apply_merge({"text": LONG}, {"op": "merge", "t": "msgs", "k": "m1", **op})
+def test_well_formed_ops_decode_to_their_meaning() -> None:
+    op = decode_op({"op": "merge", "t": "msgs", "k": "m1", "append": {"text": "!"}})
+    assert op_key(op) == PUB
+    assert op_row(op, ("s", {"text": LONG})) == ("", {"text": LONG + "!"})
+    assert op_row(decode_op({"op": "del", "ns": "u:bob", "t": "msgs", "k": "m1"}), None) is None
+    assert op_row(decode_op({"op": "set", "t": "msgs", "k": "m1", "v": [1]}), None) == ("", [1])
 
 
 @pytest.mark.parametrize(("before", "after"), [(1, True), (0, False), (1, 1.0), ([1], [True])])
@@ -226,14 +238,15 @@ def test_merge_round_trip(pair: tuple[dict[str, Any], dict[str, Any], set[str]],
     op = make_merge(PUB, sk, old, new)
     if grown:
         assert op is not None
-        assert set(op["append"]) >= grown
+        assert op.append is not None
+        assert set(op.append) >= grown
     if op is None:
         return
     assert op_key(op) == PUB
     assert apply_merge(old, op) == new
     assert op_row(op, (sk, old)) == (sk, new)
     # The delta never costs more than the new value's long fields.
-    for f, suffix in op["append"].items():
+    for f, suffix in (op.append or {}).items():
         assert new[f] == old[f] + suffix
         assert len(old[f]) >= MIN_APPEND_CHARS
 
@@ -262,8 +275,8 @@ def test_a_small_change_to_a_large_row_travels_as_a_set_only_merge() -> None:
     new = {"text": old["text"], "status": "complete"}
     op = make_merge(PUB, "", old, new)
     assert op is not None
-    assert "append" not in op
-    assert op["set"] == {"status": "complete"}
+    assert op.append is None
+    assert op.set == {"status": "complete"}
     assert apply_merge(old, op) == new
 
 

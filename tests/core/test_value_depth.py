@@ -20,7 +20,7 @@ from synced_store.core.context import MutationContext, json_input
 from synced_store.core.keys import MAX_VALUE_DEPTH, check_depth
 from synced_store.errors import SyncedStoreError, ValueTooDeepError
 
-from .app import MemoryTx, poke, pub
+from .app import MemoryTx, feed, poke, pub, sent
 
 LIMIT = MAX_VALUE_DEPTH
 
@@ -75,9 +75,9 @@ backend = define_backend_config(
 
 def engine() -> ClientEngine:
     e = ClientEngine(backend, user_id="alice", client_id="c1")
-    e.receive({"type": "connected", "last_mutation_id": 0})
-    e.receive(poke(None, 1, [], 0))
-    e.messages_to_send()
+    feed(e, {"type": "connected", "last_mutation_id": 0})
+    feed(e, poke(None, 1, [], 0))
+    sent(e)
     e.events_received()
     return e
 
@@ -216,7 +216,7 @@ def test_mutate_accepts_args_at_the_limit() -> None:
     e = engine()
     m = e.mutate("put", {"key": "k", "value": nest(LIMIT - 1)})  # args: one level more
     assert e.pending == [m]
-    [push] = e.messages_to_send()
+    [push] = sent(e)
     assert push["mutations"][0]["args"] == {"key": "k", "value": nest(LIMIT - 1)}
 
 
@@ -230,7 +230,7 @@ def test_mutate_with_too_deep_args_raises_and_queues_nothing(depth: int) -> None
         e.mutate("put", args)
     assert e.pending == []
     assert e.next_mutation_id == 1
-    assert e.messages_to_send() == []
+    assert sent(e) == []
     assert e.store.get(pub("any", "k")) is None
     assert e.events_received() == []
 
@@ -239,12 +239,12 @@ def test_a_mutator_writing_a_too_deep_value_raises_and_queues_nothing() -> None:
     e = engine()
     e.mutate("nest", {"key": "ok", "depth": LIMIT})
     assert e.store.get(pub("any", "ok")) == ("", nest(LIMIT))
-    e.messages_to_send()
+    sent(e)
     for depth in (LIMIT + 1, 199):  # 199: the value of the bug report
         with pytest.raises(ValueTooDeepError, match=r"^value for any/deep nests"):
             e.mutate("nest", {"key": "deep", "depth": depth})
     assert [m.name for m in e.pending] == ["nest"]
-    assert e.messages_to_send() == []
+    assert sent(e) == []
     assert e.store.get(pub("any", "deep")) is None
 
 
@@ -252,7 +252,7 @@ def test_a_rejected_value_too_deep_mutation_from_the_server_is_dropped() -> None
     e = engine()
     e.mutate("put", {"key": "k", "value": 1})
     err = {"id": 1, "name": "put", "kind": "value_too_deep", "message": "too deep"}
-    e.receive(poke(1, 2, [], 1, errors=[err]))
+    feed(e, poke(1, 2, [], 1, errors=[err]))
     assert e.pending == []
     assert e.store.get(pub("any", "k")) is None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,8 +21,14 @@ from synced_store.protocol import (
     decode_server_message,
     encode,
 )
-from synced_store.protocol.codec import MAX_FRAME_BYTES, MAX_MUTATIONS_PER_PUSH
+from synced_store.protocol.codec import MAX_FRAME_BYTES, MAX_MUTATIONS_PER_PUSH, frame_json
 from synced_store.protocol.codes import END_REASONS, TERMINAL_CODES
+from synced_store.protocol.messages import Poke, Pull
+
+
+def tag(msg: Any) -> Any:
+    """The ``type`` a decoded message has on the wire."""
+    return type(msg).__struct_config__.tag
 
 
 def connect(**over: Any) -> dict[str, Any]:
@@ -82,7 +89,16 @@ VALID = [
 @pytest.mark.parametrize("as_bytes", [False, True])
 def test_valid_client_messages_decode(msg: dict[str, Any], as_bytes: bool) -> None:
     text = json.dumps(msg)
-    assert decode_client_message(text.encode() if as_bytes else text) == msg
+    decoded = decode_client_message(text.encode() if as_bytes else text)
+    assert tag(decoded) == msg["type"]
+    for field, value in msg.items():
+        if field in ("type", "extra"):  # the tag; fields no message has are ignored
+            continue
+        got = getattr(decoded, field)
+        if field == "mutations":
+            got = [msgspec.structs.asdict(m) for m in got]
+            value = [{"v": None, **m} for m in value]
+        assert got == value, field
 
 
 @pytest.mark.parametrize(
@@ -166,8 +182,8 @@ def test_oversize_frames_are_refused() -> None:
     pad = "x" * (MAX_FRAME_BYTES - len('{"type":"pull","p":""}'))
     exactly = '{"type":"pull","p":"' + pad + '"}'
     assert len(exactly) == MAX_FRAME_BYTES
-    assert decode_client_message(exactly)["type"] == "pull"
-    assert decode_client_message(exactly.encode())["type"] == "pull"
+    assert type(decode_client_message(exactly)) is Pull
+    assert type(decode_client_message(exactly.encode())) is Pull
     over = '{"type":"pull","p":"' + pad + 'x"}'
     with pytest.raises(ProtocolError, match=f"exceeds {MAX_FRAME_BYTES}"):
         decode_client_message(over)
@@ -186,21 +202,26 @@ def test_oversize_text_frames_are_measured_in_utf8_bytes() -> None:
 
 
 def test_encode_is_compact_json_that_decodes_back() -> None:
-    msg = push(1, 2)
-    text = encode(msg)
-    assert isinstance(text, str)
-    assert " " not in text
-    assert decode_client_message(text) == msg
-    assert encode({"type": "x", "s": "é"}) == '{"type":"x","s":"é"}'
+    msg = decode_client_message(json.dumps(push(1, 2)))
+    data = encode(msg)
+    assert isinstance(data, bytes)
+    assert b" " not in data
+    assert frame_json(data) == {
+        "type": "push",
+        "mutations": [{"id": i, "name": "inc", "args": {"k": i}} for i in (1, 2)],
+    }
+    assert decode_client_message(data) == msg
+    assert encode({"type": "x", "s": "é"}) == '{"type":"x","s":"é"}'.encode()
 
 
-def test_decode_server_message_only_checks_the_frame() -> None:
+def test_decode_server_message_types_every_frame() -> None:
     poke = {"type": "poke", "cookie": 3, "patch": []}
-    assert decode_server_message(json.dumps(poke)) == poke
-    with pytest.raises(ProtocolError):
-        decode_server_message("[]")
-    with pytest.raises(ProtocolError):
-        decode_server_message('{"no": "type"}')
+    assert decode_server_message(json.dumps(poke)) == Poke(cookie=3, patch=[])
+    # A JSON array is an append frame, expanded (and checked) by the AppendDecoder.
+    assert decode_server_message("[]") == []
+    for bad in ('{"no": "type"}', '{"type": "poke"}', '{"type": "nope"}', "5", "{"):
+        with pytest.raises(ProtocolError):
+            decode_server_message(bad)
 
 
 def test_versions_and_codes() -> None:
@@ -215,19 +236,22 @@ def test_versions_and_codes() -> None:
 
 
 def decode_or_error(data: str | bytes) -> None:
-    """The contract: a dict with a string type, or ProtocolError, and nothing else."""
+    """The contract: a typed message (server → client: or an append frame's array), or
+    ProtocolError, and nothing else."""
     for decode in (decode_client_message, decode_server_message):
         error = ""
         try:
-            msg = decode(data)
+            msg: Any = decode(data)
         except ProtocolError as exc:
             error = str(exc) or "(empty message)"
             msg = None
         if msg is None:
             assert error
+        elif decode is decode_server_message and isinstance(msg, list):
+            continue
         else:
-            assert isinstance(msg, dict)
-            assert isinstance(msg["type"], str)
+            assert isinstance(msg, msgspec.Struct)
+            assert isinstance(tag(msg), str)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

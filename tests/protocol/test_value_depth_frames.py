@@ -2,8 +2,9 @@
 JSON parsers and serializers on the way accept, envelope included.
 
 The server parses client frames with pydantic-core (``from_json``: at most ~200 levels) and
-serializes pokes with orjson (``dumps``: 254) and pydantic-core (``to_json``: 255 natively, 49
-when compiled to wasm for Pyodide). A frame wraps a value in a few levels (push -> mutations ->
+encodes pokes with msgspec, which clients decode with msgspec (bounded by Python's recursion
+limit); values are validated with pydantic-core (``to_json``: 255 natively, 49 when compiled to
+wasm for Pyodide). A frame wraps a value in a few levels (push -> mutations ->
 mutation -> args; poke -> patch -> op -> v), so a value at the limit must leave room for them.
 """
 
@@ -18,6 +19,7 @@ import pytest
 from synced_store.core.keys import MAX_VALUE_DEPTH, check_depth
 from synced_store.errors import ProtocolError
 from synced_store.protocol.codec import decode_client_message, decode_server_message, encode
+from synced_store.protocol.messages import Poke, Push, SetOp
 
 #: pydantic-core's recursion guard in the browser build (wasm32), the tightest on the way.
 WASM_GUARD = 49
@@ -49,13 +51,16 @@ def test_a_push_with_args_at_the_limit_decodes_on_the_server() -> None:
     args = nest(MAX_VALUE_DEPTH)
     check_depth(args)
     msg = decode_client_message(encode(push(args)))
-    assert msg["mutations"][0]["args"] == args
+    assert type(msg) is Push
+    assert msg.mutations[0].args == args
 
 
 def test_a_poke_with_a_value_at_the_limit_encodes_and_decodes() -> None:
     value = nest(MAX_VALUE_DEPTH)
-    text = orjson.dumps(poke(value))  # the server's fan-out serializer
-    assert decode_server_message(text)["patch"][0]["v"] == value
+    text = encode(poke(value))  # the server's fan-out serializer
+    msg = decode_server_message(text)  # the client's decoder
+    assert type(msg) is Poke
+    assert msg.patch[0] == SetOp(t="docs", k="d", v=value)
     assert pydantic_core.from_json(pydantic_core.to_json(poke(value))) == poke(value)
     assert orjson.loads(text) == poke(value)
 

@@ -14,13 +14,15 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from synced_store.core.patch import op_key, op_row, set_op
 from synced_store.protocol.append import AppendDecoder, AppendHandles
+from synced_store.protocol.codec import decode_server_message, encode
+from synced_store.protocol.messages import Poke
 from synced_store.server import session as session_mod
 from synced_store.server.session import Session
 from synced_store.storage.sqlite import SqliteInstanceStore
@@ -69,24 +71,26 @@ class Receiver:
         self.sends += 1
         if self.suspend and self.sends % 2 == 0:
             await asyncio.sleep(0)
-        msg = orjson.loads(text)
+        msg = decode_server_message(text)
         if type(msg) is list:
             msg = self.decoder.expand(msg, self.cookie)
             self.append_frames += 1
         else:
+            assert type(msg) is Poke
             self.decoder.observe(msg)
-        assert msg["type"] == "poke"
-        if not msg.get("reset"):
-            assert msg["base_cookie"] == self.cookie, "out-of-sequence poke"
-            self.spans.append(msg["cookie"] - msg["base_cookie"])
-        for op in msg["patch"]:
+        if not msg.reset:
+            assert msg.cookie is not None
+            assert msg.base_cookie is not None
+            assert msg.base_cookie == self.cookie, "out-of-sequence poke"
+            self.spans.append(msg.cookie - msg.base_cookie)
+        for op in msg.patch:
             key = op_key(op)
             row = op_row(op, self.rows.get(key))
             if row is None:
                 self.rows.pop(key, None)
             else:
                 self.rows[key] = row
-        self.cookie = msg["cookie"]
+        self.cookie = msg.cookie
         self.arrived.set()
 
 
@@ -150,8 +154,8 @@ async def _run(
                     else:
                         sk = text
                     truth[key] = (sk, value)
-                    encoded = orjson.dumps(set_op(key, sk, value))
-                    changes[key] = (sk, value, orjson.Fragment(encoded), len(encoded))
+                    encoded = encode(set_op(key, sk, value))
+                    changes[key] = (sk, value, msgspec.Raw(encoded), len(encoded))
                 s.on_commit(version, changes, None, None)
             while rx.cookie != version:
                 await arrived()
@@ -220,8 +224,8 @@ def test_a_row_that_stops_being_an_object_gets_no_delta_against_its_old_value(
 
 def _one_change(text: str, key: RowKey = KEYS[0]) -> dict[RowKey, Any]:
     value = {"text": text, "status": "incomplete"}
-    encoded = orjson.dumps(set_op(key, "", value))
-    return {key: ("", value, orjson.Fragment(encoded), len(encoded))}
+    encoded = encode(set_op(key, "", value))
+    return {key: ("", value, msgspec.Raw(encoded), len(encoded))}
 
 
 class _Caught:

@@ -12,13 +12,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import orjson
+import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from synced_store.core.patch import op_key, op_row, set_op
 from synced_store.errors import StorageError
 from synced_store.protocol.append import AppendDecoder
+from synced_store.protocol.codec import decode_server_message, encode, frame_json
+from synced_store.protocol.messages import Poke
 from synced_store.server import session as session_mod
 from synced_store.server.limits import ServerLimits
 from synced_store.server.session import Session
@@ -37,7 +39,7 @@ class PartReceiver:
     def __init__(self) -> None:
         self.rows: dict[RowKey, tuple[str, Any]] = {}
         self.cookie: int | None = None
-        self.parts: list[dict[str, Any]] = []
+        self.parts: list[Poke] = []
         self.decoder = AppendDecoder()
         self.arrived = asyncio.Event()
         self.multi_part = 0
@@ -49,28 +51,28 @@ class PartReceiver:
         self.sends += 1
         if self.sends % 3 == 0:
             await asyncio.sleep(0)  # let commits land between parts
-        msg = orjson.loads(text)
+        msg = decode_server_message(text)
         if type(msg) is list:
             msg = self.decoder.expand(msg, self.cookie)
         else:
+            assert type(msg) is Poke
             self.decoder.observe(msg)
-        assert msg["type"] == "poke"
-        if not msg.get("final", True):
+        if msg.final is False:
             self.parts.append(msg)
             return
         parts, self.parts = [*self.parts, msg], []
         if len(parts) > 1:
             self.multi_part += 1
         for p in parts:
-            if p.get("errors"):
+            if p.errors:
                 self.parts_with_errors += 1
-                self.errors += [e["id"] for e in p["errors"]]
-        reset = bool(parts[0].get("reset"))
+                self.errors += [e.id for e in p.errors]
+        reset = parts[0].reset
         if not reset:
-            assert msg["base_cookie"] == self.cookie, "out-of-sequence poke"
+            assert msg.base_cookie == self.cookie, "out-of-sequence poke"
         rows = {} if reset else dict(self.rows)
         for p in parts:
-            for op in p["patch"]:
+            for op in p.patch:
                 key = op_key(op)
                 assert key.ns in ("", "u:alice"), f"a row alice may not see: {key}"
                 row = op_row(op, rows.get(key))
@@ -79,7 +81,7 @@ class PartReceiver:
                 else:
                     rows[key] = row
         self.rows = rows
-        self.cookie = msg["cookie"]
+        self.cookie = msg.cookie
         self.arrived.set()
 
 
@@ -98,10 +100,10 @@ def commit(
             truth.pop(key, None)
             continue
         value = {"text": text}
-        encoded = orjson.dumps(value)
+        encoded = encode(value)
         store.write(key, "", encoded, version)
-        op = orjson.dumps(set_op(key, "", value))
-        changes[key] = ("", value, orjson.Fragment(op), len(op))
+        op = encode(set_op(key, "", value))
+        changes[key] = ("", value, msgspec.Raw(op), len(op))
         truth[key] = ("", value)
     # Like the instance: a batch that changed nothing keeps the version and tells nobody.
     store.commit(version if changes else store.version)
@@ -264,7 +266,7 @@ def test_compaction_during_an_incremental_catch_up_ends_it_for_a_reset(tmp_path:
         parts: list[dict[str, Any]] = []
 
         async def send(text: str) -> None:
-            parts.append(orjson.loads(text))
+            parts.append(frame_json(text))
             if len(parts) == 1:  # retention runs (in-process or `synced-store compact`)
                 store.begin()
                 store.compact_tombstones(store.version)

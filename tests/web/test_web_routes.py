@@ -212,6 +212,14 @@ def test_bridge_restores_pending_mutations(chat_backend: Any) -> None:
     assert [r[0] for r in out["results"]["7"]["rows"]] == ["m9"]
     assert out["pending_keys"] == [["", "messages", "m9"]]
     assert json.loads(b.connect_message("alice"))["last_mutation_id"] == 3
-    b.receive(json.dumps({"type": "connected", "last_mutation_id": 3, "user_id": "alice"}))
+    connected = {
+        "type": "connected",
+        "last_mutation_id": 3,
+        "user_id": "alice",
+        "client_id": "c1",
+        "instance_id": "lobby",
+        "schema_version": chat_backend.schema.schema_version,
+    }
+    b.receive(json.dumps(connected))
     pushed = [json.loads(f) for f in json.loads(b.take_output())["send"]]
     assert pushed[0]["mutations"][0]["id"] == 4

@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from ..core.client_engine import (
-    ClientEngine,
+from ..core.client_engine import ClientEngine
+from ..core.context import ReadContext, json_input
+from ..core.events import (
+    ActionCompleted,
     Confirmed,
     MutationRejected,
     ServerError,
-    gc_paused,
+    SessionStarted,
+    SnapshotUpdated,
+    StartedOver,
 )
-from ..core.context import ReadContext, json_input
 from ..core.keys import PUBLIC, private_ns
 from ..errors import (
     ActionError,
@@ -31,7 +31,6 @@ from ..errors import (
     ProtocolError,
     SyncedStoreError,
 )
-from ..protocol.append import AppendDecoder
 from ..protocol.codes import END_REASONS, TERMINAL_CODES, CloseCode
 from ..schema import BackendConfig
 from ..types import EntryKey
@@ -41,8 +40,6 @@ from .transport import Connection, ConnectionLost, Connector, WebSocketConnector
 __all__ = ["MutationResult", "SyncedStoreClient", "connect"]
 
 log = logging.getLogger("synced_store.client")
-#: Frames at least this large are decoded and applied with the cyclic GC paused.
-BULK_FRAME_BYTES = 256 * 1024
 #: Close codes after which the client waits at least ``BACK_OFF_MIN`` seconds and keeps its
 #: backoff until a connection has lasted ``BACK_OFF_HOLD`` seconds: the server said "too fast"
 #: (1008: rate limit, or this client did not read in time) or "too busy" (1013).
@@ -135,7 +132,6 @@ class SyncedStoreClient:
         self._reconnect = (reconnect_min, reconnect_max)
         self._futures: dict[int, asyncio.Future[None]] = {}
         self._actions: dict[str, asyncio.Future[Any]] = {}
-        self._action_ids = itertools.count(1)
         self._failed_cbs: list[Callable[[MutationFailedError], None]] = []
         self._status_cbs: list[Callable[[str], None]] = []
         self._end_cbs: list[Callable[[str], None]] = []
@@ -144,7 +140,6 @@ class SyncedStoreClient:
         self._changed = asyncio.Event()
         self._out = asyncio.Event()
         self._conn: Connection | None = None
-        self._frames = AppendDecoder()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._unique = 0
@@ -268,17 +263,8 @@ class SyncedStoreClient:
 
         ``fn`` is re-run only when a row or range it read changes. Returns ``unsubscribe()``.
         """
-        sub = self.engine.subscribe(fn, callback)
-        loop = asyncio.get_running_loop()
-
-        def first() -> None:
-            if sub.active:
-                try:
-                    callback(sub.result)
-                except Exception:
-                    log.exception("subscription callback raised")
-
-        loop.call_soon(first)
+        sub = self.engine.subscribe(fn, callback, deferred=True)
+        asyncio.get_running_loop().call_soon(sub.deliver_first)
         return lambda: self.engine.unsubscribe(sub)
 
     def subscribe_to_table(
@@ -297,18 +283,8 @@ class SyncedStoreClient:
         """
         self.config.schema.table_def(name)
         ns = private_ns(self.engine.user_id) if private else PUBLIC
-        sub = self.engine.subscribe_table(ns, name, callback)
-
-        def first() -> None:
-            if sub.active:
-                entries = sub.entries()
-                added = [k.item_key for k, _ in entries]
-                try:
-                    callback(entries, {"added": added, "modified": [], "removed": []})
-                except Exception:
-                    log.exception("subscribe_to_table callback raised")
-
-        asyncio.get_running_loop().call_soon(first)
+        sub = self.engine.subscribe_table(ns, name, callback, deferred=True)
+        asyncio.get_running_loop().call_soon(sub.deliver_first)
         return lambda: self.engine.unsubscribe_table(sub)
 
     # -- writing ---------------------------------------------------------------------------
@@ -404,28 +380,57 @@ class SyncedStoreClient:
         await self.wait_for_sync()
         if not self.is_online or self._conn is None:
             raise OfflineError(f"action {name!r} needs the server and this client is offline")
-        rid = f"a{next(self._action_ids)}"
+        rid = self.engine.call_action(name, wire)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._actions[rid] = fut
+        self._out.set()
         try:
-            await self._conn.send(
-                orjson.dumps(
-                    {"type": "action", "request_id": rid, "name": name, "input": wire}
-                ).decode()
-            )
             return await fut
-        except ConnectionLost as exc:
-            raise OfflineError(f"connection lost while running action {name!r}") from exc
         finally:
             self._actions.pop(rid, None)
 
     # -- engine plumbing -------------------------------------------------------------------
 
     def _after_engine(self) -> None:
-        if self.engine._outbox:
-            self._out.set()
+        """Handle what the engine produced: frames to send, events."""
+        engine = self.engine
+        self._out.set()
+        for ev in engine.events_received():
+            if isinstance(ev, Confirmed):
+                for mid in ev.mutation_ids:
+                    fut = self._futures.pop(mid, None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(None)
+            elif isinstance(ev, SnapshotUpdated):
+                self.has_server_data = True
+                self.is_bootstrapped = True
+                if self.persistence is not None:
+                    self.persistence.save_update(
+                        reset=ev.reset,
+                        rows=ev.rows,
+                        last_mutation_id=ev.last_mutation_id,
+                        cookie=ev.cookie,
+                        schema_version=self.config.schema.schema_version,
+                    )
+            elif isinstance(ev, MutationRejected):
+                self._rejected(ev)
+            elif isinstance(ev, ActionCompleted):
+                fut = self._actions.get(ev.request_id)
+                if fut is not None and not fut.done():
+                    if ev.ok:
+                        fut.set_result(ev.output)
+                    else:
+                        fut.set_exception(ActionError(str(ev.error)))
+            elif isinstance(ev, SessionStarted):
+                if self.persistence is not None:
+                    self.persistence.set_meta(user_id=ev.user_id)
+                self._set_status("connected")
+            elif isinstance(ev, StartedOver):
+                self._started_over(ev)
+            elif isinstance(ev, ServerError):
+                log.warning("synced-store: server error %s: %s", ev.kind, ev.message)
         if self._pending_cbs:
-            ids = tuple(m.id for m in self.engine.pending)
+            ids = tuple(m.id for m in engine.pending)
             if ids != self._last_pending_ids:
                 self._last_pending_ids = ids
                 pending = self.get_pending_mutations()
@@ -433,27 +438,20 @@ class SyncedStoreClient:
                     try:
                         pcb(pending)
                     except Exception:
-                        log.exception("on_pending_mutations_changed callback raised")
-        for ev in self.engine.events_received():
-            if isinstance(ev, Confirmed):
-                for mid in ev.mutation_ids:
-                    fut = self._futures.pop(mid, None)
-                    if fut is not None and not fut.done():
-                        fut.set_result(None)
-            elif isinstance(ev, MutationRejected):
-                err = MutationFailedError(ev.mutation_id, ev.name, ev.kind, ev.message)
-                log.warning("[synced-store] mutation failed: %s", err)
-                fut = self._futures.pop(ev.mutation_id, None)
-                if fut is not None and not fut.done():
-                    fut.set_exception(err)
-                for cb in list(self._failed_cbs):
-                    try:
-                        cb(err)
-                    except Exception:
-                        log.exception("on_failed_mutation callback raised")
-            elif isinstance(ev, ServerError):
-                log.warning("server error %s: %s", ev.kind, ev.message)
+                        log.exception("synced-store: on_pending_mutations_changed callback raised")
         self._pulse()
+
+    def _rejected(self, ev: MutationRejected) -> None:
+        err = MutationFailedError(ev.mutation_id, ev.name, ev.kind, ev.message)
+        log.warning("synced-store: mutation failed: %s", err)
+        fut = self._futures.pop(ev.mutation_id, None)
+        if fut is not None and not fut.done():
+            fut.set_exception(err)
+        for cb in list(self._failed_cbs):
+            try:
+                cb(err)
+            except Exception:
+                log.exception("synced-store: on_failed_mutation callback raised")
 
     def _set_status(self, status: str) -> None:
         if status != self.connection_status:
@@ -465,62 +463,11 @@ class SyncedStoreClient:
                     log.exception("connection status callback raised")
             self._pulse()
 
-    def _on_frame(self, text: str) -> None:
-        # A large frame (a part of an initial sync) allocates many objects: see gc_paused.
-        with gc_paused(len(text) >= BULK_FRAME_BYTES):
-            self._handle_frame(text)
-
-    def _handle_frame(self, text: str) -> None:
-        msg = orjson.loads(text)
-        if type(msg) is list:
-            msg = self._frames.expand(msg, self.engine.cookie)  # a poke of streamed text
-        elif not isinstance(msg, dict):
-            raise ProtocolError("server frame is neither an object nor an append frame")
-        t = msg.get("type")
-        if t == "poke" and "bind" in msg:
-            self._frames.observe(msg)
-        if t == "action_result":
-            fut = self._actions.get(str(msg.get("request_id")))
-            if fut is not None and not fut.done():
-                if msg.get("ok"):
-                    fut.set_result(msg.get("output"))
-                else:
-                    fut.set_exception(ActionError(str(msg.get("error"))))
-            return
-        if t == "connected":
-            if int(msg.get("last_mutation_id") or 0) < self.engine.last_mutation_id:
-                self._start_over()
-                raise ProtocolError(
-                    "the server lost this client's history; reconnecting as a new client"
-                )
-            uid = msg.get("user_id")
-            if isinstance(uid, str) and uid:
-                self.engine.user_id = uid
-                if self.persistence is not None:
-                    self.persistence.set_meta(user_id=uid)
-            self.engine.receive(msg)
-            self._set_status("connected")
-        elif t == "error":
-            self.engine.receive(msg)  # logged once, as a ServerError event
-            if msg.get("kind") in ("mutation_id_gap", "storage_busy"):
-                # Unprocessed pushes: reconnect, learn the server's last_mutation_id, re-push.
-                self._after_engine()
-                raise ProtocolError(f"server could not process a push ({msg.get('kind')})")
-        else:
-            self.engine.receive(msg)
-            if t == "poke" and msg.get("final", True):
-                self.has_server_data = True
-                self.is_bootstrapped = True
-                if self.persistence is not None:
-                    reset, rows = self.engine.last_update
-                    self.persistence.save_update(
-                        reset=reset,
-                        rows=rows,
-                        last_mutation_id=self.engine.last_mutation_id,
-                        cookie=self.engine.cookie,
-                        schema_version=self.config.schema.schema_version,
-                    )
-        self._after_engine()
+    def _on_frame(self, frame: str | bytes) -> None:
+        try:
+            self.engine.receive(frame)
+        finally:
+            self._after_engine()
 
     async def _run(self) -> None:
         delay = self._reconnect[0]
@@ -539,11 +486,10 @@ class SyncedStoreClient:
                 delay = min(delay * 2, self._reconnect[1])
                 continue
             self._conn = conn
-            self._frames = AppendDecoder()  # handle bindings are per connection
             code = 1006
             reason = ""
             try:
-                await conn.send(orjson.dumps(self.engine.connect_message(self.token)).decode())
+                await conn.send(self.engine.connect_frame(self.token))
                 async with asyncio.TaskGroup() as tg:
                     writer = tg.create_task(self._writer(conn))
                     try:
@@ -568,6 +514,7 @@ class SyncedStoreClient:
             finally:
                 self._conn = None
                 self.engine.disconnected()
+                self._after_engine()
                 try:
                     await conn.close()
                 except Exception:
@@ -586,18 +533,10 @@ class SyncedStoreClient:
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._reconnect[1])
 
-    def _start_over(self) -> None:
-        new_id = secrets.token_hex(8)
-        log.warning(
-            "synced-store: the server knows fewer mutations of client %s than it confirmed "
-            "(restored backup?); continuing as client %s with %d pending mutation(s)",
-            self.client_id,
-            new_id,
-            len(self.engine.pending),
-        )
-        renumbered = self.engine.start_over(new_id)
-        self.client_id = new_id
-        self._futures = {renumbered.get(k, k): f for k, f in self._futures.items()}
+    def _started_over(self, ev: StartedOver) -> None:
+        """The engine continues as a new client (the server lost this one's history)."""
+        self.client_id = ev.client_id
+        self._futures = {ev.renumbered.get(k, k): f for k, f in self._futures.items()}
         if self.persistence is not None:
             self.persistence.replace_pending(
                 [
@@ -606,7 +545,7 @@ class SyncedStoreClient:
                 ]
             )
             self.persistence.set_meta(
-                client_id=new_id,
+                client_id=ev.client_id,
                 cookie=None,
                 last_mutation_id=0,
                 next_mutation_id=self.engine.next_mutation_id,
@@ -632,48 +571,8 @@ class SyncedStoreClient:
         while True:
             await self._out.wait()
             self._out.clear()
-            for text in _encode_frames(self.engine.messages_to_send()):
-                await conn.send(text)
-
-
-#: Consecutive pushes are merged into one frame of at most this many mutations / bytes.
-PUSH_FRAME_MUTATIONS = 500
-PUSH_FRAME_BYTES = 1 << 20
-
-
-def _encode_frames(messages: list[dict[str, Any]]) -> list[str]:
-    """Encode outgoing messages. Pushes queued back to back (one per ``mutate`` call while the
-    writer was busy) whose mutation ids are consecutive travel as one push frame."""
-    frames: list[str] = []
-    batch: list[bytes] = []
-    size = 0
-    last_id = -1
-
-    def flush() -> None:
-        nonlocal size
-        if batch:
-            frames.append('{"type":"push","mutations":[' + b",".join(batch).decode() + "]}")
-            batch.clear()
-            size = 0
-
-    for msg in messages:
-        if msg.get("type") != "push":
-            flush()
-            frames.append(orjson.dumps(msg).decode())
-            continue
-        for m in msg["mutations"]:
-            data = orjson.dumps(m)
-            if batch and (
-                m["id"] != last_id + 1
-                or len(batch) >= PUSH_FRAME_MUTATIONS
-                or size + len(data) > PUSH_FRAME_BYTES
-            ):
-                flush()
-            batch.append(data)
-            size += len(data)
-            last_id = m["id"]
-    flush()
-    return frames
+            for frame in self.engine.frames_to_send():
+                await conn.send(frame)
 
 
 async def connect(

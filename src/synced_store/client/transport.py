@@ -1,4 +1,4 @@
-"""The client's network seam: a ``Connector`` opens ``Connection``s that send and receive text.
+"""The client's network seam: a ``Connector`` opens ``Connection``s that send and receive frames.
 
 ``WebSocketConnector`` is the real one; ``synced_store.testing`` wraps it in a controlled one.
 """
@@ -30,11 +30,12 @@ class ConnectionLost(SyncedStoreError):
 class Connection(Protocol):
     """One open connection."""
 
-    async def send(self, text: str) -> None:
-        """Send a frame; raises :class:`ConnectionLost` if closed."""
+    async def send(self, frame: bytes) -> None:
+        """Send a frame (UTF-8 JSON, sent as a text frame); raises :class:`ConnectionLost` if
+        closed."""
 
-    async def recv(self) -> str:
-        """Receive a frame; raises :class:`ConnectionLost` when closed."""
+    async def recv(self) -> str | bytes:
+        """Receive a frame (its UTF-8 JSON text); raises :class:`ConnectionLost` when closed."""
 
     async def close(self) -> None:
         """Close (idempotent)."""
@@ -63,18 +64,17 @@ class _WsConnection:
     def __init__(self, ws: ClientConnection) -> None:
         self._ws = ws
 
-    async def send(self, text: str) -> None:
+    async def send(self, frame: bytes) -> None:
         try:
-            await self._ws.send(text)
+            await self._ws.send(frame, text=True)
         except websockets.ConnectionClosed as exc:
             raise _lost(exc) from exc
 
-    async def recv(self) -> str:
+    async def recv(self) -> str | bytes:
         try:
-            msg = await self._ws.recv()
+            return await self._ws.recv(decode=False)  # text frames too: the decoder takes bytes
         except websockets.ConnectionClosed as exc:
             raise _lost(exc) from exc
-        return msg if isinstance(msg, str) else msg.decode()
 
     async def close(self) -> None:
         await self._ws.close()

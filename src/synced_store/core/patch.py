@@ -1,14 +1,9 @@
-"""Patch operations as they travel in pokes, and the append delta for growing strings.
+"""What patch ops do to a row, and the merge delta for a row that changed a little.
 
-Ops (``ns`` and ``sk`` are omitted when empty)::
-
-    {"op": "set",   "ns": ns, "t": table, "k": item, "sk": sort_key, "v": value}
-    {"op": "del",   "ns": ns, "t": table, "k": item}
-    {"op": "merge", "ns": ns, "t": table, "k": item, "sk": sort_key,
-     "append": {field: suffix}, "set": {field: value}, "unset": [field]}
-
-``merge`` applies to the value the receiver already holds for that row (the server only sends
-it when it knows what that is), so a string that grows by appending costs only its new bytes.
+The ops are typed wire messages (protocol/messages.py: :class:`SetOp`, :class:`DelOp`,
+:class:`MergeOp`); this module holds their meaning. ``merge`` applies to the value the receiver
+already holds for that row (the server only sends it when it knows what that is), so a string
+that grows by appending costs only its new bytes.
 """
 
 from __future__ import annotations
@@ -16,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ProtocolError
+from ..protocol.messages import DelOp, MergeOp, PatchOp, SetOp
 from ..types import RowKey
 
 __all__ = [
@@ -36,22 +32,14 @@ MIN_APPEND_CHARS = 0
 MERGE_MIN_ROW = 256
 
 
-def set_op(key: RowKey, sort_key: str, value: Any) -> dict[str, Any]:
+def set_op(key: RowKey, sort_key: str, value: Any) -> SetOp:
     """A ``set`` op."""
-    op: dict[str, Any] = {"op": "set", "t": key.table, "k": key.item, "v": value}
-    if key.ns:
-        op["ns"] = key.ns
-    if sort_key:
-        op["sk"] = sort_key
-    return op
+    return SetOp(ns=key.ns, t=key.table, k=key.item, sk=sort_key, v=value)
 
 
-def del_op(key: RowKey) -> dict[str, Any]:
+def del_op(key: RowKey) -> DelOp:
     """A ``del`` op."""
-    op: dict[str, Any] = {"op": "del", "t": key.table, "k": key.item}
-    if key.ns:
-        op["ns"] = key.ns
-    return op
+    return DelOp(ns=key.ns, t=key.table, k=key.item)
 
 
 def _size(v: Any) -> int:
@@ -66,7 +54,7 @@ def _size(v: Any) -> int:
     return 8
 
 
-def make_merge(key: RowKey, sort_key: str, old: Any, new: Any) -> dict[str, Any] | None:
+def make_merge(key: RowKey, sort_key: str, old: Any, new: Any) -> MergeOp | None:
     """A ``merge`` op turning ``old`` into ``new``, or None when a full ``set`` is as good.
 
     It is used when some string field only grew (its suffix travels as an append), or when the
@@ -96,18 +84,15 @@ def make_merge(key: RowKey, sort_key: str, old: Any, new: Any) -> dict[str, Any]
         size = _size(new)
         if size < MERGE_MIN_ROW or 2 * _size(changed) > size:
             return None
-    op: dict[str, Any] = {"op": "merge", "t": key.table, "k": key.item}
-    if append:
-        op["append"] = append
-    if key.ns:
-        op["ns"] = key.ns
-    if sort_key:
-        op["sk"] = sort_key
-    if changed:
-        op["set"] = changed
-    if unset:
-        op["unset"] = unset
-    return op
+    return MergeOp(
+        ns=key.ns,
+        t=key.table,
+        k=key.item,
+        sk=sort_key,
+        append=append or None,
+        set=changed or None,
+        unset=unset or None,
+    )
 
 
 def json_equal(a: Any, b: Any) -> bool:
@@ -128,50 +113,37 @@ class _Missing:
 _MISSING = _Missing()
 
 
-def op_key(op: Any) -> RowKey:
-    """The row an op applies to; raises :class:`ProtocolError` on a malformed op."""
-    if type(op) is not dict:
-        raise ProtocolError(f"patch op must be an object: {op!r:.200}")
-    ns, table, item = op.get("ns", ""), op.get("t"), op.get("k")
-    if not (isinstance(ns, str) and isinstance(table, str) and isinstance(item, str)):
-        raise ProtocolError(f"malformed patch op: {op!r:.200}")
-    return RowKey(ns, table, item)
+def op_key(op: PatchOp) -> RowKey:
+    """The row an op applies to."""
+    return RowKey(op.ns, op.t, op.k)
 
 
-def apply_merge(old: Any, op: dict[str, Any]) -> Any:
+def apply_merge(old: Any, op: MergeOp) -> Any:
     """Apply a ``merge`` op to the value the receiver holds."""
     if type(old) is not dict:
         raise ProtocolError("merge op for a row that is not an object on this side")
-    append, sets, unset = op.get("append", {}), op.get("set", {}), op.get("unset", [])
-    if type(append) is not dict or type(sets) is not dict or type(unset) is not list:
-        raise ProtocolError("merge op: 'append' and 'set' must be objects, 'unset' a list")
     new = dict(old)
-    for f, suffix in append.items():
-        base = new.get(f)
-        if type(base) is not str or type(suffix) is not str:
-            raise ProtocolError(f"merge op appends to a non-string field {f!r}")
-        new[f] = base + suffix
-    new.update(sets)
-    for f in unset:
-        if type(f) is not str:
-            raise ProtocolError("merge op: 'unset' must list field names")
-        new.pop(f, None)
+    if op.append:
+        for f, suffix in op.append.items():
+            base = new.get(f)
+            if type(base) is not str:
+                raise ProtocolError(f"merge op appends to a non-string field {f!r}")
+            new[f] = base + suffix
+    if op.set:
+        new.update(op.set)
+    if op.unset:
+        for f in op.unset:
+            new.pop(f, None)
     return new
 
 
-def op_row(op: dict[str, Any], current: tuple[str, Any] | None) -> tuple[str, Any] | None:
+def op_row(op: PatchOp, current: tuple[str, Any] | None) -> tuple[str, Any] | None:
     """The ``(sort_key, value)`` a row has after ``op`` (None when deleted)."""
-    if type(op) is not dict:
-        raise ProtocolError(f"patch op must be an object: {op!r:.200}")
-    kind = op.get("op")
-    if kind in ("set", "merge") and type(op.get("sk", "")) is not str:
-        raise ProtocolError("patch op: 'sk' must be a string")
-    if kind == "set":
-        return op.get("sk", ""), op.get("v")
-    if kind == "del":
+    if type(op) is SetOp:
+        return op.sk, op.v
+    if type(op) is DelOp:
         return None
-    if kind == "merge":
-        if current is None:
-            raise ProtocolError("merge op for a row this side does not have")
-        return op.get("sk", ""), apply_merge(current[1], op)
-    raise ProtocolError(f"unknown patch op {kind!r}")
+    assert type(op) is MergeOp
+    if current is None:
+        raise ProtocolError("merge op for a row this side does not have")
+    return op.sk, apply_merge(current[1], op)

@@ -30,10 +30,16 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
+import msgspec
+
 from ..errors import ProtocolError
 from ..types import RowKey
+from .messages import Binding as BindingMessage
+from .messages import MergeOp, Poke
 
-__all__ = ["MAX_HANDLES", "AppendDecoder", "AppendHandles", "Binding"]
+__all__ = ["MAX_HANDLES", "AppendDecoder", "AppendHandles", "Binding", "append_frame"]
+
+_encoder = msgspec.json.Encoder()
 
 #: Handles per connection on the server (least recently used ones are rebound).
 MAX_HANDLES = 256
@@ -55,7 +61,7 @@ class AppendHandles:
         """The row's binding, if it has one."""
         return self._rows.get(key)
 
-    def bind(self, key: RowKey, field: str, sort_key: str) -> list[Any]:
+    def bind(self, key: RowKey, field: str, sort_key: str) -> BindingMessage:
         """Bind ``(key, field)`` to a handle; returns the ``bind`` entry to send."""
         old = self._rows.pop(key, None)
         if old is not None:
@@ -68,7 +74,7 @@ class AppendHandles:
         else:
             h = self._rows.popitem(last=False)[1][0]
         self._rows[key] = (h, field, sort_key)
-        return [h, key.ns, key.table, key.item, field, sort_key]
+        return BindingMessage(h, key.ns, key.table, key.item, field, sort_key)
 
     def touch(self, key: RowKey) -> None:
         """Mark a row's binding as just used."""
@@ -87,29 +93,27 @@ class AppendHandles:
         self._next = 0
 
 
+def append_frame(base_cookie: int, cookie: int, pairs: list[Any]) -> bytes:
+    """The append frame for the poke from ``base_cookie`` to ``cookie`` whose patch appends
+    ``pairs`` (``handle, suffix, handle, suffix, ...``). ``cookie - base_cookie`` must not be a
+    multiple of 10 (see the module doc)."""
+    return _encoder.encode([base_cookie % 10, cookie - base_cookie, *pairs])
+
+
 class AppendDecoder:
     """The client's side for one connection: the handle bindings pokes carried."""
 
     def __init__(self) -> None:
         self._handles: dict[int, tuple[str, str, str, str, str]] = {}
 
-    def observe(self, poke: dict[str, Any]) -> None:
-        """Note an ordinary poke's handle bindings (call for every poke frame)."""
-        binds = poke.get("bind")
-        if binds is not None:
-            if type(binds) is not list:
-                raise ProtocolError("poke 'bind' must be a list")
-            for b in binds:
-                if (
-                    type(b) is not list
-                    or len(b) != 6
-                    or type(b[0]) is not int
-                    or not all(type(x) is str for x in b[1:])
-                ):
-                    raise ProtocolError(f"malformed handle binding: {b!r:.200}")
-                self._handles[b[0]] = (b[1], b[2], b[3], b[4], b[5])
+    def observe(self, poke: Poke) -> None:
+        """Note an ordinary poke's handle bindings (call for every poke)."""
+        if poke.bind:
+            handles = self._handles
+            for b in poke.bind:
+                handles[b.handle] = (b.ns, b.table, b.item, b.field, b.sort_key)
 
-    def expand(self, frame: list[Any], cookie: int | None) -> dict[str, Any]:
+    def expand(self, frame: list[Any], cookie: int | None) -> Poke:
         """The poke an append frame stands for, applied to a receiver at ``cookie``."""
         n = len(frame)
         check, delta = (frame[0], frame[1]) if n >= 4 and n % 2 == 0 else (None, None)
@@ -117,17 +121,12 @@ class AppendDecoder:
             raise ProtocolError(f"malformed append frame: {frame!r:.200}")
         if cookie is None or cookie % 10 != check:
             raise ProtocolError(f"out-of-sequence append frame (check {check}, have {cookie})")
-        patch: list[dict[str, Any]] = []
+        patch: list[Any] = []
         for i in range(2, n, 2):
             h, suffix = frame[i], frame[i + 1]
             binding = self._handles.get(h) if type(h) is int else None
             if binding is None or type(suffix) is not str:
                 raise ProtocolError(f"append frame: unknown handle or bad suffix {h!r:.50}")
             ns, table, item, field, sk = binding
-            op: dict[str, Any] = {"op": "merge", "t": table, "k": item, "append": {field: suffix}}
-            if ns:
-                op["ns"] = ns
-            if sk:
-                op["sk"] = sk
-            patch.append(op)
-        return {"type": "poke", "base_cookie": cookie, "cookie": cookie + delta, "patch": patch}
+            patch.append(MergeOp(ns=ns, t=table, k=item, sk=sk, append={field: suffix}))
+        return Poke(base_cookie=cookie, cookie=cookie + delta, patch=patch)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 
-__all__ = ["TERMINAL_CODES", "CloseCode", "ErrorKind"]
+__all__ = ["END_REASONS", "RECONNECT_ERROR_KINDS", "TERMINAL_CODES", "CloseCode", "ErrorKind"]
 
 
 class CloseCode(IntEnum):
@@ -50,8 +50,9 @@ END_REASONS = {
 }
 
 
-class ErrorKind:
-    """``kind`` strings of errors sent to clients (``error`` frames, failed mutations)."""
+class ErrorKind(StrEnum):
+    """``kind`` of errors sent to clients (``error`` frames, failed mutations, failed
+    actions). Members are strings: they compare equal to (and encode as) their values."""
 
     BAD_MESSAGE = "bad_message"
     UNKNOWN_NAME = "unknown_name"
@@ -65,3 +66,9 @@ class ErrorKind:
     STORAGE_BUSY = "storage_busy"
     QUOTA_EXCEEDED = "quota_exceeded"
     ACTION_FAILED = "action_failed"
+
+
+#: ``error`` frames after which the client reconnects: the server could not process a push
+#: (a gap in mutation ids, a busy database); the new ``connected`` tells the client the server's
+#: ``last_mutation_id`` and it pushes again from there.
+RECONNECT_ERROR_KINDS = frozenset({ErrorKind.MUTATION_ID_GAP, ErrorKind.STORAGE_BUSY})

@@ -24,6 +24,7 @@ from ..core.context import ReadContext, json_input
 from ..core.keys import check_depth
 from ..errors import ActionError, SyncedStoreError
 from ..protocol.codes import ErrorKind
+from ..protocol.messages import Action, ActionResult, action_failed
 from ..storage.sqlite import validate_instance_id
 from .instance import Instance
 from .registry import InstanceRegistry
@@ -353,26 +354,16 @@ class ActionRunner:
             except Exception:
                 log.exception("on_job_finished listener raised")
 
-    async def call_from_client(self, inst: Instance, session: Session, msg: dict[str, Any]) -> None:
+    async def call_from_client(self, inst: Instance, session: Session, msg: Action) -> None:
         """Serve a client's ``action`` message with an ``action_result``."""
-        rid = msg["request_id"]
+        rid = msg.request_id
         try:
-            out = await self.run(inst, msg["name"], msg["input"], session.user_id, client=True)
+            out = await self.run(inst, msg.name, msg.input, session.user_id, client=True)
         except SyncedStoreError as exc:
             kind = ErrorKind.ACTION_FAILED if isinstance(exc, ActionError) else exc.kind
-            session.send_message(
-                {
-                    "type": "action_result",
-                    "request_id": rid,
-                    "ok": False,
-                    "kind": kind,
-                    "error": str(exc),
-                }
-            )
+            session.send_message(action_failed(rid, kind, str(exc)))
         else:
-            session.send_message(
-                {"type": "action_result", "request_id": rid, "ok": True, "output": out}
-            )
+            session.send_message(ActionResult(request_id=rid, ok=True, output=out))
 
 
 def _instances_with_unfinished_jobs(data_dir: Path) -> list[str]:

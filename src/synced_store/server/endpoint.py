@@ -34,8 +34,18 @@ from ..errors import (
     StorageError,
     SyncedStoreError,
 )
-from ..protocol.codec import decode_client_message
+from ..protocol.codec import decode_client_message, encode
 from ..protocol.codes import END_REASONS, CloseCode, ErrorKind
+from ..protocol.messages import (
+    Action,
+    ClientMessage,
+    Connect,
+    Connected,
+    Error,
+    Pull,
+    Push,
+    action_failed,
+)
 from ..protocol.version import MAX_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION
 from ..storage.sqlite import validate_instance_id
 from .auth import (
@@ -217,13 +227,8 @@ class SyncEndpoint:
 
     async def _close(self, ws: WebSocket, code: int, reason: str) -> None:
         try:
-            await ws.send_json(
-                {
-                    "type": "error",
-                    "kind": END_REASONS.get(CloseCode(code), CloseCode(code).name.lower()),
-                    "message": reason,
-                }
-            )
+            kind = END_REASONS.get(CloseCode(code), CloseCode(code).name.lower())
+            await ws.send_text(encode(Error(kind=kind, message=reason)).decode())
             await ws.close(code, reason[:120])
         except Exception:
             log.debug("close failed", exc_info=True)
@@ -239,16 +244,16 @@ class SyncEndpoint:
         except TimeoutError:
             raise _Close(CloseCode.BAD_MESSAGE, "no connect message in time") from None
         hello = self._decode(message)
-        if hello["type"] != "connect":
+        if type(hello) is not Connect:
             raise _Close(CloseCode.BAD_MESSAGE, "the first message must be 'connect'")
-        pv = hello["protocol_version"]
+        pv = hello.protocol_version
         if not MIN_PROTOCOL_VERSION <= pv <= MAX_PROTOCOL_VERSION:
             raise _Close(
                 CloseCode.VERSION_MISMATCH,
                 f"protocol version {pv} not supported "
                 f"({MIN_PROTOCOL_VERSION}..{MAX_PROTOCOL_VERSION}); reload",
             )
-        identity = await authenticate_token(self.authenticate, hello.get("token"))
+        identity = await authenticate_token(self.authenticate, hello.token)
         if identity is None:
             raise _Close(CloseCode.AUTH_FAILED, "authentication failed")
         if identity.expires_at is not None and identity.expires_at <= time.time():
@@ -256,12 +261,12 @@ class SyncEndpoint:
         user_id = identity.user_id
         schema = self.registry.config.schema
         schema_version = schema.schema_version
-        if hello["schema_version"] != schema_version and not schema.can_migrate_from(
-            hello["schema_version"]
+        if hello.schema_version != schema_version and not schema.can_migrate_from(
+            hello.schema_version
         ):
             raise _Close(
                 CloseCode.SCHEMA_MISMATCH,
-                f"schema version {hello['schema_version']} != server's "
+                f"schema version {hello.schema_version} != server's "
                 f"{schema_version}; clear local data and reload",
             )
         access = await authorize_instance(self.authorize, identity, instance_id)
@@ -285,13 +290,13 @@ class SyncEndpoint:
         ws: WebSocket,
         conn: _Connection,
         instance: Instance,
-        hello: dict[str, Any],
+        hello: Connect,
         identity: Identity,
         rates: _UserRates,
     ) -> None:
         user_id = identity.user_id
-        client_id = hello["client_id"]
-        told = int(hello.get("last_mutation_id") or 0)
+        client_id = hello.client_id
+        told = hello.last_mutation_id or 0
         owner, server_lmid = await instance.register_client(client_id, user_id, told)
         if owner != user_id:
             raise _Close(CloseCode.BAD_MESSAGE, "client id belongs to another user")
@@ -301,10 +306,10 @@ class SyncEndpoint:
             store=instance.store,
             user_id=user_id,
             client_id=client_id,
-            cookie=hello.get("cookie"),
+            cookie=hello.cookie,
             known_lmid=min(told, server_lmid),
             append_deltas=self.append_deltas,
-            schema_version=hello["schema_version"],
+            schema_version=hello.schema_version,
             limits=self.limits,
             lmid_of=lambda: instance.committed_lmid(client_id),
             abort=conn.abort,
@@ -317,16 +322,14 @@ class SyncEndpoint:
             )
         await instance.attach(session)
         try:
-            await ws.send_json(
-                {
-                    "type": "connected",
-                    "client_id": client_id,
-                    "user_id": user_id,
-                    "last_mutation_id": server_lmid,
-                    "instance_id": instance.instance_id,
-                    "schema_version": self.registry.config.schema.schema_version,
-                }
+            connected = Connected(
+                client_id=client_id,
+                user_id=user_id,
+                last_mutation_id=server_lmid,
+                instance_id=instance.instance_id,
+                schema_version=self.registry.config.schema.schema_version,
             )
+            await ws.send_text(encode(connected).decode())
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(session.run_sender())
                 tg.create_task(self._read_loop(ws, conn, instance, session, tg, rates))
@@ -358,7 +361,7 @@ class SyncEndpoint:
 
         return close
 
-    def _decode(self, message: Any) -> dict[str, Any]:
+    def _decode(self, message: Any) -> ClientMessage:
         """The one decoding path of client frames: any failure is a :class:`ProtocolError`."""
         if message["type"] == "websocket.disconnect":
             raise _Close(None)
@@ -390,11 +393,10 @@ class SyncEndpoint:
         throttled_since: float | None = None
         while not session.closed:
             msg = self._decode(await ws.receive())
-            t = msg["type"]
             now = loop.time()
             wait = frames.take(1, now)
-            if t == "push":
-                wait = max(wait, mutations.take(len(msg["mutations"]), now))
+            if type(msg) is Push:
+                wait = max(wait, mutations.take(len(msg.mutations), now))
             if wait > 0:
                 throttled_since = throttled_since or now
                 if now + wait - throttled_since > limits.throttle_close_after:
@@ -406,19 +408,19 @@ class SyncEndpoint:
                 await asyncio.sleep(wait)
             else:
                 throttled_since = None
-            if t == "push":
-                instance.submit_push(session, msg["mutations"])
+            if type(msg) is Push:
+                instance.submit_push(session, msg.mutations)
                 await instance.wait_for_room()
-            elif t == "action":
+            elif type(msg) is Action:
                 self._start_action(instance, session, msg, tg)
-            elif t == "pull":
+            elif type(msg) is Pull:
                 session.request_pull()
             else:
-                raise ProtocolError(f"unexpected message {t!r}")
+                raise ProtocolError("'connect' may only be the first message")
         conn.end(None)
 
     def _start_action(
-        self, instance: Instance, session: Session, msg: dict[str, Any], tg: asyncio.TaskGroup
+        self, instance: Instance, session: Session, msg: Action, tg: asyncio.TaskGroup
     ) -> None:
         cap = self.limits.max_actions_per_connection
         if session.actions_in_flight >= cap:
@@ -432,17 +434,9 @@ class SyncEndpoint:
             session.actions_in_flight += 1
             tg.create_task(self._run_action(instance, session, msg))
             return
-        session.send_message(
-            {
-                "type": "action_result",
-                "request_id": msg["request_id"],
-                "ok": False,
-                "kind": kind,
-                "error": error,
-            }
-        )
+        session.send_message(action_failed(msg.request_id, kind, error))
 
-    async def _run_action(self, instance: Instance, session: Session, msg: dict[str, Any]) -> None:
+    async def _run_action(self, instance: Instance, session: Session, msg: Action) -> None:
         try:
             await self.actions.call_from_client(instance, session, msg)
         finally:

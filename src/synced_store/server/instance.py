@@ -21,9 +21,9 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import orjson
 
-from ..core.client_engine import SKIP
 from ..core.context import MutationContext
 from ..core.keys import check_depth
 from ..core.sequencing import Sequence, classify
@@ -36,6 +36,7 @@ from ..errors import (
     UnknownNameError,
 )
 from ..protocol.codes import CloseCode, ErrorKind
+from ..protocol.messages import SKIP, Error, Mutation, MutationErrorReport, PushResponse
 from ..schema import BackendConfig
 from ..storage.sqlite import SqliteInstanceStore, storage_error
 from ..types import EntryKey, RowKey
@@ -102,7 +103,7 @@ class _ServerTx:
 @dataclass
 class _Push:
     session: Session
-    mutations: list[dict[str, Any]]
+    mutations: list[Mutation]
 
 
 @dataclass
@@ -255,7 +256,7 @@ class Instance:
         self._queue.append(item)
         self._wake.set()
 
-    def submit_push(self, session: Session, mutations: list[dict[str, Any]]) -> None:
+    def submit_push(self, session: Session, mutations: list[Mutation]) -> None:
         """Queue a client's push for the writer."""
         self._queued_pushed += len(mutations)
         self._submit(_Push(session, mutations))
@@ -429,18 +430,16 @@ class Instance:
                 if not item.future.done():
                     item.future.set_exception(exc)
             elif exc.transient:
-                item.session.send_message(
-                    {"type": "error", "kind": ErrorKind.STORAGE_BUSY, "message": str(exc)}
-                )
+                item.session.send_message(Error(kind=ErrorKind.STORAGE_BUSY, message=str(exc)))
 
     async def _process(self, batch: list[_Push | _Direct | _Op]) -> None:
         store = self.store
         version = store.version + 1
         changes: dict[RowKey, Change] = {}
         lmids: dict[str, int] = {}
-        errors: dict[str, list[dict[str, Any]]] = {}
+        errors: dict[str, list[MutationErrorReport]] = {}
         direct_results: list[tuple[_Direct | _Op, Any]] = []
-        replies: list[tuple[Session, dict[str, Any]]] = []
+        replies: list[tuple[Session, Error | PushResponse]] = []
         jobs = 0
         store.begin()
         for item in batch:
@@ -481,51 +480,46 @@ class Instance:
                 last = owner[1] if owner else 0
             start = last
             for m in item.mutations:
-                seq = classify(m["id"], last)
+                seq = classify(m.id, last)
                 if seq is Sequence.ALREADY_PROCESSED:
                     continue
                 if seq is Sequence.GAP:
-                    replies.append(
-                        (
-                            session,
-                            {
-                                "type": "error",
-                                "kind": ErrorKind.MUTATION_ID_GAP,
-                                "message": f"mutation id {m['id']} skips ahead of "
-                                f"last_mutation_id {last}; push from {last + 1}",
-                            },
-                        )
+                    gap = Error(
+                        kind=ErrorKind.MUTATION_ID_GAP,
+                        message=f"mutation id {m.id} skips ahead of "
+                        f"last_mutation_id {last}; push from {last + 1}",
                     )
+                    replies.append((session, gap))
                     break
-                if m["name"] == SKIP:  # superseded by a later mutation with its dedupe key
-                    last = m["id"]
+                if m.name == SKIP:  # superseded by a later mutation with its dedupe key
+                    last = m.id
                     continue
                 err, n = await self._run_one(
                     session.user_id,
-                    m["name"],
-                    m["args"],
+                    m.name,
+                    m.args,
                     {"type": "user", "user_id": session.user_id},
                     version,
                     changes,
-                    from_version=m.get("v", session.schema_version),
+                    from_version=session.schema_version if m.v is None else m.v,
                 )
                 jobs += n
-                last = m["id"]
+                last = m.id
                 if err is not None:
-                    e = {
-                        "id": m["id"],
-                        "name": m["name"],
-                        "kind": getattr(err, "kind", ErrorKind.MUTATOR_ERROR),
-                        "message": str(err) or type(err).__name__,
-                    }
+                    e = MutationErrorReport(
+                        id=m.id,
+                        name=m.name,
+                        kind=getattr(err, "kind", ErrorKind.MUTATOR_ERROR),
+                        message=str(err) or type(err).__name__,
+                    )
                     errors.setdefault(cid, []).append(e)
-                    store.add_error(cid, e)
+                    store.add_error(cid, msgspec.structs.asdict(e))
             if cid in errors:
                 store.prune_errors(cid, self.retention.errors_per_client)
             if last != start:
                 lmids[cid] = last
                 store.set_client(cid, session.user_id, last, version)
-            replies.append((session, {"type": "push_response", "last_mutation_id": last}))
+            replies.append((session, PushResponse(last_mutation_id=last)))
         # A batch that changed no synced row and no client (job bookkeeping, idle claims)
         # commits without a new version: clients have nothing to learn from it.
         bumped = bool(changes or lmids)
@@ -542,7 +536,7 @@ class Instance:
         for key, ch in changes.items():
             if ch is not None:
                 op = set_op_json(key, ch[0], ch[2])
-                changes[key] = (ch[0], ch[1], orjson.Fragment(op), len(op))
+                changes[key] = (ch[0], ch[1], msgspec.Raw(op), len(op))
         if bumped:
             for cid, session in list(self.sessions.items()):
                 session.on_commit(version, changes, lmids.get(cid), errors.get(cid))

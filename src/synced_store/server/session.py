@@ -26,12 +26,19 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
-
 from ..core.patch import del_op, make_merge
 from ..errors import StorageError
-from ..protocol.append import AppendHandles
+from ..protocol.append import AppendHandles, append_frame
+from ..protocol.codec import encode
 from ..protocol.codes import CloseCode
+from ..protocol.messages import (
+    Binding,
+    MergeOp,
+    MutationErrorReport,
+    Poke,
+    ServerMessage,
+    raw_ops,
+)
 from ..storage.sqlite import CatchUp, SqliteInstanceStore
 from ..types import RowKey
 from .eager import start_eagerly
@@ -104,7 +111,7 @@ class Session:
         self._pending_bytes = 0
         self._pending_version = 0
         self._pending_lmid: int | None = None
-        self._pending_errors: list[dict[str, Any]] = []
+        self._pending_errors: list[MutationErrorReport] = []
         self._extras: list[str] = []
         self._extras_bytes = 0
         self._need_pull = True
@@ -138,7 +145,7 @@ class Session:
         version: int,
         changes: dict[RowKey, Change],
         lmid: int | None,
-        errors: list[dict[str, Any]] | None,
+        errors: list[MutationErrorReport] | None,
     ) -> None:
         """Merge a committed batch into this session's queue."""
         if self.closed:
@@ -156,7 +163,7 @@ class Session:
                 size += _bytes(change)
         if errors:
             self._pending_errors.extend(errors)
-            size += sum(len(e["message"]) + 64 for e in errors)
+            size += sum(len(e.message) + 64 for e in errors)
         self._pending_bytes = size
         self._pending_version = version
         if lmid is not None:
@@ -227,7 +234,7 @@ class Session:
         self._need_pull = True
         self._wake.set()
 
-    def send_message(self, message: dict[str, Any]) -> None:
+    def send_message(self, message: ServerMessage) -> None:
         """Queue a non-poke message (push_response, error, action_result) after pending pokes.
 
         A connection that lets more than ``max_outbound_bytes`` of these pile up (it sends
@@ -235,7 +242,7 @@ class Session:
         """
         if self.closed:
             return
-        text = orjson.dumps(message).decode()
+        text = encode(message).decode()
         self._extras.append(text)
         self._extras_bytes += len(text)
         self._wake.set()
@@ -357,7 +364,7 @@ class Session:
         self._handles.clear()
         part_bytes = self._limits.catch_up_part_bytes
         cu, lmid = self._start_phase(base)
-        errors = self._store.errors_between(self.client_id, self.known_lmid, lmid)
+        errors = self._errors_between(self.known_lmid, lmid)
         first = True  # no part sent yet
         reset: bool | None = None  # the first phase's, final after its first read
         phase_started = True
@@ -380,18 +387,16 @@ class Session:
                     known = lmid
                     cu, lmid = self._start_phase(cu.upto)
                     phase_started = True
-                    errors += self._store.errors_between(self.client_id, known, lmid)
+                    errors += self._errors_between(known, lmid)
                     if not ops:
                         continue
-                head = '{"type":"poke","final":false'
-                if reset and first:
-                    head += ',"reset":true'
+                part = Poke(final=False, reset=bool(reset and first), patch=raw_ops(ops))
                 first = False
                 if errors:  # reports travel in parts too (the client keeps them to the end)
-                    chunk, errors = errors[:ERRORS_PER_PART], errors[ERRORS_PER_PART:]
-                    head += ',"errors":' + orjson.dumps(chunk).decode()
-                text = head + ',"patch":[' + ",".join(ops) + "]}"
+                    part.errors, errors = errors[:ERRORS_PER_PART], errors[ERRORS_PER_PART:]
+                text = encode(part).decode()
                 ops = []  # hold the part once, as text, while the socket takes it
+                del part
                 await self._send_text(text)
                 del text
         finally:
@@ -400,36 +405,46 @@ class Session:
             return
         # The final part: the last rows read, plus everything committed since the phase began.
         version = cu.upto
+        patch: list[Any] = raw_ops(ops)
+        del ops
         if self._has_poke():
-            ops.extend(self._pending_texts())
+            patch.extend(self._pending_ops())
             version = max(version, self._pending_version)
             if self._pending_lmid is not None:
                 lmid = max(lmid, self._pending_lmid)
             errors.extend(self._pending_errors)
             self._pending_lmid = None
             self._pending_errors = []
-        tail: dict[str, Any] = {"base_cookie": base, "cookie": version, "last_mutation_id": lmid}
-        if errors:
-            tail["errors"] = errors
-        head = '{"type":"poke","final":true'
-        if reset and first:
-            head += ',"reset":true'
-        text = head + "," + orjson.dumps(tail).decode()[1:-1] + ',"patch":[' + ",".join(ops) + "]}"
-        await self._send_text(text)
+        final = Poke(
+            final=True,
+            reset=bool(reset and first),
+            base_cookie=base,
+            cookie=version,
+            last_mutation_id=lmid,
+            errors=errors or None,
+            patch=patch,
+        )
+        await self._send_text(encode(final).decode())
         self.cookie = version
         self.known_lmid = max(self.known_lmid, lmid)
 
-    def _pending_texts(self) -> list[str]:
-        """Take the queued rows as plain ``set``/``del`` op texts (the catch-up's last part)."""
+    def _errors_between(self, after: int, upto: int) -> list[MutationErrorReport]:
+        return [
+            MutationErrorReport(**e)
+            for e in self._store.errors_between(self.client_id, after, upto)
+        ]
+
+    def _pending_ops(self) -> list[Any]:
+        """Take the queued rows as plain ``set``/``del`` ops (the catch-up's last part)."""
         pending = self._pending
         self._drop_pending()
-        out: list[str] = []
+        out: list[Any] = []
         for key, change in pending.items():
             if change is None:
-                out.append(orjson.dumps(del_op(key)).decode())
+                out.append(del_op(key))
                 self._forget_sent(key)
             else:
-                out.append(orjson.dumps(change[2]).decode())
+                out.append(change[2])
                 self._remember_sent(key, change[1], change[3])
         return out
 
@@ -470,7 +485,7 @@ class Session:
             if self.cookie is not None and self._pending_lmid is None and not self._pending_errors
             else None
         )
-        binds: list[list[Any]] = []
+        binds: list[Binding] = []
         deltas = self._append_deltas
         for key, change in pending.items():
             last_sent = sent_at.get(key, -STREAM_GAP)
@@ -506,31 +521,24 @@ class Session:
         base = self.cookie or 0
         if pairs and (version - base) % 10:
             self.cookie = version
-            await self._send_text(orjson.dumps([base % 10, version - base, *pairs]).decode())
+            await self._send_text(append_frame(base, version, pairs).decode())
             return
-        msg: dict[str, Any] = {
-            "type": "poke",
-            "base_cookie": self.cookie,
-            "cookie": version,
-            "patch": ops,
-        }
-        if binds:
-            msg["bind"] = binds
+        msg = Poke(base_cookie=self.cookie, cookie=version, patch=ops, bind=binds or None)
         if self._pending_lmid is not None:
-            msg["last_mutation_id"] = self._pending_lmid
+            msg.last_mutation_id = self._pending_lmid
             self.known_lmid = self._pending_lmid
             self._pending_lmid = None
         if self._pending_errors:
-            msg["errors"], self._pending_errors = self._pending_errors, []
+            msg.errors, self._pending_errors = self._pending_errors, []
         self.cookie = version
-        await self._send_text(orjson.dumps(msg).decode())
+        await self._send_text(encode(msg).decode())
 
 
-def _single_append(op: dict[str, Any] | None) -> tuple[str, str] | None:
+def _single_append(op: MergeOp | None) -> tuple[str, str] | None:
     """``(field, suffix)`` if the merge ``op`` only appends to one field, else None."""
-    if op is None or "set" in op or "unset" in op:
+    if op is None or op.set or op.unset:
         return None
-    append = op.get("append")
+    append = op.append
     if append is None or len(append) != 1:
         return None
     ((field, suffix),) = append.items()

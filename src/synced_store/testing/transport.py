@@ -13,9 +13,8 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
-
 from ..client.transport import Connection, ConnectionLost, Connector
+from ..protocol.codec import frame_json
 
 __all__ = ["ControlledConnector", "ControlledTransport", "MessageQueue", "has_inbound_type"]
 
@@ -37,9 +36,9 @@ def has_inbound_type(kind: str) -> Predicate:
 class MessageQueue:
     """Frames travelling one way. ``queue`` holds the frames not yet delivered (parsed)."""
 
-    def __init__(self, deliver: Callable[[str], Awaitable[None]]) -> None:
+    def __init__(self, deliver: Callable[[Any], Awaitable[None]]) -> None:
         self._deliver = deliver
-        self._held: list[str] = []
+        self._held: list[Any] = []
         self.auto_flush = True
         self.delivered = 0
         #: Set whenever a frame is held (so pumps can wait for work instead of polling).
@@ -48,7 +47,7 @@ class MessageQueue:
     @property
     def queue(self) -> list[Any]:
         """Held frames, parsed, oldest first."""
-        return [orjson.loads(t) for t in self._held]
+        return [frame_json(t) for t in self._held]
 
     def disable_auto_flush(self) -> None:
         """Hold frames until flushed."""
@@ -59,14 +58,14 @@ class MessageQueue:
         self.auto_flush = True
         await self.flush_all()
 
-    async def _push(self, text: str) -> None:
+    async def _push(self, text: Any) -> None:
         if self.auto_flush and not self._held:
             await self._send(text)
         else:
             self._held.append(text)
             self.arrived.set()
 
-    async def _send(self, text: str) -> None:
+    async def _send(self, text: Any) -> None:
         self.delivered += 1
         await self._deliver(text)
 
@@ -88,7 +87,7 @@ class MessageQueue:
     async def flush_matching(self, predicate: Predicate) -> bool:
         """Deliver the first held frame matching ``predicate``, keeping the rest in order."""
         for i, text in enumerate(self._held):
-            if predicate(orjson.loads(text)):
+            if predicate(frame_json(text)):
                 del self._held[i]
                 await self._send(text)
                 return True
@@ -108,18 +107,18 @@ class MessageQueue:
 
     def remove(self, predicate: Predicate) -> int:
         """Drop held frames matching ``predicate`` (message loss); returns how many."""
-        keep = [t for t in self._held if not predicate(orjson.loads(t))]
+        keep = [t for t in self._held if not predicate(frame_json(t))]
         n = len(self._held) - len(keep)
         self._held = keep
         return n
 
     def duplicate(self, predicate: Predicate) -> int:
         """Hold a second copy, right after it, of each held frame matching ``predicate``."""
-        out: list[str] = []
+        out: list[Any] = []
         n = 0
         for t in self._held:
             out.append(t)
-            if predicate(orjson.loads(t)):
+            if predicate(frame_json(t)):
                 out.append(t)
                 n += 1
         self._held = out
@@ -139,7 +138,7 @@ class ControlledTransport:
     def __init__(self, real: Connector) -> None:
         self._real = real
         self._conn: Connection | None = None
-        self._incoming: asyncio.Queue[str | ConnectionLost] = asyncio.Queue()
+        self._incoming: asyncio.Queue[str | bytes | ConnectionLost] = asyncio.Queue()
         self._pump: asyncio.Task[None] | None = None
         self.blocked = False
         self.connections = 0
@@ -147,12 +146,12 @@ class ControlledTransport:
         self.inbound = MessageQueue(self._to_client)
         self._consumed = asyncio.Event()
 
-    async def _to_server(self, text: str) -> None:
+    async def _to_server(self, text: bytes) -> None:
         if self._conn is not None:
             with contextlib.suppress(ConnectionLost):
                 await self._conn.send(text)
 
-    async def _to_client(self, text: str) -> None:
+    async def _to_client(self, text: str | bytes) -> None:
         self._consumed.clear()
         await self._incoming.put(text)
         # Return once the client has handled it (it asks for the next frame).
@@ -234,12 +233,12 @@ class _ControlledConnection:
         self._t = transport
         self._conn = conn
 
-    async def send(self, text: str) -> None:
+    async def send(self, text: bytes) -> None:
         if self._t._conn is not self._conn:
             raise ConnectionLost(1006, "disconnected by the test")
         await self._t.outbound._push(text)
 
-    async def recv(self) -> str:
+    async def recv(self) -> str | bytes:
         self._t._consumed.set()
         item = await self._t._incoming.get()
         if isinstance(item, ConnectionLost):

@@ -45,6 +45,8 @@ __all__ = [
 PYODIDE_VERSION = "314.0.7"
 PYDANTIC_VERSION = "2.14.3"
 MICROPIP_VERSION = "0.11.1"
+#: The wire codec (protocol/) decodes server frames with msgspec; pinned as in pyproject.toml.
+MSGSPEC_VERSION = "0.23.0"
 #: The wheels the page loads, in this order (dependencies first).
 _LOAD_ORDER = (
     "typing_extensions",
@@ -52,6 +54,7 @@ _LOAD_ORDER = (
     "typing_inspection",
     "pydantic_core",
     "pydantic",
+    "msgspec",
 )
 
 
@@ -179,6 +182,7 @@ def _fetch_wheels(out: Path, abi: str, python: str) -> list[str]:
             str(wheels),
             f"pydantic=={PYDANTIC_VERSION}",
             f"micropip=={MICROPIP_VERSION}",
+            f"msgspec=={MSGSPEC_VERSION}",
         ]
     )
     names = sorted(p.name for p in wheels.glob("*.whl"))
@@ -191,6 +195,9 @@ def _fetch_wheels(out: Path, abi: str, python: str) -> list[str]:
     core = chosen[_LOAD_ORDER.index("pydantic_core")]
     if f"pyemscripten_{abi}_wasm32" not in core:
         raise SystemExit(f"pydantic_core wheel {core} is not built for Pyodide's ABI {abi}")
+    for wasm in ("pydantic_core", "msgspec"):
+        if f"pyemscripten_{abi}_wasm32" not in chosen[_LOAD_ORDER.index(wasm)]:
+            raise SystemExit(f"{wasm} wheel is not built for Pyodide's ABI {abi}: {chosen}")
     pyd = chosen[_LOAD_ORDER.index("pydantic")]
     if f"-{PYDANTIC_VERSION}-" not in pyd:
         raise SystemExit(f"expected pydantic {PYDANTIC_VERSION}, got {pyd}")

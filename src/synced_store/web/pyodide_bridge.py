@@ -17,6 +17,8 @@ from typing import Any
 from synced_store.core.client_engine import ClientEngine, Subscription
 from synced_store.core.context import ReadContext
 from synced_store.errors import SyncedStoreError
+from synced_store.protocol.codec import encode
+from synced_store.protocol.messages import Connected
 from synced_store.schema import BackendConfig, Schema
 from synced_store.types import RowKey
 
@@ -79,11 +81,23 @@ class Bridge:
 
     def connect_message(self, token: str) -> str:
         """The ``connect`` frame to send when the socket opens."""
-        return json.dumps(self.engine.connect_message(token))
+        return self.engine.connect_frame(token).decode()
 
     def adopt_connection(self, sent_upto: int) -> None:
         """Take over a connection the shell already handshook (it pushed up to ``sent_upto``)."""
-        self.engine.receive({"type": "connected", "last_mutation_id": sent_upto})
+        e = self.engine
+        e.receive(
+            encode(
+                Connected(
+                    client_id=e.client_id,
+                    user_id=e.user_id,
+                    last_mutation_id=max(sent_upto, e.last_mutation_id),
+                    instance_id="",
+                    schema_version=e.schema.schema_version,
+                )
+            )
+        )
+        e.events_received()
 
     def disconnected(self) -> None:
         """The socket closed."""
@@ -91,10 +105,7 @@ class Bridge:
 
     def receive(self, frame_json: str) -> None:
         """A complete server frame (``connected``, a final or assembled ``poke``, ...)."""
-        msg = json.loads(frame_json)
-        if msg.get("type") == "connected" and isinstance(msg.get("user_id"), str):
-            self.engine.user_id = msg["user_id"]
-        self.engine.receive(msg)
+        self.engine.receive(frame_json)
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -162,7 +173,7 @@ class Bridge:
         """What the shell must do now: ``{"send": [frame texts], "results": {sub_id: rows},
         "pending_keys": [[ns, t, k]] | absent if unchanged, "pending": n}``."""
         out: dict[str, Any] = {
-            "send": [json.dumps(m) for m in self.engine.messages_to_send()],
+            "send": [f.decode() for f in self.engine.frames_to_send()],
             "pending": len(self.engine.pending),
         }
         self.engine.events_received()  # confirmations are tracked by the shell's mirror
