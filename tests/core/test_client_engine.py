@@ -24,13 +24,13 @@ from synced_store import (
     table,
 )
 from synced_store.core.client_engine import (
-    SKIP,
     ClientEngine,
     Confirmed,
     MutationRejected,
     ServerError,
 )
 from synced_store.core.context import MutationContext, ReadContext, copy_json, run_sync
+from synced_store.core.sequencing import SKIP
 from synced_store.protocol import PROTOCOL_VERSION
 
 from .app import (

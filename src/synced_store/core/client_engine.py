@@ -36,13 +36,10 @@ from ..types import EntryKey, RowKey
 from .context import MutationContext, ReadContext, copy_json, json_input, run_sync
 from .patch import json_equal, op_key, op_row
 from .readset import ReadSet
+from .sequencing import SKIP
 from .store import MemoryStore
 
-#: Mutation name of a no-op marker: the server advances last_mutation_id and runs nothing.
-SKIP = "$skip"
-
 __all__ = [
-    "SKIP",
     "ClientEngine",
     "Confirmed",
     "EngineEvent",

@@ -23,10 +23,9 @@ from typing import Any
 
 import orjson
 
-from ..core.client_engine import SKIP
 from ..core.context import MutationContext
 from ..core.keys import check_depth
-from ..core.sequencing import Sequence, classify
+from ..core.sequencing import SKIP, Sequence, classify
 from ..errors import (
     InstanceUnavailableError,
     QuotaExceededError,
