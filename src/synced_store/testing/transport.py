@@ -41,7 +41,6 @@ class MessageQueue:
         self._deliver = deliver
         self._held: list[str] = []
         self.auto_flush = True
-        self.delivered = 0
         #: Set whenever a frame is held (so pumps can wait for work instead of polling).
         self.arrived = asyncio.Event()
 
@@ -67,7 +66,6 @@ class MessageQueue:
             self.arrived.set()
 
     async def _send(self, text: str) -> None:
-        self.delivered += 1
         await self._deliver(text)
 
     async def flush_one(self) -> bool:
