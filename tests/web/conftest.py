@@ -79,7 +79,7 @@ class Browsers:
         # hide the bug behind a re-pull): count it as an error of the page too.
         page.on(
             "console",
-            lambda m: "[synced-store frame]" in m.text and self.errors.append(f"{url}: {m.text}"),
+            lambda m: "synced-store: frame:" in m.text and self.errors.append(f"{url}: {m.text}"),
         )
         page.goto(url)
         return page

@@ -443,7 +443,7 @@ class SyncedStoreClient:
                         fut.set_result(None)
             elif isinstance(ev, MutationRejected):
                 err = MutationFailedError(ev.mutation_id, ev.name, ev.kind, ev.message)
-                log.warning("[synced-store] mutation failed: %s", err)
+                log.warning("synced-store: mutation failed: %s", err)
                 fut = self._futures.pop(ev.mutation_id, None)
                 if fut is not None and not fut.done():
                     fut.set_exception(err)
@@ -565,7 +565,7 @@ class SyncedStoreClient:
                 log.warning("reconnecting: %s", eg.exceptions[0])
             except* Exception as eg:
                 # A bug must not silently kill syncing: log it, reconnect and pull again.
-                log.error("synced-store client error; reconnecting", exc_info=eg.exceptions[0])
+                log.error("synced-store: client error; reconnecting", exc_info=eg.exceptions[0])
             finally:
                 self._conn = None
                 self.engine.disconnected()
