@@ -48,8 +48,8 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from synced_store.core.client_engine import SKIP
 from synced_store.core.keys import MAX_KEY_BYTES, MAX_VALUE_BYTES, MAX_VALUE_DEPTH
+from synced_store.core.sequencing import SKIP
 from synced_store.protocol.codec import MAX_FRAME_BYTES, MAX_MUTATIONS_PER_PUSH
 from synced_store.protocol.version import PROTOCOL_VERSION
 

@@ -107,7 +107,12 @@ def run(quick: bool = False) -> dict[str, Any]:
     n_messages = 20 if quick else 50
     room = "bench-load"
     out: dict[str, Any] = {"runs": runs, "messages": n_messages, "targets_ms": TARGETS}
-    with tempfile.TemporaryDirectory() as tmp, WebServer.chat_demo(Path(tmp) / "data") as server:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        WebServer.demo(
+            "chat", Path(tmp) / "data", "--bot-pace", "0.05", "--bot-words", "40"
+        ) as server,
+    ):
         asyncio.run(_seed(f"ws://127.0.0.1:{server.port}", room, n_messages))
         url = f"{server.base_url}/?room={room}&user=bench"
         cold: list[dict[str, float]] = []

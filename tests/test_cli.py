@@ -168,8 +168,12 @@ def _digest(path: Path) -> str:
 
 
 def _all_commands(group: click.Group, prefix: str = "") -> Iterator[tuple[str, click.Command]]:
+    """Every command, including those installed packages add through entry points."""
     yield prefix or "synced-store", group
-    for name, cmd in sorted(group.commands.items()):
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        cmd = group.get_command(ctx, name)
+        assert cmd is not None, name
         path = f"{prefix} {name}".strip()
         if isinstance(cmd, click.Group):
             yield from _all_commands(cmd, path)
@@ -188,6 +192,37 @@ def test_every_command_has_help_with_an_example(path: str, command: click.Comman
 def test_expected_commands_exist() -> None:
     names = {p for p, _ in _all_commands(cli)}
     assert {"serve", "inspect", "actions", "actions list", "actions retry"} <= names
+    # The example chat app's commands, registered by this project's entry points.
+    assert {"demo", "demo chat", "chat"} <= names
+
+
+def test_a_broken_or_missing_plugin_command_is_a_clean_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from importlib.metadata import EntryPoint
+
+    from synced_store.cli import plugins
+
+    broken = EntryPoint("broken", "no_such_module_here:command", plugins.DEMOS_GROUP)
+    real = plugins.entry_points
+    monkeypatch.setattr(
+        plugins,
+        "entry_points",
+        lambda group: (
+            [*real(group=group), broken] if group == plugins.DEMOS_GROUP else real(group=group)
+        ),
+    )
+    listing = run("demo", "--help").output
+    assert "broken" in listing
+    assert "chat" in listing  # the others still load
+    failed = run("demo", "broken", ok=False)
+    assert failed.exit_code == 1
+    assert "no_such_module_here" in failed.output
+    assert "Traceback" not in failed.output
+    missing = run("demo", "nope", ok=False)
+    assert missing.exit_code == 2
+    assert "No such command 'nope'" in missing.output
+    assert "Installed: broken, chat" in missing.output
 
 
 # -- inspect ---------------------------------------------------------------------------------

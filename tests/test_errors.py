@@ -9,6 +9,7 @@ import pytest
 from synced_store import errors
 from synced_store.errors import (
     ConnectionEndedError,
+    ConnectionLost,
     KeyTooLargeError,
     MutationFailedError,
     StorageError,
@@ -96,6 +97,19 @@ def test_connection_ended_error_fields() -> None:
     bare = ConnectionEndedError("auth_failed")
     assert bare.detail == ""
     assert str(bare) == "connection ended: auth_failed"
+
+
+def test_connection_lost_fields_and_place_in_the_tree() -> None:
+    e = ConnectionLost(1006, "no close frame")
+    assert (e.code, e.reason, e.kind) == (1006, "no close frame", "connection_lost")
+    assert str(e) == "connection closed (1006: no close frame)"
+    assert str(ConnectionLost(1001)) == "connection closed (1001)"
+    assert isinstance(e, SyncedStoreError)
+    assert not isinstance(e, ConnectionEndedError)  # a lost connection is retried, not final
+    from synced_store.client import ConnectionLost as from_client
+    from synced_store.client.transport import ConnectionLost as from_transport
+
+    assert from_client is from_transport is ConnectionLost
 
 
 def test_storage_error_transient_flag() -> None:

@@ -1,8 +1,14 @@
-"""The sans-I/O layers import no I/O: protocol/ and core/ must run anywhere, Pyodide included."""
+"""Layering rules, checked on the import statements of every module in ``src/synced_store``.
+
+The sans-I/O layers import no I/O (protocol/ and core/ must run anywhere, Pyodide included),
+the server never reaches into the client's engine, and the library never imports the example
+apps (they depend on it, not the other way round).
+"""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -42,18 +48,25 @@ def imported_modules(source: str, package: str) -> set[str]:
     return names
 
 
-def violations(layer: str) -> list[str]:
+def imports_under(directory: Path) -> list[tuple[Path, str]]:
+    """``(file, imported module)`` for every module imported by a ``.py`` file under
+    ``directory`` (paths relative to ``src``)."""
     out = []
-    for path in sorted((PACKAGE / layer).rglob("*.py")):
+    for path in sorted(directory.rglob("*.py")):
         rel = path.relative_to(PACKAGE.parent)
         package = ".".join(rel.with_suffix("").parts[:-1])
-        for mod in sorted(imported_modules(path.read_text(), package)):
-            top = mod.split(".")[0]
-            if top in FORBIDDEN:
-                out.append(f"{rel}: imports {mod}")
-            parts = mod.split(".")
-            if top == "synced_store" and len(parts) > 1 and parts[1] in FORBIDDEN_INTERNAL[layer]:
-                out.append(f"{rel}: imports {mod}")
+        out += [(rel, mod) for mod in sorted(imported_modules(path.read_text(), package))]
+    return out
+
+
+def violations(layer: str) -> list[str]:
+    out = []
+    for rel, mod in imports_under(PACKAGE / layer):
+        parts = mod.split(".")
+        if parts[0] in FORBIDDEN:
+            out.append(f"{rel}: imports {mod}")
+        if parts[0] == "synced_store" and len(parts) > 1 and parts[1] in FORBIDDEN_INTERNAL[layer]:
+            out.append(f"{rel}: imports {mod}")
     return out
 
 
@@ -84,3 +97,66 @@ def test_the_checker_sees_every_import_form() -> None:
     assert "synced_store.storage" in names
     assert "synced_store.core.keys" in names
     assert "os.path" in names
+
+
+def test_the_server_never_imports_the_client_engine() -> None:
+    """What both sides must agree on (the ``$skip`` marker, the lastMutationID rule, wire
+    messages) lives in core/sequencing.py or protocol/, not in the client's engine."""
+    bad = [
+        f"{rel}: imports {mod}"
+        for rel, mod in imports_under(PACKAGE / "server")
+        if mod == "synced_store.core.client_engine"
+        or mod.startswith("synced_store.core.client_engine.")
+    ]
+    assert bad == []
+
+
+#: The example apps' import names: ``examples`` in a clone, ``synced_store_examples`` installed.
+EXAMPLE_PACKAGES = ("examples", "synced_store_examples")
+_MODULE_NAME = re.compile(r"[A-Za-z_][\w.]*(:[\w.]+)?")
+
+
+def example_references(source: str, package: str) -> list[str]:
+    """Imports of the example apps in ``source``, and string constants that name one of their
+    modules (``importlib.import_module("examples.chat.app")``, ``"examples.chat:backend"``)."""
+    found = [
+        mod for mod in imported_modules(source, package) if mod.split(".")[0] in EXAMPLE_PACKAGES
+    ]
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            text = node.value
+            if _MODULE_NAME.fullmatch(text) and text.split(".")[0].split(":")[0] in (
+                EXAMPLE_PACKAGES
+            ):
+                found.append(repr(text))
+    return sorted(found)
+
+
+def test_nothing_in_the_library_refers_to_the_examples() -> None:
+    bad = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE.parent)
+        package = ".".join(rel.with_suffix("").parts[:-1])
+        bad += [f"{rel}: {ref}" for ref in example_references(path.read_text(), package)]
+    assert bad == []
+
+
+def test_the_examples_checker_sees_imports_and_module_names() -> None:
+    src = "\n".join(
+        [
+            "import examples.chat",
+            "from synced_store_examples.todo import backend",
+            "import importlib",
+            "m = importlib.import_module('examples.chat.app')",
+            "spec = 'examples.todo:backend'",
+            "help = 'synced-store serve examples.todo:backend --port 9000'",  # prose: fine
+            "other = 'examplesque.x'",
+        ]
+    )
+    assert example_references(src, "synced_store.cli") == [
+        "'examples.chat.app'",
+        "'examples.todo:backend'",
+        "examples.chat",
+        "synced_store_examples.todo",
+        "synced_store_examples.todo.backend",
+    ]

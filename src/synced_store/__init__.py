@@ -7,7 +7,11 @@ Layout (dependencies point up the list):
 - ``storage/`` the server's per-instance databases.
 - ``server/`` the ASGI app: sync endpoint, one writer per instance, fan-out, actions.
 - ``client/`` the asyncio client over the core engine, with local persistence.
-- ``testing/`` the public test harness; ``cli`` the command line.
+- ``testing/`` the public test harness; ``web/`` the browser client (JS shell, Pyodide);
+  ``cli/`` the command line; ``bot/`` LLM services an app can plug in.
+
+The example apps (``examples/`` in a clone, ``synced_store_examples`` installed) build on this
+package; nothing here imports them.
 
 This module re-exports the names apps use to declare their schema and handlers.
 """
@@ -16,6 +20,7 @@ from .errors import (
     ActionError,
     ClientClosedError,
     ConnectionEndedError,
+    ConnectionLost,
     InstanceUnavailableError,
     KeyTooLargeError,
     MutationFailedError,
@@ -52,6 +57,7 @@ __all__ = [
     "BackendConfig",
     "ClientClosedError",
     "ConnectionEndedError",
+    "ConnectionLost",
     "EntryKey",
     "InstanceUnavailableError",
     "JSONValue",

@@ -17,6 +17,7 @@ anything the library raises on purpose. The tree, with the layer that raises eac
     ├── ActionError                 client/server: an action raised or returned an invalid output
     ├── ClientClosedError           client: the store was closed by *this* side
     ├── ConnectionEndedError        client: the server ended the session for good
+    ├── ConnectionLost              client: the connection closed (close code); it reconnects
     ├── OfflineError                client: the operation needs the server; the client is offline
     ├── QuotaExceededError          server: a per-user or per-instance quota (queued actions)
     ├── OverloadedError             server: at capacity (open instances); retry later
@@ -30,6 +31,7 @@ __all__ = [
     "ActionError",
     "ClientClosedError",
     "ConnectionEndedError",
+    "ConnectionLost",
     "InstanceUnavailableError",
     "KeyTooLargeError",
     "MutationFailedError",
@@ -148,6 +150,21 @@ class ConnectionEndedError(SyncedStoreError):
         super().__init__(f"connection ended: {reason}" + (f" ({detail})" if detail else ""))
         self.reason = reason
         self.detail = detail
+
+
+class ConnectionLost(SyncedStoreError):
+    """The connection closed (``code``: the WebSocket close code, 1006 if none; ``reason``).
+
+    Raised by a transport's ``send``/``recv`` (``synced_store.client.transport``); the client
+    catches it and reconnects with backoff, unless the code ends the session for good (then
+    :class:`ConnectionEndedError`)."""
+
+    kind = "connection_lost"
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(f"connection closed ({code}{': ' + reason if reason else ''})")
+        self.code = code
+        self.reason = reason
 
 
 class OfflineError(SyncedStoreError):

@@ -1,18 +1,35 @@
-"""Type aliases shared by every layer (the contract between them)."""
+"""Types shared by every layer (the contract between them): keys, JSON values, states.
+
+The state enums are ``StrEnum``s: each member *is* its string (``ConnectionStatus.CONNECTED ==
+"connected"``), so public attributes, callbacks, the wire and the databases keep plain strings.
+"""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any, NamedTuple, TypeAlias
 
-__all__ = ["ClientID", "Cookie", "EntryKey", "JSONValue", "MutationID", "RowKey", "UserID"]
+__all__ = ["ConnectionStatus", "EntryKey", "JSONValue", "JobStatus", "RowKey"]
 
 #: A JSON value: dict / list / str / int / float / bool / None (nested).
 JSONValue: TypeAlias = Any
-ClientID: TypeAlias = str
-UserID: TypeAlias = str
-MutationID: TypeAlias = int
-#: The instance version a client has seen; ``None`` means "nothing yet".
-Cookie: TypeAlias = int | None
+
+
+class ConnectionStatus(StrEnum):
+    """A client's ``connection_status`` (the browser shell's ``store.status`` adds ``ended``)."""
+
+    DISCONNECTED = "disconnected"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+
+
+class JobStatus(StrEnum):
+    """The state of an action job in an instance's outbox (the ``jobs.status`` column)."""
+
+    PENDING = "pending"  # queued, or waiting out its retry backoff (``next_run_at``)
+    RUNNING = "running"  # claimed by the runner; back to pending if the server restarts
+    DONE = "done"  # the action returned; its output is kept until retention forgets it
+    FAILED = "failed"  # out of attempts; ``synced-store actions retry`` re-queues it
 
 
 class EntryKey(NamedTuple):

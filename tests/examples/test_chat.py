@@ -317,7 +317,7 @@ async def test_demo_chat_command_and_terminal_client(tmp_path: Path) -> None:
     server = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "synced_store.chat_cli",
+        "synced_store.cli",
         "demo",
         "chat",
         "--port",
@@ -348,7 +348,7 @@ async def test_demo_chat_command_and_terminal_client(tmp_path: Path) -> None:
         client = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "synced_store.chat_cli",
+            "synced_store.cli",
             "chat",
             "--url",
             f"ws://127.0.0.1:{port}",

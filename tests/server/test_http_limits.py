@@ -553,16 +553,17 @@ def test_server_options_offer_the_limits_only_to_commands_that_take_them() -> No
     assert refused.exit_code == 2  # "No such option", never silently ignored
     assert CliRunner().invoke(ignores, []).output == "ran\n"
 
-    # Added to a command after it was made (how `demo chat` gets them).
-    from synced_store.cli.serving import connection_params
+    # Alone, on a command with its own host/port options (how `demo chat` gets them).
+    from synced_store.cli import connection_options
 
     @click.command()
-    def late(**kwargs: Any) -> None:
-        click.echo(f"{kwargs['max_connections']} {kwargs['allowed_origins']}")
+    @click.option("--port", type=int, default=1)
+    @connection_options
+    def demo(port: int, **kwargs: Any) -> None:
+        click.echo(f"{port} {kwargs['max_connections']} {kwargs['allowed_origins']}")
 
-    late.params.extend(connection_params())
-    got = CliRunner().invoke(late, ["--max-connections", "5", "--allowed-origin", "https://a.b"])
-    assert got.output == "5 ('https://a.b',)\n"
+    got = CliRunner().invoke(demo, ["--max-connections", "5", "--allowed-origin", "https://a.b"])
+    assert got.output == "1 5 ('https://a.b',)\n"
 
 
 def test_limits_from_options() -> None:

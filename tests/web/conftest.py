@@ -55,7 +55,7 @@ def chat_server(
 ) -> Iterator[WebServer]:
     """``synced-store demo chat`` with a fast local bot (about 2 s per reply)."""
     data = tmp_path_factory.mktemp("chat-data")
-    with WebServer.chat_demo(data, bot_pace=0.05, bot_words=40) as server:
+    with WebServer.demo("chat", data, "--bot-pace", "0.05", "--bot-words", "40") as server:
         yield server
 
 
@@ -79,7 +79,7 @@ class Browsers:
         # hide the bug behind a re-pull): count it as an error of the page too.
         page.on(
             "console",
-            lambda m: "[synced-store frame]" in m.text and self.errors.append(f"{url}: {m.text}"),
+            lambda m: "synced-store: frame:" in m.text and self.errors.append(f"{url}: {m.text}"),
         )
         page.goto(url)
         return page

@@ -193,9 +193,10 @@ def failing_bot_server(
 ) -> Any:
     """The chat demo whose bot provider (an OpenAI-compatible URL) refuses connections."""
     dead = f"http://127.0.0.1:{free_port()}/v1"
-    with WebServer.chat_demo(
+    with WebServer.demo(
+        "chat",
         tmp_path_factory.mktemp("failing"),
-        extra=["--provider", "openai"],
+        *("--bot-pace", "0.05", "--bot-words", "40", "--provider", "openai"),
         env={"OPENAI_BASE_URL": dead, "OPENAI_API_KEY": "test"},
     ) as s:
         yield s

@@ -136,7 +136,15 @@ def test_the_chat_page_runs_pyodide_under_the_csp_without_violations(
 
     # Every response the pages loaded carries the headers: page, static, Pyodide, wheels.
     loaded = {r.url.split("?")[0]: r for w in (alice, bob) for r in w.responses}
-    for part in ("/pyodide/", ".wasm", "pyodide.mjs", "/wheels/", "/_ss/py/", "/_ss/static/"):
+    for part in (
+        "/pyodide/",
+        ".wasm",
+        "pyodide.mjs",
+        "/wheels/",
+        "/_ss/py/",
+        "/_ss/static/",
+        "/_ss/app/",
+    ):
         assert any(part in u for u in loaded), (part, sorted(loaded))
     for url, response in loaded.items():
         headers = response.all_headers()
@@ -148,7 +156,7 @@ def test_every_kind_of_response_carries_the_security_headers(chat_server: WebSer
     base = chat_server.base_url
     with httpx.Client(base_url=base) as http:
         page = http.get("/")
-        urls = ["/", "/healthz", "/_ss/static/chat.js", "/_ss/static/engine-worker.js"]
+        urls = ["/", "/healthz", "/_ss/app/chat.js", "/_ss/static/engine-worker.js"]
         urls += ["/_ss/static/missing.js", "/no-such-page", "/_ss/py/stale.json"]
         wasm = re.search(r'"indexURL": "([^"]+)"', page.text)
         assert wasm is not None
@@ -185,9 +193,10 @@ def _serve_main() -> None:
     """The control server: the chat page under the CSP given with ``--csp``."""
     import argparse
 
+    from examples.chat.app import make_backend
+
     from synced_store.bot import BotConfig
-    from synced_store.chat_cli import load_chat_app
-    from synced_store.cli.serving import run_server
+    from synced_store.cli import run_server
     from synced_store.server import create_app
     from synced_store.web import routes
 
@@ -196,7 +205,7 @@ def _serve_main() -> None:
     p.add_argument("--data-dir", required=True)
     p.add_argument("--csp", default=DEFAULT_CSP)
     args = p.parse_args()
-    backend = load_chat_app().make_backend(BotConfig.from_env(provider="local", words=5))
+    backend = make_backend(BotConfig.from_env(provider="local", words=5))
     run_server(
         lambda: create_app(
             backend,

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
+import synced_store.web
 from synced_store.web import IMMUTABLE, python_bundle, routes
 from synced_store.web.build import load_build
 from synced_store.web.pyodide_bridge import Bridge
@@ -112,13 +113,61 @@ async def _check_page(chat_backend: Any) -> None:
         js = await client.get("/_ss/static/synced-store.js")
         assert js.headers["content-type"].startswith("text/javascript")
         assert js.headers["cache-control"] == "no-cache"
-        css = await client.get("/_ss/static/chat.css")
+        css = await client.get("/_ss/app/chat.css")
         assert css.headers["content-type"].startswith("text/css")
         if config["pyodide"] is not None:
             bundle = await client.get(config["pyodide"]["python"]["bundle"])
             assert bundle.headers["cache-control"] == IMMUTABLE
             assert "examples/chat/mutators.py" in bundle.json()["files"]
             assert (await client.get("/_ss/py/0000000000000000.json")).status_code == 404
+
+
+def test_the_app_ships_its_page_and_the_library_only_the_shell(chat_backend: Any) -> None:
+    _in_thread(lambda: _check_app_page(chat_backend))
+
+
+async def _check_app_page(chat_backend: Any) -> None:
+    shell = Path(synced_store.web.__file__).parent / "static"
+    assert (shell / "synced-store.js").is_file()
+    assert not [f.name for f in shell.iterdir() if "chat" in f.name or f.suffix == ".html"]
+    async with _client(chat_backend) as client:
+        page = (await client.get("/")).text
+        assert 'id="composer"' in page  # examples/chat/static/index.html, found by convention
+        assert '<script type="module" src="/_ss/app/chat.js?v=' in page
+        chat_js = await client.get("/_ss/app/chat.js")
+        assert chat_js.status_code == 200
+        assert chat_js.headers["cache-control"] == "no-cache"
+        assert "createStore" in chat_js.text
+        assert (await client.get("/_ss/static/chat.js")).status_code == 404
+
+
+def test_an_app_without_a_page_gets_a_placeholder_or_its_static_dir(tmp_path: Path) -> None:
+    _in_thread(lambda: _check_placeholder_and_static_dir(tmp_path))
+
+
+async def _check_placeholder_and_static_dir(tmp_path: Path) -> None:
+    from tests.web.depth_app import backend
+
+    def client(**kwargs: Any) -> httpx.AsyncClient:
+        app = Starlette(routes=routes("tests.web.depth_app", backend=backend, **kwargs))
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+
+    async with client(title="depth") as http:  # tests/web has no static/ folder
+        page = await http.get("/")
+        assert page.status_code == 200
+        assert "This app ships no page" in page.text
+        raw = page.text.split('id="synced-store-config">')[1].split("</script>")[0]
+        assert json.loads(raw)["mutators"] == ["nest", "put"]
+        assert (await http.get("/_ss/app/index.html")).status_code == 404
+    (tmp_path / "index.html").write_text("<title>{{TITLE}}</title><script src='a.js?v={{V}}'>")
+    (tmp_path / "a.js").write_text("export const a = 1;")
+    async with client(static_dir=tmp_path, title="mine") as http:
+        page = await http.get("/")
+        assert page.text.startswith("<title>mine</title><script src='a.js?v=")
+        assert "{{V}}" not in page.text
+        js = await http.get("/_ss/app/a.js")
+        assert js.text == "export const a = 1;"
+        assert js.headers["content-type"].startswith("text/javascript")
 
 
 @pytest.mark.skipif(load_build() is None, reason="no web build (scripts/build-web)")

@@ -7,34 +7,47 @@ Commands, one module each::
     synced-store actions list|retry       the jobs of an instance's outbox      (actions.py)
     synced-store compact                  run retention on instances by hand    (compact.py)
     synced-store web build                fetch the browser runtime             (web.py)
-    synced-store demo chat                run the chat-with-bot demo            (chat_cli)
-    synced-store chat                     a terminal chat client                (chat_cli)
+    synced-store token                    mint a signed token for a user        (tokens.py)
+    synced-store demo NAME                run a demo app                        (demo.py)
+
+Installed packages add commands through entry points (``plugins.py``): the example chat app adds
+``synced-store demo chat`` and ``synced-store chat`` (``examples/chat/commands.py``).
 
 Every command's help ends with an ``Example:`` block (``tests/test_cli.py`` checks it).
 User errors (bad arguments, missing files, import failures) end with ``Error: ...`` and exit
 status 1 or 2, never a traceback.
 
 A new command is one module defining a click command (or group) and one ``cli.add_command``
-line below; a command that runs a server reuses :func:`server_options`, :func:`load_backend`
-and :func:`run_server`, as ``serve`` does.
+line below; a command that runs a server reuses :func:`server_options` (or
+:func:`connection_options`), :func:`load_backend`, :func:`limits_from_options` and
+:func:`run_server`, as ``serve`` and the chat demo do.
 """
 
 from __future__ import annotations
 
-from ..chat_cli import chat, demo
 from .actions import actions
 from .compact import compact
+from .demo import demo
 from .group import cli
 from .inspect import inspect
 from .loading import CliError, load_backend, load_object
 from .serve import serve
-from .serving import run_server, server_options
+from .serving import (
+    connection_options,
+    display_host,
+    limits_from_options,
+    run_server,
+    server_options,
+)
 from .tokens import token
 from .web import web
 
 __all__ = [
     "CliError",
     "cli",
+    "connection_options",
+    "display_host",
+    "limits_from_options",
     "load_backend",
     "load_object",
     "main",
@@ -42,7 +55,7 @@ __all__ = [
     "server_options",
 ]
 
-for _command in (serve, inspect, actions, compact, demo, chat, web, token):
+for _command in (serve, inspect, actions, compact, demo, web, token):
     cli.add_command(_command)
 
 

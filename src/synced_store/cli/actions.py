@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from ..types import JobStatus
 from .files import (
     JOB_STATUSES,
     console,
@@ -150,7 +151,7 @@ def actions_retry(
                     r = conn.execute("SELECT status FROM jobs WHERE id = ?", (jid,)).fetchone()
                     if r is None:
                         raise CliError(f"instance {instance_id!r} has no job {jid}")
-                    if r[0] not in ("failed", "pending"):
+                    if r[0] not in (JobStatus.FAILED, JobStatus.PENDING):
                         raise CliError(
                             f"job {jid} is {r[0]}; only failed or pending jobs can be retried"
                         )

@@ -13,6 +13,7 @@ import click
 
 from ..errors import SyncedStoreError
 from ..storage.sqlite import instance_path, validate_instance_id
+from ..types import JobStatus
 from .loading import CliError
 
 __all__ = [
@@ -29,7 +30,8 @@ __all__ = [
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-JOB_STATUSES = ("pending", "running", "done", "failed")
+#: Every job status, in lifecycle order (choices of ``--status``, columns of ``inspect``).
+JOB_STATUSES = tuple(s.value for s in JobStatus)
 _INSTANCE_SUFFIX = ".sqlite3"
 
 

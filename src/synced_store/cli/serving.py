@@ -18,7 +18,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "connection_options",
-    "connection_params",
     "display_host",
     "limits_from_options",
     "print_banner",
@@ -111,13 +110,6 @@ def connection_options(fn: F) -> F:
     for decls, attrs in reversed(_connection_specs()):
         fn = click.option(*decls, **attrs)(fn)
     return fn
-
-
-def connection_params() -> list[click.Option]:
-    """The :func:`connection_options` as click options, to add to the ``params`` of a command
-    defined where this module cannot be imported yet (``demo chat``: ``synced_store.cli``
-    imports its module)."""
-    return [click.Option(decls, **attrs) for decls, attrs in _connection_specs()]
 
 
 def limits_from_options(**options: Any) -> ServerLimits:
@@ -265,6 +257,8 @@ def run_server(
 
 
 def display_host(host: str) -> str:
+    """The host to put in a URL for a server bound to ``host``: loopback for the wildcard
+    addresses (``0.0.0.0``, ``::``), IPv6 in brackets."""
     if host in ("0.0.0.0", "::", ""):
         return "127.0.0.1" if host != "::" else "[::1]"
     return f"[{host}]" if ":" in host else host

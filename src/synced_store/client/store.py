@@ -33,7 +33,7 @@ from ..errors import (
 )
 from ..protocol.codes import END_REASONS, TERMINAL_CODES, CloseCode
 from ..schema import BackendConfig
-from ..types import EntryKey
+from ..types import ConnectionStatus, EntryKey
 from .persistence import Persistence
 from .transport import Connection, ConnectionLost, Connector, WebSocketConnector, sync_url
 
@@ -125,7 +125,8 @@ class SyncedStoreClient:
         self.persistence = persistence
         self.mutate = _MutateProxy(self)
         self.action = _ActionProxy(self)
-        self.connection_status = "disconnected"
+        #: ``"disconnected"``, ``"connecting"`` or ``"connected"`` (a :class:`ConnectionStatus`).
+        self.connection_status = ConnectionStatus.DISCONNECTED
         self.end_reason: str | None = None
         self.is_bootstrapped = False
         self.has_server_data = False
@@ -182,7 +183,7 @@ class SyncedStoreClient:
         for fut in list(self._futures.values()) + list(self._actions.values()):
             if not fut.done():
                 fut.set_exception(ClientClosedError("client closed"))
-        self._set_status("disconnected")
+        self._set_status(ConnectionStatus.DISCONNECTED)
         if self.persistence is not None:
             self.persistence.close()
         self._pulse()
@@ -203,7 +204,7 @@ class SyncedStoreClient:
     @property
     def is_online(self) -> bool:
         """True while connected to the server."""
-        return self.connection_status == "connected"
+        return self.connection_status == ConnectionStatus.CONNECTED
 
     @property
     def pending_count(self) -> int:
@@ -424,7 +425,7 @@ class SyncedStoreClient:
             elif isinstance(ev, SessionStarted):
                 if self.persistence is not None:
                     self.persistence.set_meta(user_id=ev.user_id)
-                self._set_status("connected")
+                self._set_status(ConnectionStatus.CONNECTED)
             elif isinstance(ev, StartedOver):
                 self._started_over(ev)
             elif isinstance(ev, ServerError):
@@ -453,7 +454,7 @@ class SyncedStoreClient:
             except Exception:
                 log.exception("synced-store: on_failed_mutation callback raised")
 
-    def _set_status(self, status: str) -> None:
+    def _set_status(self, status: ConnectionStatus) -> None:
         if status != self.connection_status:
             self.connection_status = status
             for cb in list(self._status_cbs):
@@ -476,12 +477,12 @@ class SyncedStoreClient:
         #: least 1 s and is not reset until a connection has lasted this long.
         penalty_until = 0.0
         while not self._closed:
-            self._set_status("connecting")
+            self._set_status(ConnectionStatus.CONNECTING)
             try:
                 conn = await self.connector.connect()
             except (OSError, ConnectionLost, TimeoutError, SyncedStoreError) as exc:
                 log.debug("connect failed: %r", exc)
-                self._set_status("disconnected")
+                self._set_status(ConnectionStatus.DISCONNECTED)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._reconnect[1])
                 continue
@@ -496,7 +497,7 @@ class SyncedStoreClient:
                         while True:
                             text = await conn.recv()
                             self._on_frame(text)
-                            if self.connection_status == "connected" and (
+                            if self.connection_status == ConnectionStatus.CONNECTED and (
                                 loop.time() >= penalty_until
                             ):
                                 delay = self._reconnect[0]
@@ -510,7 +511,7 @@ class SyncedStoreClient:
                 log.warning("reconnecting: %s", eg.exceptions[0])
             except* Exception as eg:
                 # A bug must not silently kill syncing: log it, reconnect and pull again.
-                log.error("synced-store client error; reconnecting", exc_info=eg.exceptions[0])
+                log.error("synced-store: client error; reconnecting", exc_info=eg.exceptions[0])
             finally:
                 self._conn = None
                 self.engine.disconnected()
@@ -522,7 +523,7 @@ class SyncedStoreClient:
                 for fut in self._actions.values():
                     if not fut.done():
                         fut.set_exception(OfflineError("connection lost during the action"))
-            self._set_status("disconnected")
+            self._set_status(ConnectionStatus.DISCONNECTED)
             if code in TERMINAL_CODES:
                 self._end(CloseCode(code), reason)
                 return

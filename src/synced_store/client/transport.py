@@ -11,20 +11,9 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 
-from ..errors import SyncedStoreError
+from ..errors import ConnectionLost
 
 __all__ = ["Connection", "ConnectionLost", "Connector", "WebSocketConnector", "sync_url"]
-
-
-class ConnectionLost(SyncedStoreError):
-    """The connection closed; ``code`` is the WebSocket close code (1006 if none)."""
-
-    kind = "connection_lost"
-
-    def __init__(self, code: int, reason: str = "") -> None:
-        super().__init__(f"connection closed ({code}{': ' + reason if reason else ''})")
-        self.code = code
-        self.reason = reason
 
 
 class Connection(Protocol):

@@ -3,13 +3,17 @@
 For each mutation the server compares its id with the client's stored ``last_mutation_id``:
 already processed (skip it), the next one (run it), or a gap (refuse the rest of the push).
 A permanently failing mutation still counts as processed, so a client can never deadlock.
+A mutation named :data:`SKIP` is processed without running anything: a client sends it for an
+id whose mutation a later one superseded (same dedupe key), so its ids stay contiguous.
 """
 
 from __future__ import annotations
 
 from enum import Enum
 
-__all__ = ["Sequence", "classify"]
+from ..protocol.messages import SKIP
+
+__all__ = ["SKIP", "Sequence", "classify"]
 
 
 class Sequence(Enum):

@@ -26,6 +26,7 @@ from ..errors import ActionError, SyncedStoreError
 from ..protocol.codes import ErrorKind
 from ..protocol.messages import Action, ActionResult, action_failed
 from ..storage.sqlite import validate_instance_id
+from ..types import JobStatus
 from .instance import Instance
 from .registry import InstanceRegistry
 from .session import Session
@@ -304,8 +305,10 @@ class ActionRunner:
                 await self._record_failure(inst, job, exc)
             else:
                 now = time.time()
-                await inst.in_writer(lambda s: s.finish_job(job["id"], "done", now=now, output=out))
-                self._notify(inst, {**job, "status": "done", "output": out, "error": None})
+                await inst.in_writer(
+                    lambda s: s.finish_job(job["id"], JobStatus.DONE, now=now, output=out)
+                )
+                self._notify(inst, {**job, "status": JobStatus.DONE, "output": out, "error": None})
         except Exception:
             # Recording the outcome failed (storage): the job stays ``running`` in the database
             # and is re-queued when the instance next opens.
@@ -325,9 +328,11 @@ class ActionRunner:
                 exc,
             )
             await inst.in_writer(
-                lambda s: s.finish_job(job["id"], "failed", now=now, error=str(exc))
+                lambda s: s.finish_job(job["id"], JobStatus.FAILED, now=now, error=str(exc))
             )
-            self._notify(inst, {**job, "status": "failed", "output": None, "error": str(exc)})
+            self._notify(
+                inst, {**job, "status": JobStatus.FAILED, "output": None, "error": str(exc)}
+            )
         else:
             delay = min(self.backoff_max, self.backoff_base * 2 ** (attempts - 1))
             log.warning(
@@ -340,10 +345,12 @@ class ActionRunner:
             )
             await inst.in_writer(
                 lambda s: s.finish_job(
-                    job["id"], "pending", now=now, error=str(exc), next_run_at=now + delay
+                    job["id"], JobStatus.PENDING, now=now, error=str(exc), next_run_at=now + delay
                 )
             )
-            self._notify(inst, {**job, "status": "pending", "output": None, "error": str(exc)})
+            self._notify(
+                inst, {**job, "status": JobStatus.PENDING, "output": None, "error": str(exc)}
+            )
 
     def _notify(
         self, inst: Instance, job: dict[str, Any], listeners: list[JobListener] | None = None

@@ -136,7 +136,6 @@ class InstanceRegistry:
         self.failed: dict[str, Failure] = {}
         self.max_open_instances = self.limits.max_open_instances
         self.max_connections = self.limits.max_connections
-        self.fd_limit = 0
         self.running = False
         #: Called with each newly opened instance (the action runner hooks in here).
         self.on_open: list[Callable[[Instance], None]] = []
@@ -155,7 +154,6 @@ class InstanceRegistry:
 
     async def __aenter__(self) -> InstanceRegistry:
         budget = fd_budget(self.limits, self.action_concurrency)
-        self.fd_limit = budget.limit
         self.max_open_instances = budget.max_open_instances
         self.max_connections = budget.max_connections
         try:

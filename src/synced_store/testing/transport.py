@@ -40,7 +40,6 @@ class MessageQueue:
         self._deliver = deliver
         self._held: list[Any] = []
         self.auto_flush = True
-        self.delivered = 0
         #: Set whenever a frame is held (so pumps can wait for work instead of polling).
         self.arrived = asyncio.Event()
 
@@ -66,7 +65,6 @@ class MessageQueue:
             self.arrived.set()
 
     async def _send(self, text: Any) -> None:
-        self.delivered += 1
         await self._deliver(text)
 
     async def flush_one(self) -> bool:

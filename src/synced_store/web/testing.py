@@ -68,7 +68,7 @@ class WebServer:
     """A server with the web page in a subprocess on a free 127.0.0.1 port.
 
     ``module_args``: what follows ``python -m``, with ``{port}`` and ``{data_dir}`` filled in.
-    :meth:`chat_demo` runs ``synced-store demo chat`` (``python -m synced_store.chat_cli``);
+    :meth:`demo` runs ``synced-store demo NAME`` (``python -m synced_store.cli``);
     :meth:`app` serves any app module with ``python -m synced_store.web.serve``.
     """
 
@@ -89,36 +89,29 @@ class WebServer:
         self.proc: subprocess.Popen[bytes] | None = None
 
     @classmethod
-    def chat_demo(
+    def demo(
         cls,
+        name: str,
         data_dir: str | Path,
-        *,
-        bot_pace: float = 0.05,
-        bot_words: int = 40,
-        extra: list[str] | None = None,
+        *args: str,
         env: dict[str, str] | None = None,
     ) -> WebServer:
-        """``synced-store demo chat`` with a fast local bot."""
-        repo = str(Path(__file__).resolve().parents[3])
+        """``synced-store demo NAME --host 127.0.0.1 --port P --data-dir D ARGS...`` (a demo
+        registered by an installed package: ``chat`` for the example chat app)."""
         return cls(
             [
-                "synced_store.chat_cli",
+                "synced_store.cli",
                 "demo",
-                "chat",
+                name,
                 "--host",
                 "127.0.0.1",
                 "--port",
                 "{port}",
                 "--data-dir",
                 "{data_dir}",
-                "--bot-pace",
-                str(bot_pace),
-                "--bot-words",
-                str(bot_words),
-                *(extra or []),
+                *args,
             ],
             data_dir,
-            pythonpath=[repo],
             env=env,
         )
 

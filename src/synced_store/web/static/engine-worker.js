@@ -15,7 +15,7 @@ let chain = Promise.resolve();
 let resolveWasm;
 const wasmModule = new Promise((resolve) => { resolveWasm = resolve; });
 
-const log = (tag, msg) => console.debug(`[synced-store worker ${tag}]`, msg);
+const log = (tag, msg) => console.debug(`synced-store: worker ${tag}:`, msg);
 const progress = (name) => postMessage({ progress: name });
 
 async function load(pyCfg, origin) {

@@ -225,7 +225,7 @@ export class SyncedStore {
     this._bridge = null;
     this._saveTimer = null;
     this._saving = Promise.resolve();
-    this._log = opts.log || ((tag, msg) => console.debug(`[synced-store ${tag}]`, msg));
+    this._log = opts.log || ((tag, msg) => console.debug(`synced-store: ${tag}:`, msg));
     this.ready = new Promise((resolve, reject) => { this._ready = { resolve, reject }; });
     this.ready.catch(() => {});
   }

@@ -1,5 +1,5 @@
 // The chat page: rooms (instances), a user name, messages, @bot replies streaming in.
-import { createStore } from "./synced-store.js";
+import { createStore } from "/_ss/static/synced-store.js";
 
 const config = JSON.parse(document.getElementById("synced-store-config").textContent);
 const params = new URLSearchParams(location.search);

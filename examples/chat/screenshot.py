@@ -1,6 +1,6 @@
 """Take ``docs/chat-screenshot.png``: the chat page while a bot reply streams in.
 
-``python -m synced_store.web.screenshot [--out docs/chat-screenshot.png]``
+``python -m examples.chat.screenshot [--out docs/chat-screenshot.png]`` (from the repository root)
 
 Starts ``synced-store demo chat`` on a free port, lets two people (two browser contexts) talk
 in one room, asks ``@bot`` and captures the first person's page halfway through the reply.
@@ -26,12 +26,14 @@ def take(out: Path, *, width: int = 1100, height: int = 720) -> Path:
     """Write the screenshot to ``out``; returns it."""
     from playwright.sync_api import expect, sync_playwright
 
-    from .testing import NetworkGuard, WebServer, launch_chromium
+    from synced_store.web.testing import NetworkGuard, WebServer, launch_chromium
 
     room = "lobby"
     with (
         tempfile.TemporaryDirectory() as tmp,
-        WebServer.chat_demo(Path(tmp) / "data", bot_pace=0.12, bot_words=60) as server,
+        WebServer.demo(
+            "chat", Path(tmp) / "data", "--bot-pace", "0.12", "--bot-words", "60"
+        ) as server,
         sync_playwright() as p,
     ):
         browser = launch_chromium(p)
@@ -74,7 +76,7 @@ def take(out: Path, *, width: int = 1100, height: int = 720) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
-    parser = argparse.ArgumentParser(prog="python -m synced_store.web.screenshot")
+    parser = argparse.ArgumentParser(prog="python -m examples.chat.screenshot")
     parser.add_argument("--out", type=Path, default=Path("docs/chat-screenshot.png"))
     args = parser.parse_args(argv)
     print(take(args.out))
