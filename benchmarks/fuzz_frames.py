@@ -587,7 +587,10 @@ class Fuzzer:
                     label = "bad-instance" + ("+oversize" if first.label in OVERSIZE_LABELS else "")
                     self._count_close(code, label)
                     big = first.label in OVERSIZE_LABELS and code in (1009, 1006)
-                    if code != 4004 and not big:
+                    # A text frame that is not UTF-8, sent right after the upgrade, races the
+                    # server's 4004: the WebSocket layer may refuse it (1007) first.
+                    bad_text = code == 1007 and 1007 in first.expect.codes
+                    if code != 4004 and not big and not bad_text:
                         self.stats.mismatch(f"bad instance: closed with {code}", script, labels)
             else:
                 self.stats.mismatch("bad instance not closed", script, labels)

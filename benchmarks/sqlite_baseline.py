@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from synced_store.protocol.messages import Mutation
 from synced_store.server.instance import Instance
 from synced_store.server.session import Session
 from synced_store.storage.sqlite import SqliteInstanceStore
@@ -61,8 +62,17 @@ async def instance_writer(base: Path, n: int, clients: int = 10, push: int = 100
     inst = Instance("cap", store, backend)
     sent = [0]
 
-    async def send(text: str) -> None:
-        sent[0] += 1
+    class CountingWire:
+        """A socket that takes every frame at once."""
+
+        direct = True
+
+        def try_write(self, frame: Any) -> bool:
+            sent[0] += 1
+            return True
+
+        async def write(self, payload: bytes) -> None:
+            sent[0] += 1
 
     async def close(code: int, reason: str) -> None:
         pass
@@ -70,7 +80,8 @@ async def instance_writer(base: Path, n: int, clients: int = 10, push: int = 100
     sessions = []
     for c in range(clients):
         s = Session(
-            send=send,
+            wire=CountingWire(),
+            fanout=inst.fanout,
             close=close,
             store=store,
             user_id=f"u{c}",
@@ -83,16 +94,16 @@ async def instance_writer(base: Path, n: int, clients: int = 10, push: int = 100
     senders = [asyncio.create_task(s.run_sender()) for s in sessions]
     await asyncio.sleep(0.05)  # the initial (empty) pulls
     rows = _rows(n, clients)
-    pushes: list[tuple[Session, list[dict[str, Any]]]] = []
-    per_client: list[list[dict[str, Any]]] = [[] for _ in range(clients)]
+    pushes: list[tuple[Session, list[Mutation]]] = []
+    per_client: list[list[Mutation]] = [[] for _ in range(clients)]
     for r in rows:
         m = per_client[r["client"]]
-        m.append({"id": len(m) + 1, "name": "insert_msg", "args": r})
+        m.append(Mutation(id=len(m) + 1, name="insert_msg", args=r))
     for c in range(clients):
         for i in range(0, len(per_client[c]), push):
             pushes.append((sessions[c], per_client[c][i : i + push]))
     # Interleave the clients' pushes as they would arrive.
-    pushes.sort(key=lambda p: p[1][0]["id"])
+    pushes.sort(key=lambda p: p[1][0].id)
     writer = asyncio.create_task(inst.run())
     v0 = store.version
     t0 = time.perf_counter()

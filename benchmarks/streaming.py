@@ -151,24 +151,32 @@ def _serve(args: argparse.Namespace) -> None:
     import logging
 
     import uvicorn
-    from examples.chat.app import make_backend
-
-    from synced_store.server import create_app
 
     logging.basicConfig(level=logging.WARNING)
-    bot = PacedBot(workload=args.workload, pace=args.pace, record_dir=Path(args.record_dir))
-    app = create_app(
-        make_backend(bot),
-        data_dir=args.data_dir,
-        authenticate=lambda t: t or None,
-        append_deltas=not args.naive,
-        action_options={"concurrency": 512, "timeout": 600},
-    )
+    app: Any
+    if args.bare:
+        from benchmarks.bare_server import BareApp
+
+        app = BareApp(workload_tokens(args.workload), args.pace, Path(args.record_dir))
+    else:
+        from examples.chat.app import make_backend
+
+        from synced_store.server import create_app
+
+        bot = PacedBot(workload=args.workload, pace=args.pace, record_dir=Path(args.record_dir))
+        app = create_app(
+            make_backend(bot),
+            data_dir=args.data_dir,
+            authenticate=lambda t: t or None,
+            append_deltas=not args.naive,
+            action_options={"concurrency": 512, "timeout": 600},
+        )
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
         port=args.port,
         log_level="warning",
+        ws="websockets-sansio",  # the implementation synced-store serve uses
         ws_max_size=16 << 20,
         ws_per_message_deflate=True,
     )
@@ -192,17 +200,42 @@ def _serve(args: argparse.Namespace) -> None:
         runner.run(serve())
 
 
+_OTHER_BUILD = """
+import runpy, sys, uvicorn
+_config = uvicorn.Config
+uvicorn.Config = lambda *a, **k: _config(*a, **{**k, "ws": "websockets-sansio"})
+sys.argv[0] = "benchmarks.streaming"
+runpy.run_module("benchmarks.streaming", run_name="__main__")
+"""
+
+
+@dataclass(frozen=True)
+class ServerBuild:
+    """Which server a variant runs: this tree's (``ours``), the bare baseline (``bare``, see
+    benchmarks/bare_server.py), or another checkout's (its ``root`` and ``python``: an older
+    build measured in the same sitting)."""
+
+    name: str = "ours"
+    root: Path = ROOT
+    python: str = sys.executable
+    bare: bool = False
+
+
 class _Server:
-    def __init__(self, *, naive: bool, workload: str, pace: float) -> None:
+    def __init__(
+        self, *, naive: bool, workload: str, pace: float, build: ServerBuild = ServerBuild()
+    ) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="ss-bench-stream-"))
         self.record_dir = self.dir / "emitted"
         self.record_dir.mkdir()
         self.port = free_port()
+        # Another checkout's server runs its own ``--serve``, on the WebSocket implementation
+        # this tree's server uses (older checkouts left uvicorn's default in place).
+        entry = ["-m", "benchmarks.streaming"] if build.root == ROOT else ["-c", _OTHER_BUILD]
         self.proc = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "benchmarks.streaming",
+                build.python,
+                *entry,
                 "--serve",
                 "--port",
                 str(self.port),
@@ -215,14 +248,10 @@ class _Server:
                 "--pace",
                 str(pace),
                 *(["--naive"] if naive else []),
+                *(["--bare"] if build.bare else []),
             ],
-            cwd=ROOT,
-            env={
-                **os.environ,
-                "PYTHONPATH": os.pathsep.join(
-                    p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
-                ),
-            },
+            cwd=build.root,
+            env={**os.environ, "PYTHONPATH": str(build.root)},
         )
 
     async def ready(self, timeout: float = 30.0) -> None:
@@ -292,9 +321,9 @@ class _CountingConnector:
         ws.data_received = counted  # type: ignore[method-assign]
 
         class Conn:
-            async def send(self, text: str) -> None:
+            async def send(self, frame: str | bytes) -> None:
                 try:
-                    await ws.send(text)
+                    await ws.send(frame, text=True)
                 except websockets.ConnectionClosed as exc:
                     raise ConnectionLost(1006, str(exc)) from exc
 
@@ -457,10 +486,11 @@ async def _variant(
     subscribers: int,
     pace: float,
     workers: int = 2,
+    build: ServerBuild = ServerBuild(),
 ) -> dict[str, Any]:
     import multiprocessing
 
-    server = _Server(naive=naive, workload=workload, pace=pace)
+    server = _Server(naive=naive, workload=workload, pace=pace, build=build)
     tokens = workload_tokens(workload)
     senders: list[Any] = []
     procs: list[Any] = []
@@ -541,6 +571,7 @@ async def _variant(
             "workload": workload,
             "variant": ("naive" if naive else "deltas") + (" + deflate" if deflate else ""),
             "server": "naive" if naive else "deltas",
+            "build": build.name,
             "deflate": deflate,
             "chunks": len(tokens),
             "chunk_bytes": round(final / len(tokens), 1),
@@ -841,6 +872,7 @@ def _main() -> None:
     p.add_argument("--workload", default="story", help=argparse.SUPPRESS)
     p.add_argument("--pace", type=float, default=0.02, help=argparse.SUPPRESS)
     p.add_argument("--naive", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve:
         _serve(args)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,11 @@ from synced_store.errors import StorageError
 from synced_store.protocol.append import AppendDecoder
 from synced_store.protocol.codec import decode_server_message, encode, frame_json
 from synced_store.protocol.messages import Poke
-from synced_store.server import session as session_mod
+from synced_store.server import fanout as fanout_mod
+from synced_store.server.fanout import Fanout
 from synced_store.server.limits import ServerLimits
 from synced_store.server.session import Session
+from synced_store.server.wire import SharedFrame
 from synced_store.storage.sqlite import SqliteInstanceStore
 from synced_store.types import RowKey
 
@@ -31,6 +34,54 @@ KEYS = [RowKey("", "t", f"k{i:02}") for i in range(12)] + [
     RowKey("u:alice", "t", "mine"),
     RowKey("u:bob", "t", "bobs"),  # never visible to alice
 ]
+
+
+class Wire:
+    """Writes at once (a fan-out frame) or through ``send`` (the session's own sends)."""
+
+    direct = True
+
+    def __init__(self, send: Callable[[bytes], Awaitable[None]], now: Any = None) -> None:
+        self._send = send
+        self._now = now
+
+    def try_write(self, frame: SharedFrame) -> bool:
+        if self._now is None:
+            return False
+        self._now(frame.payload)
+        return True
+
+    async def write(self, payload: bytes) -> None:
+        await self._send(payload)
+
+
+def session(
+    store: SqliteInstanceStore,
+    wire: Wire,
+    *,
+    cookie: int | None = None,
+    limits: ServerLimits | None = None,
+    fanout: Fanout | None = None,
+) -> Session:
+    """A session of alice's client ``c`` on ``store`` (with a fan-out of its own)."""
+    fanout = fanout or Fanout({})
+    s = Session(
+        wire=wire,
+        fanout=fanout,
+        close=_no_close,
+        store=store,
+        user_id="alice",
+        client_id="c",
+        cookie=cookie,
+        known_lmid=0,
+        limits=limits or ServerLimits(),
+    )
+    fanout._sessions["c"] = s
+    return s
+
+
+async def _no_close(code: int, reason: str) -> None:
+    raise AssertionError(f"closed: {code} {reason}")
 
 
 class PartReceiver:
@@ -47,10 +98,13 @@ class PartReceiver:
         self.errors: list[int] = []
         self.parts_with_errors = 0
 
-    async def send(self, text: str) -> None:
-        self.sends += 1
-        if self.sends % 3 == 0:
+    async def send(self, text: bytes) -> None:
+        if (self.sends + 1) % 3 == 0:
             await asyncio.sleep(0)  # let commits land between parts
+        self.apply(text)
+
+    def apply(self, text: bytes) -> None:
+        self.sends += 1
         msg = decode_server_message(text)
         if type(msg) is list:
             msg = self.decoder.expand(msg, self.cookie)
@@ -122,18 +176,12 @@ async def _run(tmp: Path, seed_rows: int, plan: list[list[tuple[int, str]]], bud
     if seed:
         commit(store, seed, truth)
     rx = PartReceiver()
-
-    async def close(code: int, reason: str) -> None:
-        raise AssertionError(f"closed: {code} {reason}")
-
-    s = Session(
-        send=rx.send,
-        close=close,
-        store=store,
-        user_id="alice",
-        client_id="c1",
-        cookie=None,
-        known_lmid=0,
+    fanout = Fanout({}, deltas=True)
+    fanout.start(store.version)
+    s = session(
+        store,
+        Wire(rx.send, rx.apply),
+        fanout=fanout,
         # Parts of ~one row, and a queue that overflows after a few commits.
         limits=ServerLimits(catch_up_part_bytes=64, max_outbound_bytes=budget),
     )
@@ -145,7 +193,7 @@ async def _run(tmp: Path, seed_rows: int, plan: list[list[tuple[int, str]]], bud
         for i, writes in enumerate(plan):
             version, changes = commit(store, writes, truth)
             if changes:
-                s.on_commit(version, changes, None, None)
+                fanout.on_commit(version, changes, {}, {})
                 if any(k.ns in ("", "u:alice") for k in changes):
                     seen = version
             if i % 5 == 4:
@@ -178,11 +226,11 @@ async def _run(tmp: Path, seed_rows: int, plan: list[list[tuple[int, str]]], bud
 def test_parts_and_interleaved_commits_always_add_up_to_the_committed_rows(
     tmp_path: Path, seed_rows: int, plan: list[list[tuple[int, str]]], budget: int
 ) -> None:
-    session_mod.ROW_INTERVAL, saved = 0.0, session_mod.ROW_INTERVAL
+    fanout_mod.ROW_INTERVAL, saved = 0.0, fanout_mod.ROW_INTERVAL  # every commit flushed
     try:
         asyncio.run(_run(tmp_path, seed_rows, plan, budget))
     finally:
-        session_mod.ROW_INTERVAL = saved
+        fanout_mod.ROW_INTERVAL = saved
 
 
 def test_a_large_catch_up_travels_in_many_parts(tmp_path: Path) -> None:
@@ -191,16 +239,7 @@ def test_a_large_catch_up_travels_in_many_parts(tmp_path: Path) -> None:
         truth: dict[RowKey, Any] = {}
         commit(store, [(i % 12, "x" * 500) for i in range(12)], truth)
         rx = PartReceiver()
-        s = Session(
-            send=rx.send,
-            close=None,  # type: ignore[arg-type]
-            store=store,
-            user_id="alice",
-            client_id="c",
-            cookie=None,
-            known_lmid=0,
-            limits=ServerLimits(catch_up_part_bytes=1000),
-        )
+        s = session(store, Wire(rx.send), limits=ServerLimits(catch_up_part_bytes=1000))
         task = asyncio.get_running_loop().create_task(s.run_sender())
         await rx.arrived.wait()
         assert rx.rows == {k: v for k, v in truth.items() if k.ns == ""}
@@ -230,16 +269,7 @@ def test_rejected_mutation_reports_of_a_catch_up_travel_in_its_parts(tmp_path: P
         failures(store)
         store.commit(store.version)
         rx = PartReceiver()
-        s = Session(
-            send=rx.send,
-            close=None,  # type: ignore[arg-type]
-            store=store,
-            user_id="alice",
-            client_id="c",
-            cookie=None,
-            known_lmid=0,
-            limits=ServerLimits(catch_up_part_bytes=300),
-        )
+        s = session(store, Wire(rx.send), limits=ServerLimits(catch_up_part_bytes=300))
         task = asyncio.get_running_loop().create_task(s.run_sender())
         await rx.arrived.wait()
         s.closed = True
@@ -265,7 +295,7 @@ def test_compaction_during_an_incremental_catch_up_ends_it_for_a_reset(tmp_path:
         commit(store, [(0, "")], truth)  # deleted later: a tombstone after the base
         parts: list[dict[str, Any]] = []
 
-        async def send(text: str) -> None:
+        async def send(text: bytes) -> None:
             parts.append(frame_json(text))
             if len(parts) == 1:  # retention runs (in-process or `synced-store compact`)
                 store.begin()
@@ -273,16 +303,7 @@ def test_compaction_during_an_incremental_catch_up_ends_it_for_a_reset(tmp_path:
                 store.commit(store.version)
             await asyncio.sleep(0)
 
-        s = Session(
-            send=send,
-            close=None,  # type: ignore[arg-type]
-            store=store,
-            user_id="alice",
-            client_id="c",
-            cookie=base,
-            known_lmid=0,
-            limits=ServerLimits(catch_up_part_bytes=300),
-        )
+        s = session(store, Wire(send), cookie=base, limits=ServerLimits(catch_up_part_bytes=300))
         task = asyncio.get_running_loop().create_task(s.run_sender())
         done, _ = await asyncio.wait({task}, timeout=10)
         error = task.exception() if done else None

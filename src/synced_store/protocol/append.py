@@ -34,22 +34,19 @@ import msgspec
 
 from ..errors import ProtocolError
 from ..types import RowKey
-from .messages import Binding as BindingMessage
-from .messages import MergeOp, Poke
+from .messages import Binding, MergeOp, Poke
 
-__all__ = ["MAX_HANDLES", "AppendDecoder", "AppendHandles", "Binding", "append_frame"]
+__all__ = ["MAX_HANDLES", "AppendDecoder", "AppendHandles", "append_frame"]
 
 _encoder = msgspec.json.Encoder()
 
 #: Handles per connection on the server (least recently used ones are rebound).
 MAX_HANDLES = 256
 
-#: ``(handle, field, sort_key)`` the server bound a row to.
-Binding = tuple[int, str, str]
-
 
 class AppendHandles:
-    """The server's handle table for one connection (least recently used first)."""
+    """The server's handle table (least recently used first): for a connection, or shared by
+    every connection of an instance (each then keeps which bindings it was told)."""
 
     def __init__(self, capacity: int = MAX_HANDLES) -> None:
         self._capacity = capacity
@@ -61,33 +58,35 @@ class AppendHandles:
         """The row's binding, if it has one."""
         return self._rows.get(key)
 
-    def bind(self, key: RowKey, field: str, sort_key: str) -> BindingMessage:
-        """Bind ``(key, field)`` to a handle; returns the ``bind`` entry to send."""
+    def bind(self, key: RowKey, field: str, sort_key: str) -> Binding:
+        """Bind ``(key, field)`` to a handle; returns the new binding (a new object, also when
+        the row keeps its number: a connection told the old one must be told again)."""
         old = self._rows.pop(key, None)
         if old is not None:
-            h = old[0]
+            h = old.handle
         elif self._free:
             h = self._free.pop()
         elif self._next < self._capacity:
             h = self._next
             self._next += 1
         else:
-            h = self._rows.popitem(last=False)[1][0]
-        self._rows[key] = (h, field, sort_key)
-        return BindingMessage(h, key.ns, key.table, key.item, field, sort_key)
+            h = self._rows.popitem(last=False)[1].handle
+        binding = Binding(h, key.ns, key.table, key.item, field, sort_key)
+        self._rows[key] = binding
+        return binding
 
     def touch(self, key: RowKey) -> None:
         """Mark a row's binding as just used."""
         self._rows.move_to_end(key)
 
     def drop(self, key: RowKey) -> None:
-        """Forget a row's binding (it was deleted or rewritten)."""
+        """Forget a row's binding (it was deleted)."""
         old = self._rows.pop(key, None)
         if old is not None:
-            self._free.append(old[0])
+            self._free.append(old.handle)
 
     def clear(self) -> None:
-        """Forget every binding (after a full re-send)."""
+        """Forget every binding."""
         self._rows.clear()
         self._free.clear()
         self._next = 0

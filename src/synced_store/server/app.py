@@ -81,7 +81,12 @@ def create_app(
     allowed_origins = normalize_origins(allowed_origins)  # ValueError on a bad entry
     limits = limits or ServerLimits()
     registry = InstanceRegistry(
-        backend, Path(data_dir), durability=durability, limits=limits, retention=retention
+        backend,
+        Path(data_dir),
+        durability=durability,
+        limits=limits,
+        retention=retention,
+        append_deltas=append_deltas,
     )
     from .actions import ActionRunner
 
@@ -90,7 +95,6 @@ def create_app(
         registry,
         authenticate,
         actions,
-        append_deltas=append_deltas,
         authorize=authorize,
         limits=limits,
         allowed_origins=allowed_origins,

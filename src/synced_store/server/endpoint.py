@@ -63,6 +63,7 @@ from .rates import TokenBucket
 from .registry import InstanceRegistry
 from .session import Session
 from .web_security import websocket_origin_allowed
+from .wire import wire_for
 
 __all__ = ["RawSendMiddleware", "SyncEndpoint"]
 
@@ -161,12 +162,10 @@ class SyncEndpoint:
         authenticate: Authenticator,
         actions: Any = None,
         *,
-        append_deltas: bool = True,
         authorize: Authorizer | None = None,
         limits: ServerLimits | None = None,
         allowed_origins: Sequence[str] = (),
     ) -> None:
-        self.append_deltas = append_deltas
         self.registry = registry
         self.authenticate = authenticate
         self.authorize: Authorizer = authorize or open_authorize
@@ -301,14 +300,14 @@ class SyncEndpoint:
         if owner != user_id:
             raise _Close(CloseCode.BAD_MESSAGE, "client id belongs to another user")
         session = Session(
-            send=ws.send_text,
+            wire=wire_for(ws.scope.get(RAW_SEND_KEY), ws.send_text),
+            fanout=instance.fanout,
             close=self._kick(conn),
             store=instance.store,
             user_id=user_id,
             client_id=client_id,
             cookie=hello.cookie,
             known_lmid=min(told, server_lmid),
-            append_deltas=self.append_deltas,
             schema_version=hello.schema_version,
             limits=self.limits,
             lmid_of=lambda: instance.committed_lmid(client_id),

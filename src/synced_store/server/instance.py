@@ -40,9 +40,10 @@ from ..protocol.messages import SKIP, Error, Mutation, MutationErrorReport, Push
 from ..schema import BackendConfig
 from ..storage.sqlite import SqliteInstanceStore, storage_error
 from ..types import EntryKey, RowKey
+from .fanout import Change, Fanout
 from .limits import Retention, ServerLimits
 from .platform import ServerPlatform
-from .session import Change, Session
+from .session import Session
 
 __all__ = ["Instance"]
 
@@ -142,6 +143,7 @@ class Instance:
         *,
         limits: ServerLimits | None = None,
         retention: Retention | None = None,
+        append_deltas: bool = True,
     ) -> None:
         self.instance_id = instance_id
         self.store = store
@@ -162,6 +164,9 @@ class Instance:
         self.last_used = self.opened_at = asyncio.get_running_loop().time()
         self.platform = ServerPlatform(config.services)
         self.sessions: dict[str, Session] = {}
+        #: Sends each commit to the sessions (merged, encoded and framed once per group).
+        self.fanout = Fanout(self.sessions, deltas=append_deltas)
+        self.fanout.start(store.version)
         self._queue: deque[_Push | _Direct | _Op] = deque()
         self._wake = asyncio.Event()
         self._queued_pushed = 0
@@ -416,6 +421,7 @@ class Instance:
         )
         err = exc if isinstance(exc, StorageError) else InstanceUnavailableError(str(exc))
         self._refuse_queued(err)
+        self.fanout.close()
         for session in list(self.sessions.values()):
             session.end(CloseCode.INTERNAL_ERROR, "instance unavailable; reconnect later")
         self.stop()
@@ -538,8 +544,7 @@ class Instance:
                 op = set_op_json(key, ch[0], ch[2])
                 changes[key] = (ch[0], ch[1], msgspec.Raw(op), len(op))
         if bumped:
-            for cid, session in list(self.sessions.items()):
-                session.on_commit(version, changes, lmids.get(cid), errors.get(cid))
+            self.fanout.on_commit(version, changes, lmids, errors)
         for session, msg in replies:
             session.send_message(msg)
         for item, res in direct_results:
@@ -671,6 +676,7 @@ class Instance:
 
     def close(self) -> None:
         """Close the database (after the writer stopped)."""
+        self.fanout.close()
         if self.state == "open":
             self.state = "closed"
         self.store.close()

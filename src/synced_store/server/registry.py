@@ -124,8 +124,11 @@ class InstanceRegistry:
         durability: str = "normal",
         limits: ServerLimits | None = None,
         retention: Retention | None = None,
+        append_deltas: bool = True,
     ) -> None:
         self.config = config
+        #: Send growing strings as append deltas (False: always whole rows).
+        self.append_deltas = append_deltas
         self.data_dir = Path(data_dir)
         self.durability = durability
         self.limits = limits or ServerLimits()
@@ -282,7 +285,12 @@ class InstanceRegistry:
         if store.schema_version is None:
             store.schema_version = self.config.schema.schema_version if store.version else None
         inst = Instance(
-            instance_id, store, self.config, limits=self.limits, retention=self.retention
+            instance_id,
+            store,
+            self.config,
+            limits=self.limits,
+            retention=self.retention,
+            append_deltas=self.append_deltas,
         )
         writer = self._writers[inst] = self.spawn(inst.run(), f"writer:{instance_id}")
         writer.add_done_callback(functools.partial(self._writer_done, inst))

@@ -1,21 +1,27 @@
-"""One client connection on the server: what it may see, and a coalescing poke queue.
+"""One client connection on the server: what it may see, how its frames go out, and the queue
+it sends from when it cannot keep up.
 
-Changes committed by the instance's writer are merged into ``_pending`` (latest value per row
-wins), and one sender task drains it. A client that reads slowly therefore receives fewer,
+A session that keeps up **follows** its instance's fan-out (fanout.py): each flush writes the
+frame it shares with every session of the same cookie and visibility straight to its socket
+(:meth:`Session.write_now`, from inside the commit), and the session keeps only its cookie and
+the handle bindings its client was told. A session that does not keep up — a catch-up in
+progress, a socket that asked the server to pause, a send in flight — **lags**: flushes are
+merged into its own queue (``_pending``, latest value per row wins), and one sender task drains
+it into pokes with per-connection deltas. A client that reads slowly therefore receives fewer,
 larger pokes, never a backlog of stale row versions. The queue is bounded in rows
 (``MAX_PENDING_ROWS``) and bytes (``max_outbound_bytes``): past either, the session drops it
-and catches the client up from the database instead. A string field that only grew since the
-value this connection last sent for the row travels as an append delta, and a poke made only of
-such appends to already-named rows travels as a compact append frame (protocol/append.py).
+and catches the client up from the database instead. Once its queue is drained, a lagging
+session follows again from the next flush.
 
 Catch-ups (connect, reconnect, overflow, a client's ``pull``) are read from the database in
 parts of ``catch_up_part_bytes`` (storage/sqlite_catchup.py) and sent as one multi-part poke;
 each part is read only once the socket took the previous one, so a connection holds at most
-about two parts, however large the instance. Commits that land meanwhile queue as usual and
+about two parts, however large the instance. Flushes that land meanwhile queue as usual and
 travel in the final part, so the client applies the whole catch-up at one consistent version.
 
-Every send records when it started (``send_started``); the registry's supervisor aborts a
-connection whose send has waited longer than ``send_timeout`` (a client that does not read).
+Every wait for the socket records when it started (``send_started``); the registry's
+supervisor aborts a connection whose send has waited longer than ``send_timeout`` (a client
+that does not read).
 """
 
 from __future__ import annotations
@@ -23,48 +29,31 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from ..core.keys import private_ns
 from ..core.patch import del_op, make_merge
 from ..errors import StorageError
-from ..protocol.append import AppendHandles, append_frame
 from ..protocol.codec import encode
 from ..protocol.codes import CloseCode
-from ..protocol.messages import (
-    Binding,
-    MergeOp,
-    MutationErrorReport,
-    Poke,
-    ServerMessage,
-    raw_ops,
-)
+from ..protocol.messages import Binding, MutationErrorReport, Poke, ServerMessage, raw_ops
 from ..storage.sqlite import CatchUp, SqliteInstanceStore
 from ..types import RowKey
-from .eager import start_eagerly
+from .fanout import Change, Fanout
 from .limits import ServerLimits
+from .wire import SharedFrame, Wire
 
-__all__ = ["MAX_PENDING_ROWS", "Change", "Session"]
+__all__ = ["MAX_PENDING_ROWS", "Session"]
 
 log = logging.getLogger("synced_store.server")
 MAX_PENDING_ROWS = 20_000
 SENT_CACHE_ROWS = 2_000
-#: A row sent less than this long ago waits out the rest of the window before it is sent again,
-#: so a row updated by a stream (an LLM reply) reaches each client at most 25 times a second,
-#: merged. Writes to rows not sent recently go out at once.
-ROW_INTERVAL = 0.040
-#: A row whose string field grows again within this many seconds of its last send to a client
-#: gets an append-frame handle on that connection (protocol/append.py).
-STREAM_GAP = 1.0
 #: Accounted size of a queued deletion.
 DEL_BYTES = 64
 #: Rejected-mutation reports sent with each part of a catch-up before its last.
 ERRORS_PER_PART = 25
 _DEFAULT_LIMITS = ServerLimits()
-
-#: A committed row change: ``(sort key, value, pre-encoded set op, its size in bytes)``, or
-#: None for a deletion.
-Change = tuple[str, Any, Any, int] | None
 
 
 def _bytes(change: Change) -> int:
@@ -77,14 +66,14 @@ class Session:
     def __init__(
         self,
         *,
-        send: Callable[[str], Awaitable[None]],
+        wire: Wire,
+        fanout: Fanout,
         close: Callable[[int, str], Awaitable[None]],
         store: SqliteInstanceStore,
         user_id: str,
         client_id: str,
         cookie: int | None,
         known_lmid: int,
-        append_deltas: bool = True,
         schema_version: int | None = None,
         limits: ServerLimits = _DEFAULT_LIMITS,
         lmid_of: Callable[[], int] | None = None,
@@ -94,8 +83,8 @@ class Session:
         #: The schema version the client's mutations are written against (older ones are
         #: migrated with the schema's ``migrate_pending_mutation`` steps).
         self.schema_version = schema_version
-        self._append_deltas = append_deltas
-        self._send = send
+        self._wire = wire
+        self._fanout = fanout
         self._close = close
         self._abort = abort
         self._end = end
@@ -106,29 +95,31 @@ class Session:
         self.client_id = client_id
         self.cookie = cookie
         self.known_lmid = known_lmid
-        self._own_ns = "u:" + user_id
+        #: The namespace of this user's private rows.
+        self.own_ns = private_ns(user_id)
+        #: The fan-out's version up to which the client has every change it may see.
+        self.synced_to = -1
         self._pending: dict[RowKey, Change] = {}
         self._pending_bytes = 0
         self._pending_version = 0
         self._pending_lmid: int | None = None
         self._pending_errors: list[MutationErrorReport] = []
-        self._extras: list[str] = []
+        self._extras: list[bytes] = []
         self._extras_bytes = 0
+        self._after_flush: list[bytes] = []
         self._need_pull = True
         self._wake = asyncio.Event()
         self._wake.set()
+        #: Values this connection last sent per row, for the lagging path's deltas (stale once
+        #: the fan-out wrote to it directly: cleared before the next use).
         self._sent: OrderedDict[RowKey, tuple[Any, int]] = OrderedDict()
         self._sent_bytes = 0
-        self._sent_at: dict[RowKey, float] = {}
-        self._handles = AppendHandles()
-        #: True while the sender task or an eager send (on_commit) is sending.
+        self._sent_stale = False
+        #: The handle bindings this connection's client was told, by handle.
+        self._known: dict[int, Binding] = {}
+        #: True while the sender task is sending.
         self._sending = False
-        self._failed: Exception | None = None
-        #: Whether on_commit may send eagerly: None until the connection's first send shows
-        #: whether a send suspends; False for good once one has.
-        self._eager: bool | None = None
-        self._eager_task: asyncio.Task[None] | None = None
-        #: Loop time at which the send in progress started (None: not sending).
+        #: Loop time at which the wait for the socket in progress started (None: none).
         self.send_started: float | None = None
         self.closed = False
         self.bytes_sent = 0
@@ -138,29 +129,60 @@ class Session:
         owner = self._store.client(self.client_id)
         return 0 if owner is None else owner[1]
 
-    # -- called by the instance (synchronously, on the loop) ------------------------------
+    # -- following the fan-out (called by it, synchronously) ------------------------------
 
-    def on_commit(
+    def _lagging(self) -> bool:
+        return bool(
+            self._need_pull
+            or self._sending
+            or self._pending
+            or self._pending_lmid is not None
+            or self._pending_errors
+            or self._extras
+            or not self._wire.direct
+        )
+
+    def follows(self, flushed: int) -> bool:
+        """True if this session takes the fan-out's next frame as is: it keeps up and has every
+        visible change up to ``flushed``, the fan-out's previous flush."""
+        return not self.closed and self.synced_to == flushed and not self._lagging()
+
+    def write_now(self, frame: SharedFrame) -> bool:
+        """Write a fan-out frame at once; False if the socket cannot take it now."""
+        if not self._wire.try_write(frame):
+            return False
+        self.bytes_sent += len(frame.payload)
+        self._sent_stale = True
+        return True
+
+    def knows(self, bindings: Iterable[Binding]) -> bool:
+        """True if this connection's client was told each of ``bindings``."""
+        known = self._known
+        return all(known.get(b.handle) is b for b in bindings)
+
+    def learn(self, bindings: Iterable[Binding]) -> None:
+        """Note bindings sent to this connection's client."""
+        for b in bindings:
+            self._known[b.handle] = b
+
+    def enqueue(
         self,
         version: int,
         changes: dict[RowKey, Change],
         lmid: int | None,
         errors: list[MutationErrorReport] | None,
     ) -> None:
-        """Merge a committed batch into this session's queue."""
+        """Merge a flush into this session's own queue (it lags; the sender task sends it)."""
         if self.closed:
             return
         pending = self._pending
-        own = self._own_ns
         size = self._pending_bytes
         for key, change in changes.items():
-            ns = key.ns
-            if ns == "" or ns == own:
-                old = pending.get(key, False)
-                if old is not False:
-                    size -= _bytes(old)  # type: ignore[arg-type]
-                pending[key] = change
-                size += _bytes(change)
+            old = pending.get(key, False)
+            if old is not False:
+                size -= _bytes(old)  # type: ignore[arg-type]
+            pending[key] = change
+            size += _bytes(change)
         if errors:
             self._pending_errors.extend(errors)
             size += sum(len(e.message) + 64 for e in errors)
@@ -175,27 +197,14 @@ class Session:
             self._pending_lmid = None
             self._pending_errors = []
             self._need_pull = True
-        if not self._has_poke():
-            if self._need_pull:
-                self._wake.set()
-            return  # nothing in this commit that this connection may see
-        if (
-            self._eager is not True
-            or self._sending
-            or self._need_pull
-            or self._extras
-            or self._window_left() > 0
-        ):
+        if self._has_poke() or self._need_pull:
             self._wake.set()
-            return
-        # The sender is idle, this connection's sends finish without suspending, and nothing
-        # holds this change back: send it now, from inside the commit's fan-out, instead of
-        # waking the sender task (eager.py).
-        self._sending = True
-        task = start_eagerly(self._send_now())
-        if task is not None:  # it suspended after all: from now on the sender task sends
-            self._eager = False
-            self._eager_task = task
+
+    def release_replies(self) -> None:
+        """Write the replies that waited for the fan-out's flush (see :meth:`send_message`)."""
+        replies, self._after_flush = self._after_flush, []
+        for text in replies:
+            self._reply(text)
 
     def _drop_pending(self) -> None:
         self._pending = {}
@@ -205,29 +214,7 @@ class Session:
         """True if a poke is due: rows, a confirmation or rejected mutations to send."""
         return bool(self._pending) or self._pending_lmid is not None or bool(self._pending_errors)
 
-    def _window_left(self) -> float:
-        """Seconds until every pending row's ``ROW_INTERVAL`` since its last send is over."""
-        sent_at = self._sent_at
-        if not sent_at:  # send times are kept only with append deltas on
-            return 0.0
-        latest = max((sent_at.get(k, -ROW_INTERVAL) for k in self._pending), default=-ROW_INTERVAL)
-        return latest + ROW_INTERVAL - asyncio.get_running_loop().time()
-
-    async def _send_now(self) -> None:
-        try:
-            await self._send_pending()
-        except (Exception, asyncio.CancelledError) as exc:
-            # Never into the commit that called on_commit: the sender task raises it, as if
-            # its own send had failed, and the connection ends.
-            self._failed = (
-                exc if isinstance(exc, Exception) else ConnectionError(f"send failed: {exc!r}")
-            )
-            self._wake.set()
-        finally:
-            self._sending = False
-            self._eager_task = None
-            if self._has_poke() or self._extras or self._need_pull:
-                self._wake.set()
+    # -- replies and control ---------------------------------------------------------------
 
     def request_pull(self) -> None:
         """Send the client everything since its cookie again (the ``pull`` message)."""
@@ -235,14 +222,27 @@ class Session:
         self._wake.set()
 
     def send_message(self, message: ServerMessage) -> None:
-        """Queue a non-poke message (push_response, error, action_result) after pending pokes.
+        """Send a message that is not a poke (push_response, error, action_result) after the
+        pokes of what was committed before it.
 
         A connection that lets more than ``max_outbound_bytes`` of these pile up (it sends
         requests and does not read the replies) is aborted with 1008.
         """
         if self.closed:
             return
-        text = encode(message).decode()
+        text = encode(message)
+        if not self._lagging() and self._fanout.holding:
+            # The commits before it wait for the fan-out's window: after them.
+            self._after_flush.append(text)
+            self._fanout.reply_after_flush(self)
+            return
+        self._reply(text)
+
+    def _reply(self, text: bytes) -> None:
+        if self.closed:
+            return
+        if not self._lagging() and self.write_now(SharedFrame(text)):
+            return
         self._extras.append(text)
         self._extras_bytes += len(text)
         self._wake.set()
@@ -279,7 +279,7 @@ class Session:
             self._abort(code, reason)
 
     def check_send_timeout(self, now: float) -> bool:
-        """Abort the connection if its send in progress started more than ``send_timeout``
+        """Abort the connection if its wait for the socket started more than ``send_timeout``
         seconds before ``now`` (loop time). Returns True if it did."""
         started = self.send_started
         if started is None or self.closed or now - started <= self._limits.send_timeout:
@@ -293,16 +293,13 @@ class Session:
     # -- sender task -----------------------------------------------------------------------
 
     async def run_sender(self) -> None:
-        """Send pokes until the session closes. Run as a task of the connection."""
+        """Send catch-ups, the queue and replies until the session closes. Run as a task of
+        the connection."""
         while not self.closed:
             await self._wake.wait()
             self._wake.clear()
             if self.closed:
                 return
-            if self._failed is not None:
-                raise self._failed
-            if self._sending:  # an eager send is in progress; it wakes us when done
-                continue
             self._sending = True
             try:
                 await self._send_all()
@@ -312,9 +309,6 @@ class Session:
     async def _send_all(self) -> None:
         if self._need_pull:
             await self._send_catch_up()
-        wait = self._window_left()
-        if wait > 0:  # merge what arrives meanwhile
-            await asyncio.sleep(wait)
         if self._has_poke():
             await self._send_pending()
         while self._extras:
@@ -323,25 +317,11 @@ class Session:
             for text in extras:
                 await self._send_text(text)
 
-    async def _send_text(self, text: str) -> None:
+    async def _send_text(self, text: bytes) -> None:
         self.bytes_sent += len(text)
-        loop = asyncio.get_running_loop()
-        self.send_started = loop.time()
+        self.send_started = asyncio.get_running_loop().time()
         try:
-            if self._eager is not None:
-                await self._send(text)
-                return
-            # The connection's first send (from the sender task): learn whether a send
-            # finishes without suspending (uvicorn writes to the socket at once). Only then may
-            # on_commit send from inside the committing task. A callback scheduled now runs
-            # only if the send gives the loop a turn.
-            turned: list[bool] = []
-            handle = loop.call_soon(turned.append, True)
-            try:
-                await self._send(text)
-            finally:
-                handle.cancel()
-            self._eager = not turned
+            await self._wire.write(text)
         finally:
             self.send_started = None
 
@@ -361,7 +341,7 @@ class Session:
         base = self.cookie
         self._sent.clear()
         self._sent_bytes = 0
-        self._handles.clear()
+        self._sent_stale = False
         part_bytes = self._limits.catch_up_part_bytes
         cu, lmid = self._start_phase(base)
         errors = self._errors_between(self.known_lmid, lmid)
@@ -394,7 +374,7 @@ class Session:
                 first = False
                 if errors:  # reports travel in parts too (the client keeps them to the end)
                     part.errors, errors = errors[:ERRORS_PER_PART], errors[ERRORS_PER_PART:]
-                text = encode(part).decode()
+                text = encode(part)
                 ops = []  # hold the part once, as text, while the socket takes it
                 del part
                 await self._send_text(text)
@@ -424,8 +404,9 @@ class Session:
             errors=errors or None,
             patch=patch,
         )
-        await self._send_text(encode(final).decode())
+        await self._send_text(encode(final))
         self.cookie = version
+        self.synced_to = version
         self.known_lmid = max(self.known_lmid, lmid)
 
     def _errors_between(self, after: int, upto: int) -> list[MutationErrorReport]:
@@ -468,62 +449,32 @@ class Session:
         if old is not None:
             self._sent_bytes -= old[1]
 
-    # -- pokes -----------------------------------------------------------------------------
+    # -- the lagging path's pokes ----------------------------------------------------------
 
     async def _send_pending(self) -> None:
+        """Send the queue as one poke, each row a delta against what this connection last
+        sent it where that is smaller."""
+        if self._sent_stale:  # the fan-out wrote to this connection since: start over
+            self._sent.clear()
+            self._sent_bytes = 0
+            self._sent_stale = False
         pending = self._pending
         self._drop_pending()
         ops: list[Any] = []
         sent = self._sent
-        handles = self._handles
-        now = asyncio.get_running_loop().time()
-        sent_at = self._sent_at
-        # ``pairs`` stays a list while every op is an append to a row this connection already
-        # has a handle for: then the whole poke goes out as an append frame.
-        pairs: list[Any] | None = (
-            []
-            if self.cookie is not None and self._pending_lmid is None and not self._pending_errors
-            else None
-        )
-        binds: list[Binding] = []
-        deltas = self._append_deltas
+        deltas = self._fanout.deltas
         for key, change in pending.items():
-            last_sent = sent_at.get(key, -STREAM_GAP)
-            if deltas:  # only deltas read it: the per-row window and stream naming
-                sent_at[key] = now
             if change is None:
                 ops.append(del_op(key))
                 self._forget_sent(key)
-                handles.drop(key)
-                pairs = None
                 continue
             sk, value, encoded, size = change
             prev = sent.get(key)
             op = make_merge(key, sk, prev[0], value) if prev is not None and deltas else None
             ops.append(encoded if op is None else op)
-            grown = _single_append(op)
-            bound = handles.get(key) if grown is not None else None
-            if grown is not None and bound is not None and bound[1:] == (grown[0], sk):
-                handles.touch(key)
-                if pairs is not None:
-                    pairs += (bound[0], grown[1])
-            else:
-                pairs = None
-                # A row that grows again soon after its last send is being streamed: name it,
-                # so its next appends travel as append frames.
-                if grown is not None and now - last_sent < STREAM_GAP:
-                    binds.append(handles.bind(key, grown[0], sk))
             self._remember_sent(key, value, size)
-        if len(sent_at) > 4 * SENT_CACHE_ROWS:
-            cutoff = now - STREAM_GAP
-            self._sent_at = {k: t for k, t in sent_at.items() if t > cutoff}
         version = max(self._pending_version, self.cookie or 0)
-        base = self.cookie or 0
-        if pairs and (version - base) % 10:
-            self.cookie = version
-            await self._send_text(append_frame(base, version, pairs).decode())
-            return
-        msg = Poke(base_cookie=self.cookie, cookie=version, patch=ops, bind=binds or None)
+        msg = Poke(base_cookie=self.cookie, cookie=version, patch=ops)
         if self._pending_lmid is not None:
             msg.last_mutation_id = self._pending_lmid
             self.known_lmid = self._pending_lmid
@@ -531,15 +482,5 @@ class Session:
         if self._pending_errors:
             msg.errors, self._pending_errors = self._pending_errors, []
         self.cookie = version
-        await self._send_text(encode(msg).decode())
-
-
-def _single_append(op: MergeOp | None) -> tuple[str, str] | None:
-    """``(field, suffix)`` if the merge ``op`` only appends to one field, else None."""
-    if op is None or op.set or op.unset:
-        return None
-    append = op.append
-    if append is None or len(append) != 1:
-        return None
-    ((field, suffix),) = append.items()
-    return field, suffix
+        self.synced_to = version
+        await self._send_text(encode(msg))

@@ -16,6 +16,7 @@ from ..client.store import SyncedStoreClient, connect
 from ..client.transport import WebSocketConnector, sync_url
 from ..schema import BackendConfig
 from ..server.app import create_app
+from ..server.uvicorn_setup import uvicorn_config
 from .transport import ControlledConnector, ControlledTransport
 
 __all__ = ["TestHarness", "create_test_harness"]
@@ -76,11 +77,12 @@ class TestHarness:
         self.port = sock.getsockname()[1]
         self._sock = sock
         app = create_app(self.backend, data_dir=self.data_dir, **self.app_options)
-        config = uvicorn.Config(
+        # The production configuration (limits, WebSocket implementation), as `serve` runs it.
+        config = uvicorn_config(
             app,
+            self.app_options.get("limits"),
             log_level="warning",
             lifespan="on",
-            ws_max_size=8 << 20,
             # A stalled connection must not hold a restart forever: close it after 2 s.
             timeout_graceful_shutdown=2,
         )

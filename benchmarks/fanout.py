@@ -1,0 +1,165 @@
+"""Fan-out: server CPU per delivered frame, this build next to an older one and a bare server.
+
+    .venv/bin/python -m benchmarks.fanout --old-root /path/to/checkout-of-12c487d --write-doc
+
+Runs the streaming benchmark's ``story`` workload (100 streams x 10 subscribers, 20 chunks/s,
+with and without permessage-deflate; benchmarks/streaming.py) against three servers in one
+sitting, the same load-generator clients for all three:
+
+- ``ours``: this checkout;
+- ``old``: another checkout (``--old-root``, with its own ``.venv``), run on the same uvicorn
+  WebSocket implementation;
+- ``bare``: benchmarks/bare_server.py, a raw ASGI app that sends one append frame per chunk to
+  every client with a plain ``websocket.send`` (no storage, no sessions): the floor.
+
+The figure is server CPU seconds (``/proc/<pid>/stat``) over frames delivered. The plan runs
+``--repeat`` times (default 3), interleaved, and each cell is the median. ``--write-doc``
+writes the "fanout" section of docs/benchmarks.md and benchmarks/results/fanout-last-run.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.sections import run_facts, write_section  # noqa: E402
+from benchmarks.streaming import ServerBuild, _variant  # noqa: E402
+
+RAW = ROOT / "benchmarks" / "results" / "fanout-last-run.json"
+
+
+async def _run(builds: list[ServerBuild], repeat: int, streams: int, subs: int) -> dict[str, Any]:
+    cells: dict[tuple[str, bool], list[dict[str, Any]]] = {}
+    for i in range(repeat):
+        for deflate in (True, False):
+            for build in builds:
+                r = await _variant(
+                    workload="story",
+                    naive=False,
+                    deflate=deflate,
+                    streams=streams,
+                    subscribers=subs,
+                    pace=0.05,
+                    build=build,
+                )
+                cells.setdefault((build.name, deflate), []).append(r)
+                print(
+                    f"run {i + 1}/{repeat} {build.name:5} deflate={deflate!s:5} "
+                    f"server {r['server_cpu_us_per_frame']} us/frame, "
+                    f"frames/sub {r['frames_per_subscriber']}, p95 {r['latency_ms']['p95']} ms",
+                    flush=True,
+                )
+    rows = []
+    for (name, deflate), rs in cells.items():
+        rows.append(
+            {
+                "build": name,
+                "deflate": deflate,
+                "server_us_per_frame": statistics.median(r["server_cpu_us_per_frame"] for r in rs),
+                "each_run": [r["server_cpu_us_per_frame"] for r in rs],
+                "frames_per_subscriber": statistics.median(r["frames_per_subscriber"] for r in rs),
+                "p50_ms": statistics.median(r["latency_ms"]["p50"] for r in rs),
+                "p95_ms": statistics.median(r["latency_ms"]["p95"] for r in rs),
+                "bytes_ratio": statistics.median(
+                    r["bytes_per_subscriber_over_final"]["mean"] for r in rs
+                ),
+                "runs": rs,
+            }
+        )
+    return {"benchmark": "fanout", "repeat": repeat, "streams": streams, "subs": subs, "rows": rows}
+
+
+def table(out: dict[str, Any]) -> str:
+    """The markdown table: per build and deflate setting, with the ratios the issue asks for."""
+    by = {(r["build"], r["deflate"]): r for r in out["rows"]}
+    lines = [
+        "| deflate | server | server µs / frame (runs) | ÷ old | ÷ bare | frames / sub | "
+        "p50 / p95 ms | bytes ÷ final |",
+        "| :-- | :-- | --: | --: | --: | --: | --: | --: |",
+    ]
+    for deflate in (True, False):
+        old = by.get(("old", deflate))
+        bare = by.get(("bare", deflate))
+        for name in ("ours", "old", "bare"):
+            r = by.get((name, deflate))
+            if r is None:
+                continue
+            us = r["server_us_per_frame"]
+            each = ", ".join(f"{x:g}" for x in r["each_run"])
+            vs_old = f"{us / old['server_us_per_frame']:.2f}×" if old else "–"
+            vs_bare = f"{us / bare['server_us_per_frame']:.2f}×" if bare else "–"
+            lines.append(
+                f"| {'yes' if deflate else 'no'} | {name} | {us:g} ({each}) | {vs_old} | "
+                f"{vs_bare} | {r['frames_per_subscriber']:g} | {r['p50_ms']:g} / "
+                f"{r['p95_ms']:g} | {r['bytes_ratio']:g} |"
+            )
+    return "\n".join(lines)
+
+
+def doc_section(out: dict[str, Any]) -> str:
+    """The "fanout" section of docs/benchmarks.md."""
+    return "\n".join(
+        [
+            "## Fan-out: server CPU per delivered frame (issue 10)",
+            "",
+            out["facts"],
+            "",
+            f"The streaming benchmark's `story` workload at {out['streams']} streams × "
+            f"{out['subs']} subscribers, 20 chunks/s, against three servers in one sitting "
+            "with the same load-generator clients: `ours` (this build), `old` (main at "
+            f"{out.get('old_commit', '12c487d')}, before one protocol and the shared fan-out, on "
+            "the same uvicorn WebSocket implementation) and `bare` (benchmarks/bare_server.py: "
+            "a raw ASGI app that sends one append frame per chunk to every client with a plain "
+            "`websocket.send`, no storage or sessions). Server CPU from `/proc/<pid>/stat` over "
+            f"the frames delivered; each cell is the median of {out['repeat']} interleaved "
+            "runs. Raw data: `benchmarks/results/fanout-last-run.json`.",
+            "",
+            table(out),
+        ]
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--old-root", type=Path, help="checkout of the older build (with .venv)")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--streams", type=int, default=100)
+    p.add_argument("--subscribers", type=int, default=10)
+    p.add_argument("--no-bare", action="store_true")
+    p.add_argument("--write-doc", action="store_true")
+    args = p.parse_args()
+    builds = [ServerBuild()]
+    if args.old_root:
+        root = args.old_root.resolve()
+        builds.append(ServerBuild("old", root, str(root / ".venv" / "bin" / "python")))
+    if not args.no_bare:
+        builds.append(ServerBuild("bare", bare=True))
+    out = asyncio.run(_run(builds, max(1, args.repeat), args.streams, args.subscribers))
+    command = " ".join(["python -m benchmarks.fanout", *sys.argv[1:]])
+    out["facts"] = run_facts(command)
+    if args.old_root:
+        import subprocess
+
+        out["old_commit"] = subprocess.run(
+            ["git", "-C", str(args.old_root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    print(table(out))
+    if args.write_doc:
+        RAW.parent.mkdir(parents=True, exist_ok=True)
+        RAW.write_text(json.dumps(out, indent=1))
+        write_section("fanout", doc_section(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,615 @@
+"""The fan-out and its sessions: whatever mix of shared frames, append frames and lagging pokes
+they send, every receiver that applies them in order holds exactly the committed rows it may
+see after every flush — and a frame is encoded once for every session that needs the same bytes.
+
+Sessions run for real (their sender tasks, a real SQLite store for the initial catch-up);
+commits are fed to the fan-out the way the instance's writer does; each receiver is the
+client's decoding path (``AppendDecoder`` + the patch ops), checking the cookie chain as the
+engine does. Wires are fakes of the one seam under test: they write at once unless paused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from synced_store.core.patch import op_key, op_row, set_op
+from synced_store.protocol.append import AppendDecoder, AppendHandles
+from synced_store.protocol.codec import decode_server_message, encode
+from synced_store.protocol.messages import Poke, PushResponse
+from synced_store.server import fanout as fanout_mod
+from synced_store.server.fanout import Fanout
+from synced_store.server.session import Session
+from synced_store.server.wire import SharedFrame
+from synced_store.storage.sqlite import SqliteInstanceStore
+from synced_store.types import RowKey
+
+KEYS = [RowKey("", "messages", f"m{i}") for i in range(4)] + [
+    RowKey("u:alice", "notes", "n"),
+    RowKey("u:bob", "notes", "n"),
+    RowKey("s", "jobs", "j"),
+]
+
+
+class Receiver:
+    """Applies frames the way the client does and keeps the cookie chain."""
+
+    def __init__(self, user: str) -> None:
+        self.own = "u:" + user
+        self.rows: dict[RowKey, tuple[str, Any]] = {}
+        self.cookie: int | None = None
+        self.decoder = AppendDecoder()
+        self.append_frames = 0
+        self.frames = 0
+        self.replies: list[Any] = []
+        self.parts: list[Poke] = []
+        #: How many commits each frame covered (its cookie minus its base cookie).
+        self.spans: list[int] = []
+
+    def apply(self, payload: bytes) -> None:
+        self.frames += 1
+        msg = decode_server_message(payload)
+        if type(msg) is list:
+            msg = self.decoder.expand(msg, self.cookie)
+            self.append_frames += 1
+        elif type(msg) is not Poke:
+            self.replies.append(msg)
+            return
+        self.decoder.observe(msg)
+        if msg.final is False:  # a part of a catch-up: applied with the final part
+            self.parts.append(msg)
+            return
+        parts, self.parts = [*self.parts, msg], []
+        reset = parts[0].reset
+        if not reset:
+            assert msg.cookie is not None
+            assert msg.base_cookie is not None
+            assert msg.base_cookie == self.cookie, "out-of-sequence poke"
+            self.spans.append(msg.cookie - msg.base_cookie)
+        rows = {} if reset else dict(self.rows)
+        for part in parts:
+            for op in part.patch:
+                key = op_key(op)
+                assert key.ns in ("", self.own), f"a row this user may not see: {key}"
+                row = op_row(op, rows.get(key))
+                if row is None:
+                    rows.pop(key, None)
+                else:
+                    rows[key] = row
+        self.rows = rows
+        self.cookie = msg.cookie
+
+
+class FakeWire:
+    """Writes at once unless paused; a paused wire's writes wait (``suspend``: every write of
+    the sender task gives the loop a turn, as a socket write may)."""
+
+    direct = True
+
+    def __init__(self, rx: Receiver, *, suspend: bool = False) -> None:
+        self.rx = rx
+        self.suspend = suspend
+        self.paused = False
+        self._resumed = asyncio.Event()
+        self.shared: list[SharedFrame] = []
+
+    def pause(self) -> None:
+        self.paused = True
+        self._resumed.clear()
+
+    def resume(self) -> None:
+        self.paused = False
+        self._resumed.set()
+
+    def try_write(self, frame: SharedFrame) -> bool:
+        if self.paused:
+            return False
+        self.shared.append(frame)
+        self.rx.apply(frame.payload)
+        return True
+
+    async def write(self, payload: bytes) -> None:
+        if self.suspend:
+            await asyncio.sleep(0)
+        while self.paused:
+            await self._resumed.wait()
+        self.rx.apply(payload)
+
+
+async def _no_close(code: int, reason: str) -> None:
+    raise AssertionError(f"session closed: {code} {reason}")
+
+
+class FakeClock:
+    """The fan-out's clock and timers, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.timers: list[list[Any]] = []
+
+    def call_later(self, delay: float, fn: Callable[[], None]) -> Any:
+        entry: list[Any] = [self.now + delay, fn]
+        self.timers.append(entry)
+        timers = self.timers
+
+        class Handle:
+            def cancel(self) -> None:
+                if entry in timers:
+                    timers.remove(entry)
+
+        return Handle()
+
+    def advance(self, dt: float) -> None:
+        """Move time on, running the timers that fall due."""
+        self.now += dt
+        for entry in sorted(self.timers, key=lambda e: float(e[0])):
+            if entry[0] <= self.now and entry in self.timers:
+                self.timers.remove(entry)
+                entry[1]()
+
+
+class Room:
+    """A store, its fan-out and sessions, as an instance holds them; commits are written to the
+    store (so a session that joins catches up from it) and fanned out like the writer does."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.store = SqliteInstanceStore(Path(tempfile.mkdtemp(dir=tmp)) / "i.sqlite")
+        self.sessions: dict[str, Session] = {}
+        self.clock = FakeClock()
+        self.fanout = Fanout(
+            self.sessions, clock=lambda: self.clock.now, call_later=self.clock.call_later
+        )
+        self.fanout.start(self.store.version)
+        self.senders: dict[str, asyncio.Task[None]] = {}
+
+    @property
+    def version(self) -> int:
+        return self.store.version
+
+    def join(self, cid: str, user: str, *, suspend: bool = False) -> tuple[Session, FakeWire]:
+        rx = Receiver(user)
+        wire = FakeWire(rx, suspend=suspend)
+        s = Session(
+            wire=wire,
+            fanout=self.fanout,
+            close=_no_close,
+            store=self.store,
+            user_id=user,
+            client_id=cid,
+            cookie=None,
+            known_lmid=0,
+        )
+        self.sessions[cid] = s
+        self.senders[cid] = asyncio.get_running_loop().create_task(s.run_sender())
+        return s, wire
+
+    def commit(self, changes: dict[RowKey, Any], lmids: dict[str, int] | None = None) -> int:
+        store = self.store
+        version = store.version + 1
+        store.begin()
+        for key, ch in changes.items():
+            if ch is None:
+                store.remove(key, version)
+            else:
+                store.write(key, ch[0], encode(ch[1]), version)
+        store.commit(version)
+        self.fanout.on_commit(version, changes, lmids or {}, {})
+        return version
+
+    async def settled(self) -> None:
+        """Wait until every session sent what it has (or its sender stopped: re-raised)."""
+        for _ in range(10_000):
+            for t in self.senders.values():
+                if t.done():
+                    t.result()
+                    raise AssertionError("a sender stopped")
+            if all(
+                not s._lagging() or (s._wire.paused and not s._need_pull)  # type: ignore[attr-defined]
+                for s in self.sessions.values()
+            ):
+                return
+            await asyncio.sleep(0)
+        raise AssertionError("the sessions never settled")
+
+    async def close(self) -> None:
+        for s in self.sessions.values():
+            s.closed = True
+            s._wake.set()
+        await asyncio.gather(*self.senders.values(), return_exceptions=True)
+        self.fanout.close()
+        self.store.close()
+
+
+def row(text: str, status: str = "incomplete") -> dict[str, Any]:
+    return {"text": text, "status": status}
+
+
+def changed(key: RowKey, value: Any, sk: str = "") -> dict[RowKey, Any]:
+    encoded = encode(set_op(key, sk, value))
+    return {key: (sk, value, msgspec.Raw(encoded), len(encoded))}
+
+
+# -- property: every receiver holds what it may see -----------------------------------------
+
+# One change to one row: grow its text (mostly: rows are being streamed), flip its status,
+# move it (sort key), delete it or make it a plain string.
+change = st.tuples(
+    st.sampled_from(KEYS[:3] * 4 + KEYS[3:]),
+    st.sampled_from(["append"] * 12 + ["status", "move", "delete", "scalar"]),
+    st.text(alphabet="ab c", min_size=1, max_size=6),
+)
+# Steps: a commit some milliseconds after the previous step (within a row's window or not),
+# time passing (held flushes go out), the second session's socket pausing or resuming, a new
+# session joining (it catches up from the store while commits may be held).
+step = st.one_of(
+    st.tuples(st.just("commit"), st.lists(change, min_size=1, max_size=2), st.integers(0, 60)),
+    st.tuples(st.just("tick"), st.integers(1, 60)),
+    st.tuples(st.just("pause"), st.booleans()),
+    st.tuples(st.just("join"), st.sampled_from(["alice", "bob"])),
+)
+plans = st.lists(step, min_size=1, max_size=40)
+
+
+async def _run(tmp: Path, plan: list[Any]) -> Room:
+    room = Room(tmp)
+    room.fanout.handles = AppendHandles(capacity=2)  # five streaming rows: handles get rebound
+    _, paused = room.join("a2", "alice", suspend=True)
+    wires = [room.join("a1", "alice")[1], paused, room.join("b1", "bob")[1]]
+    truth: dict[RowKey, tuple[str, Any]] = {}
+    was_object: dict[RowKey, dict[str, Any]] = {}
+
+    def check() -> None:
+        for w in wires:
+            if not w.paused:
+                visible = {k: v for k, v in truth.items() if k.ns in ("", w.rx.own)}
+                assert w.rx.rows == visible
+
+    try:
+        await room.settled()  # the initial catch-ups
+        for kind, *args in plan:
+            if kind == "commit":
+                commit, ms = args
+                room.clock.advance(ms / 1000)
+                changes: dict[RowKey, Any] = {}
+                for key, what, text in commit:
+                    sk, value = truth.get(key, ("", row("")))
+                    if what == "delete":
+                        truth.pop(key, None)
+                        changes[key] = None
+                        continue
+                    # A plain-string row that becomes an object again comes back as it was
+                    # (so a delta against that old object would look plausible).
+                    value = dict(value if type(value) is dict else was_object[key])
+                    if what == "scalar":  # the row stops being an object (no deltas then)
+                        was_object[key] = value
+                        value = text
+                    elif what == "append":
+                        value["text"] += text
+                    elif what == "status":
+                        value["status"] = text
+                    else:
+                        sk = text
+                    truth[key] = (sk, value)
+                    changes.update(changed(key, value, sk))
+                room.commit(changes)
+            elif kind == "tick":
+                room.clock.advance(args[0] / 1000)
+            elif kind == "pause":
+                if args[0]:
+                    paused.pause()
+                else:
+                    paused.resume()
+            else:
+                wires.append(room.join(f"j{len(wires)}", args[0])[1])
+            await room.settled()
+            if not room.fanout.holding:
+                check()
+        paused.resume()
+        room.clock.advance(1.0)
+        await room.settled()
+        check()
+    finally:
+        await room.close()
+    return room
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(plan=plans)
+def test_every_receiver_always_holds_the_rows_it_may_see(tmp_path: Path, plan: list[Any]) -> None:
+    asyncio.run(_run(tmp_path, plan))
+
+
+def _plan(*batches: list[list[tuple[RowKey, str, str]]]) -> list[Any]:
+    """Commits 50 ms apart (each flushed at once), a batch's commits in the same instant."""
+    steps: list[Any] = []
+    for batch in batches:
+        for i, commit in enumerate(batch):
+            steps.append(("commit", commit, 0 if i else 50))
+    return steps
+
+
+def test_a_stream_of_appends_uses_append_frames(tmp_path: Path) -> None:
+    grow = [[[(KEYS[0], "append", "ab")], [(KEYS[1], "append", "c")]] for _ in range(10)]
+    room = asyncio.run(_run(tmp_path, _plan(*grow)))
+    assert room.fanout.flushes >= 20
+
+
+def _streamed_around(tmp_path: Path, *middle: list[list[tuple[RowKey, str, str]]]) -> None:
+    """Stream row ``KEYS[0]`` (so it has a handle), run the ``middle`` batches, stream again."""
+    grow = [[[(KEYS[0], "append", "ab")]] for _ in range(4)]
+    asyncio.run(_run(tmp_path, _plan(*grow, *middle, *grow)))
+
+
+def test_a_moved_and_grown_row_keeps_its_new_sort_key(tmp_path: Path) -> None:
+    """A streaming row (named by a handle with its sort key) that moves and grows in one flush
+    must not travel as an append frame, which would carry the old sort key."""
+    _streamed_around(tmp_path, [[(KEYS[0], "move", "z")], [(KEYS[0], "append", "c")]])
+
+
+def test_a_grown_row_whose_status_changed_too_is_not_an_append_frame(tmp_path: Path) -> None:
+    _streamed_around(tmp_path, [[(KEYS[0], "append", "c"), (KEYS[0], "status", "done")]])
+
+
+def test_a_row_that_stops_being_an_object_gets_no_delta_against_its_old_value(
+    tmp_path: Path,
+) -> None:
+    _streamed_around(tmp_path, [[(KEYS[0], "scalar", "plain")]])
+
+
+# -- encode once, write at once -------------------------------------------------------------
+
+
+def test_followers_of_a_commit_share_one_encoded_frame(tmp_path: Path) -> None:
+    async def main() -> None:
+        room = Room(tmp_path)
+        wires = [room.join(f"c{i}", f"user{i}")[1] for i in range(5)]
+        await room.settled()
+        for text in ("a", "ab", "abc"):
+            room.clock.advance(0.05)  # out of the row's window: flushed at once
+            room.commit(changed(KEYS[0], row(text)))
+            frames = [w.shared[-1] for w in wires]
+            # No loop turn since the commit: written from inside it, the same object to all.
+            assert all(f is frames[0] for f in frames)
+        assert all(w.rx.rows[KEYS[0]] == ("", row("abc")) for w in wires)
+        assert wires[0].rx.append_frames == 1  # named by the second flush, appended by the third
+        await room.close()
+
+    asyncio.run(main())
+
+
+def test_a_confirmation_goes_only_to_its_client(tmp_path: Path) -> None:
+    async def main() -> None:
+        room = Room(tmp_path)
+        s1, w1 = room.join("c1", "alice")
+        _, w2 = room.join("c2", "bob")
+        await room.settled()
+        room.commit(changed(KEYS[0], row("hi")), lmids={"c1": 4})
+        assert s1.known_lmid == 4
+        assert w1.shared[-1] is not w2.shared[-1]
+        assert b'"last_mutation_id":4' in w1.shared[-1].payload
+        assert b"last_mutation_id" not in w2.shared[-1].payload
+        await room.close()
+
+    asyncio.run(main())
+
+
+def test_a_commit_of_rows_the_session_cannot_see_sends_nothing(tmp_path: Path) -> None:
+    async def main() -> None:
+        room = Room(tmp_path)
+        _, w = room.join("c", "alice")
+        await room.settled()
+        frames = w.rx.frames
+        room.commit(changed(KEYS[5], row("bob's")))
+        room.commit(changed(KEYS[6], row("server only")))
+        await room.settled()
+        assert w.rx.frames == frames, "a poke went out for rows this user cannot see"
+        room.commit(changed(KEYS[0], row("hi")))  # the next visible change
+        assert w.rx.cookie == room.version
+        await room.close()
+
+    asyncio.run(main())
+
+
+def test_a_paused_socket_makes_its_session_send_from_its_queue(tmp_path: Path) -> None:
+    """Commits that land while a client's socket is paused merge into its own queue (one poke
+    when it resumes); the other sessions keep getting every flush at once."""
+
+    async def main() -> None:
+        room = Room(tmp_path)
+        _, slow = room.join("slow", "alice")
+        _, fast = room.join("fast", "bob")
+        await room.settled()
+        slow.pause()
+        for text in ("a", "ab", "abc", "abcd"):
+            room.clock.advance(0.05)
+            room.commit(changed(KEYS[0], row(text)))
+            assert fast.rx.rows[KEYS[0]][1]["text"] == text
+        assert slow.rx.rows.get(KEYS[0]) is None
+        frames = slow.rx.frames
+        slow.resume()
+        await room.settled()
+        assert slow.rx.frames == frames + 1  # the four commits, merged
+        assert slow.rx.rows == fast.rx.rows
+        room.clock.advance(0.05)
+        room.commit(changed(KEYS[0], row("abcde")))  # and it follows again
+        assert slow.rx.rows == fast.rx.rows
+        await room.close()
+
+    asyncio.run(main())
+
+
+def test_the_window_merges_a_streamed_rows_commits(tmp_path: Path) -> None:
+    """A row flushed less than ROW_INTERVAL ago holds the queue for the rest of the window:
+    commits meanwhile merge into one flush, and replies wait for it."""
+    assert fanout_mod.ROW_INTERVAL == 0.040
+
+    async def main() -> None:
+        room = Room(tmp_path)
+        clock = room.clock
+        _, w = room.join("c", "alice")
+        await room.settled()
+        room.commit(changed(KEYS[0], row("a")))  # not sent recently: at once
+        assert w.rx.rows[KEYS[0]][1]["text"] == "a"
+        clock.advance(0.010)
+        room.commit(changed(KEYS[0], row("ab")))  # 10 ms later: held for 30 ms more
+        clock.advance(0.010)
+        room.commit(changed(KEYS[0], row("abc")))
+        reply = PushResponse(last_mutation_id=3)
+        room.sessions["c"].send_message(reply)  # waits for the held commits
+        assert w.rx.rows[KEYS[0]][1]["text"] == "a"
+        assert w.rx.replies == []
+        assert [round(t - 100, 3) for t, _ in clock.timers] == [0.04]
+        clock.advance(0.020)
+        assert w.rx.rows[KEYS[0]][1]["text"] == "abc"
+        assert w.rx.spans[-1] == 2  # both held commits in one frame
+        assert w.rx.replies == [reply]
+        await room.close()
+
+    asyncio.run(main())
+
+
+def test_ten_commits_in_one_flush_never_make_an_append_frame(tmp_path: Path) -> None:
+    """A cookie delta that is a multiple of 10 would defeat the check digit: such a flush is an
+    ordinary poke (the receiver's decoder refuses the frame otherwise)."""
+
+    async def main() -> None:
+        room = Room(tmp_path)
+        _, w = room.join("c", "alice")
+        await room.settled()
+        text = ""
+        for _ in range(3):  # name the row: it streams, and its appends are append frames
+            text += "x"
+            room.clock.advance(0.05)
+            room.commit(changed(KEYS[0], row(text)))
+        frames = w.rx.append_frames
+        assert frames >= 1
+        room.clock.advance(0.001)
+        for _ in range(10):  # held by the window, flushed together
+            text += "x"
+            room.commit(changed(KEYS[0], row(text)))
+        room.clock.advance(0.05)
+        assert w.rx.spans[-1] == 10
+        assert w.rx.append_frames == frames
+        assert w.rx.rows[KEYS[0]][1]["text"] == text
+        await room.close()
+
+    asyncio.run(main())
+
+
+def test_a_session_that_joins_while_commits_are_held_gets_no_stale_delta(
+    tmp_path: Path,
+) -> None:
+    """A new session's catch-up reads commits the fan-out still holds; when they are flushed,
+    their deltas (against the value before them) would double its text: it gets whole rows."""
+
+    async def main() -> None:
+        room = Room(tmp_path)
+        _, w1 = room.join("c1", "alice")
+        await room.settled()
+        room.commit(changed(KEYS[0], row("a")))
+        room.clock.advance(0.010)
+        room.commit(changed(KEYS[0], row("ab")))  # held: the catch-up below reads it
+        _, w2 = room.join("c2", "bob")
+        await room.settled()
+        assert w2.rx.rows[KEYS[0]][1]["text"] == "ab"
+        room.clock.advance(0.05)
+        await room.settled()
+        assert w1.rx.rows == w2.rx.rows
+        for text in ("abc", "abcd"):  # and it follows from then on
+            room.clock.advance(0.05)
+            room.commit(changed(KEYS[0], row(text)))
+            await room.settled()
+            assert w1.rx.rows == w2.rx.rows
+        assert w2.shared[-1] is w1.shared[-1]
+        await room.close()
+
+    asyncio.run(main())
+
+
+def test_a_late_joiner_is_told_the_bindings_it_missed(tmp_path: Path) -> None:
+    async def main() -> None:
+        room = Room(tmp_path)
+        _, w1 = room.join("c1", "alice")
+        await room.settled()
+        text = ""
+        for _ in range(3):
+            text += "x"
+            room.clock.advance(0.05)
+            room.commit(changed(KEYS[0], row(text)))
+        assert w1.rx.append_frames >= 1  # bound and streaming
+        _, w2 = room.join("c2", "bob")
+        await room.settled()
+        for _ in range(3):
+            text += "y"
+            room.clock.advance(0.05)
+            room.commit(changed(KEYS[0], row(text)))
+            await room.settled()
+        assert w2.rx.rows == w1.rx.rows
+        assert w2.rx.append_frames >= 1  # after one poke that told it the binding
+        await room.close()
+
+    asyncio.run(main())
+
+
+class _FailsAfterCatchUp:
+    """A wire that can never write at once and fails every write after the catch-up."""
+
+    direct = True
+
+    def __init__(self, fail: Callable[[], Awaitable[None]]) -> None:
+        self.calls = 0
+        self.caught_up = asyncio.Event()
+        self._fail = fail
+
+    def try_write(self, frame: SharedFrame) -> bool:
+        return False
+
+    async def write(self, payload: bytes) -> None:
+        self.calls += 1
+        if self.calls > 1:
+            await self._fail()
+        self.caught_up.set()
+
+
+@pytest.mark.parametrize("how", ["reset", "cancelled"])
+def test_a_failed_write_ends_the_sender_not_the_commit(tmp_path: Path, how: str) -> None:
+    async def main() -> None:
+        async def reset() -> None:
+            raise ConnectionResetError("gone")
+
+        async def cancelled() -> None:
+            gone = asyncio.get_running_loop().create_future()
+            gone.cancel()
+            await gone
+
+        room = Room(tmp_path)
+        wire = _FailsAfterCatchUp(reset if how == "reset" else cancelled)
+        s = Session(
+            wire=wire,
+            fanout=room.fanout,
+            close=_no_close,
+            store=room.store,
+            user_id="alice",
+            client_id="c",
+            cookie=None,
+            known_lmid=0,
+        )
+        room.sessions["c"] = s
+        sender = asyncio.get_running_loop().create_task(s.run_sender())
+        await wire.caught_up.wait()
+        room.commit(changed(KEYS[0], row("hi")))  # the error stays out of the commit
+        with pytest.raises((ConnectionResetError, asyncio.CancelledError)):
+            await asyncio.wait_for(asyncio.shield(sender), 5)
+        room.store.close()
+
+    asyncio.run(main())
