@@ -164,7 +164,7 @@ async def _run(
         s.closed = True
         s._wake.set()
         await asyncio.gather(sender, return_exceptions=True)
-        store.close()
+        await store.close()
     return rx
 
 
@@ -252,7 +252,7 @@ class _Caught:
         self.session.closed = True
         self.session._wake.set()
         await asyncio.gather(self.sender, return_exceptions=True)
-        self.store.close()
+        await self.store.close()
 
 
 async def _turns(n: int) -> None:

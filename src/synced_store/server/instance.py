@@ -14,15 +14,15 @@ registry reopens it with backoff (registry.py). Nothing of the failed batch was 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
-import sqlite3
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, TypeAlias
 
 import msgspec
-import orjson
 
 from ..core.context import MutationContext
 from ..core.keys import check_depth
@@ -37,9 +37,11 @@ from ..errors import (
 )
 from ..protocol.codes import CloseCode, ErrorKind
 from ..protocol.messages import SKIP, Error, Mutation, MutationErrorReport, PushResponse
+from ..protocol.ops import set_op_json
 from ..schema import BackendConfig
-from ..storage.sqlite import SqliteInstanceStore, storage_error
-from ..types import EntryKey, RowKey
+from ..storage.base import InstanceStore, WriterTx
+from ..storage.records import ClientState, RejectedMutation
+from ..types import RowKey
 from .limits import Retention, ServerLimits
 from .platform import ServerPlatform
 from .session import Change, Session
@@ -55,49 +57,35 @@ MAX_QUEUED_MUTATIONS = 20_000
 CLIENT_CACHE = 20_000
 
 
-def set_op_json(key: RowKey, sort_key: str, encoded: bytes) -> bytes:
-    """The ``set`` op of a row as JSON, with its value's bytes as validated and stored (never
-    encoded a second time: the value's encoding is the one the catch-ups read back)."""
-    d = orjson.dumps
-    head = b'{"op":"set","t":' + d(key.table) + b',"k":' + d(key.item)
-    if key.ns:
-        head += b',"ns":' + d(key.ns)
-    if sort_key:
-        head += b',"sk":' + d(sort_key)
-    return head + b',"v":' + encoded + b"}"
-
-
 class _ServerTx:
-    """Core ``Tx`` over the writer's open transaction; records the rows it changes."""
+    """Core ``AsyncTx`` over the writer's open transaction; records the rows it changes."""
 
     copy_on_read = False
+    is_async: Literal[True] = True
 
-    def __init__(self, store: SqliteInstanceStore, version: int) -> None:
-        self._store = store
+    def __init__(self, tx: WriterTx, version: int) -> None:
+        self._tx = tx
         self._version = version
         self.changes: dict[RowKey, Change] = {}
+        # Reads go straight to the transaction.
+        self.read = tx.read
+        self.scan = tx.scan
 
-    def read(self, key: RowKey) -> tuple[str, Any] | None:
-        return self._store.read(key)
-
-    def iterate(
-        self, ns: str, table: str, start: EntryKey | None, *, exclusive: bool, reverse: bool
-    ) -> Any:
-        return self._store.iterate(ns, table, start, exclusive=exclusive, reverse=reverse)
-
-    def write(self, key: RowKey, sort_key: str, value: Any, encoded: bytes) -> None:
-        self._store.write(key, sort_key, encoded, self._version)
+    async def write(self, key: RowKey, sort_key: str, value: Any, encoded: bytes) -> None:
+        await self._tx.write(key, sort_key, encoded, self._version)
         self.changes[key] = (sort_key, value, encoded, 0)  # the set op is built after commit
 
-    def remove(self, key: RowKey) -> None:
-        if self._store.remove(key, self._version) or key in self.changes:
+    async def remove(self, key: RowKey) -> None:
+        if await self._tx.remove(key, self._version) or key in self.changes:
             self.changes[key] = None
 
-    def note_point(self, key: RowKey) -> None:
-        pass
 
-    def note_range(self, ns: str, table: str, low: EntryKey | None, high: EntryKey | None) -> None:
-        pass
+async def _call(fn: Callable[[WriterTx], Any], tx: WriterTx) -> Any:
+    """``fn(tx)``, awaited if it returned an awaitable (writer operations may be either)."""
+    res = fn(tx)
+    if inspect.isawaitable(res):
+        res = await res
+    return res
 
 
 @dataclass
@@ -131,13 +119,26 @@ class _Direct:
     )
 
 
+#: What a batch wrote: its version, changed rows, new ``last_mutation_id`` and rejected
+#: mutations per client, results of direct items, replies to send, jobs enqueued.
+_Written: TypeAlias = tuple[
+    int,
+    dict[RowKey, Change],
+    dict[str, int],
+    dict[str, list[MutationErrorReport]],
+    list[tuple[_Direct | _Op, Any]],
+    list[tuple[Session, Error | PushResponse]],
+    int,
+]
+
+
 class Instance:
     """An instance's writer and sessions. Run :meth:`run` as a task."""
 
     def __init__(
         self,
         instance_id: str,
-        store: SqliteInstanceStore,
+        store: InstanceStore,
         config: BackendConfig,
         *,
         limits: ServerLimits | None = None,
@@ -177,11 +178,11 @@ class Instance:
 
     # -- sessions --------------------------------------------------------------------------
 
-    def client_owner(self, client_id: str) -> tuple[str, int] | None:
-        """``(user_id, last_mutation_id)`` of a client id, from cache or the database."""
+    async def _client_owner(self, tx: WriterTx, client_id: str) -> tuple[str, int] | None:
+        """``(user_id, last_mutation_id)`` of a client id, from cache or the transaction."""
         got = self._lmids.get(client_id)
         if got is None:
-            got = self.store.client(client_id)
+            got = await tx.client(client_id)
             if got is not None:
                 self._cache_client(client_id, got)
         return got
@@ -209,11 +210,11 @@ class Instance:
         """:meth:`evictable`, and unused for ``idle_instance_timeout`` seconds."""
         return self.evictable() and now - self.last_used >= self.limits.idle_instance_timeout
 
-    def committed_lmid(self, client_id: str) -> int:
+    async def committed_lmid(self, client_id: str) -> int:
         """A client's committed ``last_mutation_id`` (never a value of a batch in progress)."""
         got = self._lmids.get(client_id)
         if got is None:
-            got = self.store.committed_client(client_id)
+            got = await self.store.client(client_id)
         return 0 if got is None else got[1]
 
     async def register_client(
@@ -222,8 +223,8 @@ class Instance:
         """Bind ``client_id`` to ``user_id`` if it is new (its first connection), mark it seen
         and forget the error reports it has been told of. Returns ``(owner, lmid)``."""
         cap = self.limits.max_clients_per_user
-        owner: tuple[str, int] = await self.in_writer(
-            lambda s: s.register_client(client_id, user_id, told_upto, max_clients=cap)
+        owner: ClientState = await self.in_writer(
+            lambda tx: tx.register_client(client_id, user_id, told_upto, max_clients=cap)
         )
         self._cache_client(client_id, owner)
         return owner
@@ -282,8 +283,9 @@ class Instance:
         await self._run_now_or_queue(item)
         await item.future
 
-    async def in_writer(self, fn: Any) -> Any:
-        """Run ``fn(store)`` inside the writer's next transaction; returns its result."""
+    async def in_writer(self, fn: Callable[[WriterTx], Any]) -> Any:
+        """Run ``fn(tx)`` inside the writer's next transaction (awaited if it returns an
+        awaitable); returns its result."""
         item = _Op(fn)
         await self._run_now_or_queue(item)
         return await item.future
@@ -375,7 +377,6 @@ class Instance:
                 await self._process(batch)
                 return
             except StorageError as exc:
-                self.store.rollback()
                 if not exc.transient:
                     self._fail_batch(batch, exc)
                     self.fail(exc)
@@ -391,13 +392,11 @@ class Instance:
                 delay = min(delay * 2, 1.0)
             except Exception as exc:  # a bug in the writer: this instance stops, not the server
                 log.exception("instance %s: writer failed", self.instance_id)
-                self.store.rollback()
                 err = InstanceUnavailableError(f"writer failed: {exc!r}")
                 self._fail_batch(batch, err)
                 self.fail(err)
                 return
             except BaseException:
-                self.store.rollback()
                 self._fail_batch(batch, StorageError("writer interrupted", transient=True))
                 raise
 
@@ -433,97 +432,16 @@ class Instance:
                 item.session.send_message(Error(kind=ErrorKind.STORAGE_BUSY, message=str(exc)))
 
     async def _process(self, batch: list[_Push | _Direct | _Op]) -> None:
-        store = self.store
-        version = store.version + 1
-        changes: dict[RowKey, Change] = {}
-        lmids: dict[str, int] = {}
-        errors: dict[str, list[MutationErrorReport]] = {}
-        direct_results: list[tuple[_Direct | _Op, Any]] = []
-        replies: list[tuple[Session, Error | PushResponse]] = []
-        jobs = 0
-        store.begin()
-        for item in batch:
-            if isinstance(item, _Op):
-                store.savepoint()
-                try:
-                    res: Any = item.fn(store)
-                except StorageError:
-                    raise
-                except sqlite3.Error as exc:
-                    raise storage_error(exc) from exc
-                except Exception as exc:
-                    store.rollback_savepoint()
-                    res = exc
-                else:
-                    store.release()
-                direct_results.append((item, res))
-                continue
-            if isinstance(item, _Direct):
-                err, n = await self._run_one(
-                    item.user_id,
-                    item.name,
-                    item.args,
-                    item.source,
-                    version,
-                    changes,
-                    system=item.system,
-                    after=item.after,
-                )
-                jobs += n
-                direct_results.append((item, err))
-                continue
-            session = item.session
-            cid = session.client_id
-            last = lmids.get(cid)
-            if last is None:
-                owner = self.client_owner(cid)
-                last = owner[1] if owner else 0
-            start = last
-            for m in item.mutations:
-                seq = classify(m.id, last)
-                if seq is Sequence.ALREADY_PROCESSED:
-                    continue
-                if seq is Sequence.GAP:
-                    gap = Error(
-                        kind=ErrorKind.MUTATION_ID_GAP,
-                        message=f"mutation id {m.id} skips ahead of "
-                        f"last_mutation_id {last}; push from {last + 1}",
-                    )
-                    replies.append((session, gap))
-                    break
-                if m.name == SKIP:  # superseded by a later mutation with its dedupe key
-                    last = m.id
-                    continue
-                err, n = await self._run_one(
-                    session.user_id,
-                    m.name,
-                    m.args,
-                    {"type": "user", "user_id": session.user_id},
-                    version,
-                    changes,
-                    from_version=session.schema_version if m.v is None else m.v,
-                )
-                jobs += n
-                last = m.id
-                if err is not None:
-                    e = MutationErrorReport(
-                        id=m.id,
-                        name=m.name,
-                        kind=getattr(err, "kind", ErrorKind.MUTATOR_ERROR),
-                        message=str(err) or type(err).__name__,
-                    )
-                    errors.setdefault(cid, []).append(e)
-                    store.add_error(cid, msgspec.structs.asdict(e))
-            if cid in errors:
-                store.prune_errors(cid, self.retention.errors_per_client)
-            if last != start:
-                lmids[cid] = last
-                store.set_client(cid, session.user_id, last, version)
-            replies.append((session, PushResponse(last_mutation_id=last)))
-        # A batch that changed no synced row and no client (job bookkeeping, idle claims)
-        # commits without a new version: clients have nothing to learn from it.
-        bumped = bool(changes or lmids)
-        store.commit(version if bumped else store.version)
+        tx = await self.store.begin()
+        try:
+            version, changes, lmids, errors, results, replies, jobs = await self._write(tx, batch)
+            # A batch that changed no synced row and no client (job bookkeeping, idle claims)
+            # commits without a new version: clients have nothing to learn from it.
+            bumped = bool(changes or lmids)
+            await tx.commit(version if bumped else tx.version)
+        except BaseException:
+            await tx.rollback()
+            raise
         # Committed: update caches, then fan out synchronously (no await until done).
         self.mutations_processed += sum(
             len(i.mutations) if isinstance(i, _Push) else int(isinstance(i, _Direct)) for i in batch
@@ -542,7 +460,7 @@ class Instance:
                 session.on_commit(version, changes, lmids.get(cid), errors.get(cid))
         for session, msg in replies:
             session.send_message(msg)
-        for item, res in direct_results:
+        for item, res in results:
             if item.future.done():
                 continue
             if isinstance(res, BaseException):
@@ -552,8 +470,106 @@ class Instance:
         if jobs and self.on_jobs_enqueued is not None:
             self.on_jobs_enqueued()
 
+    async def _write(self, tx: WriterTx, batch: list[_Push | _Direct | _Op]) -> _Written:
+        """Run a batch inside ``tx``: every item in a savepoint of its own."""
+        version = tx.version + 1
+        changes: dict[RowKey, Change] = {}
+        lmids: dict[str, int] = {}
+        errors: dict[str, list[MutationErrorReport]] = {}
+        direct_results: list[tuple[_Direct | _Op, Any]] = []
+        replies: list[tuple[Session, Error | PushResponse]] = []
+        jobs = 0
+        for item in batch:
+            if isinstance(item, _Op):
+                await tx.savepoint()
+                try:
+                    res: Any = await _call(item.fn, tx)
+                except StorageError:
+                    raise
+                except Exception as exc:
+                    if tx.broken is not None:  # it swallowed a storage error
+                        raise tx.broken from exc
+                    await tx.rollback_savepoint()
+                    res = exc
+                else:
+                    await tx.release()
+                direct_results.append((item, res))
+                continue
+            if isinstance(item, _Direct):
+                err, n = await self._run_one(
+                    tx,
+                    item.user_id,
+                    item.name,
+                    item.args,
+                    item.source,
+                    version,
+                    changes,
+                    system=item.system,
+                    after=item.after,
+                )
+                jobs += n
+                direct_results.append((item, err))
+                continue
+            session = item.session
+            cid = session.client_id
+            last = lmids.get(cid)
+            if last is None:
+                owner = await self._client_owner(tx, cid)
+                last = owner[1] if owner else 0
+            start = last
+            for m in item.mutations:
+                seq = classify(m.id, last)
+                if seq is Sequence.ALREADY_PROCESSED:
+                    continue
+                if seq is Sequence.GAP:
+                    gap = Error(
+                        kind=ErrorKind.MUTATION_ID_GAP,
+                        message=f"mutation id {m.id} skips ahead of "
+                        f"last_mutation_id {last}; push from {last + 1}",
+                    )
+                    replies.append((session, gap))
+                    break
+                if m.name == SKIP:  # superseded by a later mutation with its dedupe key
+                    last = m.id
+                    continue
+                err, n = await self._run_one(
+                    tx,
+                    session.user_id,
+                    m.name,
+                    m.args,
+                    {"type": "user", "user_id": session.user_id},
+                    version,
+                    changes,
+                    from_version=session.schema_version if m.v is None else m.v,
+                )
+                jobs += n
+                last = m.id
+                if err is not None:
+                    e = MutationErrorReport(
+                        id=m.id,
+                        name=m.name,
+                        kind=getattr(err, "kind", ErrorKind.MUTATOR_ERROR),
+                        message=str(err) or type(err).__name__,
+                    )
+                    errors.setdefault(cid, []).append(e)
+                    report: RejectedMutation = {
+                        "id": e.id,
+                        "name": e.name,
+                        "kind": e.kind,
+                        "message": e.message,
+                    }
+                    await tx.add_error(cid, report)
+            if cid in errors:
+                await tx.prune_errors(cid, self.retention.errors_per_client)
+            if last != start:
+                lmids[cid] = last
+                await tx.set_client(cid, session.user_id, last, version)
+            replies.append((session, PushResponse(last_mutation_id=last)))
+        return version, changes, lmids, errors, direct_results, replies, jobs
+
     async def _run_one(
         self,
+        tx: WriterTx,
         user_id: str,
         name: str,
         args: Any,
@@ -571,7 +587,6 @@ class Instance:
         ``migrate_pending_mutation`` steps (into zero, one or several mutations); ``system`` runs
         a system function (a data migration) instead of a named mutator.
         """
-        store = self.store
         schema = self.config.schema
         calls: list[tuple[str, Any]] = [] if system is not None else [(name, args)]
         try:
@@ -585,49 +600,47 @@ class Instance:
             for n, _ in calls:
                 if n not in self.config.mutators:
                     return UnknownNameError(f"unknown mutator {n!r}"), 0
-        tx = _ServerTx(store, version)
+        stx = _ServerTx(tx, version)
         jobs: list[tuple[str, Any]] = []
-        store.savepoint()
+        await tx.savepoint()
         try:
             if system is not None:
                 ctx = MutationContext(
-                    schema, tx, user_id, is_server=True, source=source, platform=self.platform
+                    schema, stx, user_id, is_server=True, source=source, platform=self.platform
                 )
                 await system(ctx)
             for n, a in calls:
                 value = schema.mutator(n).parse_input(a)
                 ctx = MutationContext(
-                    schema, tx, user_id, is_server=True, source=source, platform=self.platform
+                    schema, stx, user_id, is_server=True, source=source, platform=self.platform
                 )
                 await self.config.mutators[n](ctx, value)
                 jobs.extend(ctx.enqueued)
             if jobs:
-                self._check_job_quota(user_id, len(jobs))
+                await self._check_job_quota(tx, user_id, len(jobs))
                 now = time.time()
                 for job_name, job_input in jobs:
-                    store.add_job(job_name, job_input, user_id, now)
+                    await tx.add_job(job_name, job_input, user_id, now)
             if after is not None:
-                after(store)
+                await _call(after, tx)
         except StorageError:
             raise
-        except sqlite3.Error as exc:  # the database failed, not the mutator
-            raise storage_error(exc) from exc
         except Exception as exc:
-            if store.broken is not None:  # the mutator swallowed a storage error
-                raise store.broken from exc
-            store.rollback_savepoint()
+            if tx.broken is not None:  # the mutator swallowed a storage error
+                raise tx.broken from exc
+            await tx.rollback_savepoint()
             if not isinstance(exc, SyncedStoreError):
                 log.info("mutator %s raised on the server: %r", name, exc)
             return exc, 0
-        store.release()
-        changes.update(tx.changes)
+        await tx.release()
+        changes.update(stx.changes)
         return None, len(jobs)
 
-    def _check_job_quota(self, user_id: str, adding: int) -> None:
+    async def _check_job_quota(self, tx: WriterTx, user_id: str, adding: int) -> None:
         """Raise :class:`QuotaExceededError` if ``adding`` more unfinished jobs would put
         ``user_id`` or the instance over its quota (the mutation is rejected as a whole)."""
         limits = self.limits
-        mine, total = self.store.unfinished_jobs(user_id)
+        mine, total = await tx.unfinished_jobs(user_id)
         if mine + adding > limits.max_queued_jobs_per_user:
             raise QuotaExceededError(
                 f"user {user_id} already has {mine} unfinished action jobs in this instance "
@@ -658,7 +671,7 @@ class Instance:
                 None,
                 {"type": "system"},
                 system=step.migrate_data or _noop,
-                after=lambda s, v=v: s.set_schema_version(v + 1),
+                after=lambda tx, v=v: tx.set_schema_version(v + 1),
             )
             self._submit(item)
             await item.future
@@ -669,11 +682,11 @@ class Instance:
                 v + 1,
             )
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Close the database (after the writer stopped)."""
         if self.state == "open":
             self.state = "closed"
-        self.store.close()
+        await self.store.close()
 
 
 async def _noop(ctx: Any) -> None:
