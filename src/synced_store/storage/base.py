@@ -108,7 +108,12 @@ class WriterTx(RowReader, Protocol):
 
     async def commit(self, version: int) -> None:
         """Commit, recording ``version`` (>= :attr:`version`) as the instance's version.
-        Raises :attr:`broken` if set (nothing is committed then; roll back)."""
+        Raises :attr:`broken` if set (nothing is committed then; roll back).
+
+        :attr:`InstanceStore.version` takes the new value as the last step, with no suspension
+        after it: the writer hands the batch to its sessions before any other task can see
+        the new version (a session catching up reads it), so no commit falls between them.
+        """
 
     async def rollback(self) -> None:
         """Abandon the transaction. Never raises; safe after a failed commit or a driver that
