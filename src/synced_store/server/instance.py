@@ -14,13 +14,11 @@ registry reopens it with backoff (registry.py). Nothing of the failed batch was 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal, TypeAlias
+from typing import Any
 
 import msgspec
 
@@ -42,6 +40,7 @@ from ..schema import BackendConfig
 from ..storage.base import InstanceStore, WriterTx
 from ..storage.records import ClientState, RejectedMutation
 from ..types import RowKey
+from .batch import Direct, Op, Push, ServerTx, Written, call_in_tx
 from .limits import Retention, ServerLimits
 from .platform import ServerPlatform
 from .session import Change, Session
@@ -55,81 +54,6 @@ MAX_TRANSIENT_RETRIES = 5
 MAX_QUEUED_MUTATIONS = 20_000
 #: Clients whose ``last_mutation_id`` an instance keeps in memory (least recently used go).
 CLIENT_CACHE = 20_000
-
-
-class _ServerTx:
-    """Core ``AsyncTx`` over the writer's open transaction; records the rows it changes."""
-
-    copy_on_read = False
-    is_async: Literal[True] = True
-
-    def __init__(self, tx: WriterTx, version: int) -> None:
-        self._tx = tx
-        self._version = version
-        self.changes: dict[RowKey, Change] = {}
-        # Reads go straight to the transaction.
-        self.read = tx.read
-        self.scan = tx.scan
-
-    async def write(self, key: RowKey, sort_key: str, value: Any, encoded: bytes) -> None:
-        await self._tx.write(key, sort_key, encoded, self._version)
-        self.changes[key] = (sort_key, value, encoded, 0)  # the set op is built after commit
-
-    async def remove(self, key: RowKey) -> None:
-        if await self._tx.remove(key, self._version) or key in self.changes:
-            self.changes[key] = None
-
-
-async def _call(fn: Callable[[WriterTx], Any], tx: WriterTx) -> Any:
-    """``fn(tx)``, awaited if it returned an awaitable (writer operations may be either)."""
-    res = fn(tx)
-    if inspect.isawaitable(res):
-        res = await res
-    return res
-
-
-@dataclass
-class _Push:
-    session: Session
-    mutations: list[Mutation]
-
-
-@dataclass
-class _Op:
-    """A storage operation run inside the writer's transaction (job bookkeeping)."""
-
-    fn: Any
-    future: asyncio.Future[Any] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
-
-
-@dataclass
-class _Direct:
-    """A mutation from an action (``ctx.mutate``) or the CLI: no client, awaited by the caller."""
-
-    user_id: str
-    name: str
-    args: Any
-    source: dict[str, Any]
-    system: Any = None
-    after: Any = None
-    future: asyncio.Future[None] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
-
-
-#: What a batch wrote: its version, changed rows, new ``last_mutation_id`` and rejected
-#: mutations per client, results of direct items, replies to send, jobs enqueued.
-_Written: TypeAlias = tuple[
-    int,
-    dict[RowKey, Change],
-    dict[str, int],
-    dict[str, list[MutationErrorReport]],
-    list[tuple[_Direct | _Op, Any]],
-    list[tuple[Session, Error | PushResponse]],
-    int,
-]
 
 
 class Instance:
@@ -163,7 +87,7 @@ class Instance:
         self.last_used = self.opened_at = asyncio.get_running_loop().time()
         self.platform = ServerPlatform(config.services)
         self.sessions: dict[str, Session] = {}
-        self._queue: deque[_Push | _Direct | _Op] = deque()
+        self._queue: deque[Push | Direct | Op] = deque()
         self._wake = asyncio.Event()
         self._queued_pushed = 0
         self._room = asyncio.Event()
@@ -252,7 +176,7 @@ class Instance:
             why = self.error or ("closing" if self.state == "open" else self.state)
             raise InstanceUnavailableError(f"instance {self.instance_id} is unavailable: {why}")
 
-    def _submit(self, item: _Push | _Direct | _Op) -> None:
+    def _submit(self, item: Push | Direct | Op) -> None:
         self._check_open()
         self._queue.append(item)
         self._wake.set()
@@ -260,7 +184,7 @@ class Instance:
     def submit_push(self, session: Session, mutations: list[Mutation]) -> None:
         """Queue a client's push for the writer."""
         self._queued_pushed += len(mutations)
-        self._submit(_Push(session, mutations))
+        self._submit(Push(session, mutations))
 
     async def wait_for_room(self) -> None:
         """Return once fewer than ``MAX_QUEUED_MUTATIONS`` pushed mutations wait for the writer.
@@ -279,18 +203,18 @@ class Instance:
 
         Raises the mutator's error (nothing is committed for it) if it fails.
         """
-        item = _Direct(user_id, name, args, source or {"type": "system", "user_id": user_id})
+        item = Direct(user_id, name, args, source or {"type": "system", "user_id": user_id})
         await self._run_now_or_queue(item)
         await item.future
 
     async def in_writer(self, fn: Callable[[WriterTx], Any]) -> Any:
         """Run ``fn(tx)`` inside the writer's next transaction (awaited if it returns an
         awaitable); returns its result."""
-        item = _Op(fn)
+        item = Op(fn)
         await self._run_now_or_queue(item)
         return await item.future
 
-    async def _run_now_or_queue(self, item: _Direct | _Op) -> None:
+    async def _run_now_or_queue(self, item: Direct | Op) -> None:
         """Commit ``item`` in the calling task if the writer is idle, else queue it.
 
         An idle writer has nothing queued and no batch in progress, so committing here keeps
@@ -346,16 +270,16 @@ class Instance:
         self._queue.clear()
         self._queued_pushed = 0
         self._room.set()
-        self._fail_batch([i for i in queued if not isinstance(i, _Push)], err)
+        self._fail_batch([i for i in queued if not isinstance(i, Push)], err)
 
     async def _drain(self) -> None:
         while self._queue:
-            batch: list[_Push | _Direct | _Op] = []
+            batch: list[Push | Direct | Op] = []
             count = 0
             while self._queue and count < MAX_BATCH_MUTATIONS:
                 item = self._queue.popleft()
                 batch.append(item)
-                if isinstance(item, _Push):
+                if isinstance(item, Push):
                     count += len(item.mutations)
                     self._queued_pushed -= len(item.mutations)
                 else:
@@ -370,7 +294,7 @@ class Instance:
         self._closing = True
         self._wake.set()
 
-    async def _process_with_retry(self, batch: list[_Push | _Direct | _Op]) -> None:
+    async def _process_with_retry(self, batch: list[Push | Direct | Op]) -> None:
         delay = 0.01
         for attempt in range(MAX_TRANSIENT_RETRIES + 1):
             try:
@@ -421,17 +345,17 @@ class Instance:
         if self.on_failed is not None:
             self.on_failed(self, exc)
 
-    def _fail_batch(self, batch: list[_Push | _Direct | _Op], exc: StorageError) -> None:
+    def _fail_batch(self, batch: list[Push | Direct | Op], exc: StorageError) -> None:
         # Nothing was committed: clients keep their mutations pending and push them again
         # (after a reconnect when the instance failed: its sessions are closed).
         for item in batch:
-            if isinstance(item, _Direct | _Op):
+            if isinstance(item, Direct | Op):
                 if not item.future.done():
                     item.future.set_exception(exc)
             elif exc.transient:
                 item.session.send_message(Error(kind=ErrorKind.STORAGE_BUSY, message=str(exc)))
 
-    async def _process(self, batch: list[_Push | _Direct | _Op]) -> None:
+    async def _process(self, batch: list[Push | Direct | Op]) -> None:
         tx = await self.store.begin()
         try:
             version, changes, lmids, errors, results, replies, jobs = await self._write(tx, batch)
@@ -444,10 +368,10 @@ class Instance:
             raise
         # Committed: update caches, then fan out synchronously (no await until done).
         self.mutations_processed += sum(
-            len(i.mutations) if isinstance(i, _Push) else int(isinstance(i, _Direct)) for i in batch
+            len(i.mutations) if isinstance(i, Push) else int(isinstance(i, Direct)) for i in batch
         )
         for item in batch:
-            if isinstance(item, _Push):
+            if isinstance(item, Push):
                 cid = item.session.client_id
                 if cid in lmids:
                     self._cache_client(cid, (item.session.user_id, lmids[cid]))
@@ -470,20 +394,20 @@ class Instance:
         if jobs and self.on_jobs_enqueued is not None:
             self.on_jobs_enqueued()
 
-    async def _write(self, tx: WriterTx, batch: list[_Push | _Direct | _Op]) -> _Written:
+    async def _write(self, tx: WriterTx, batch: list[Push | Direct | Op]) -> Written:
         """Run a batch inside ``tx``: every item in a savepoint of its own."""
         version = tx.version + 1
         changes: dict[RowKey, Change] = {}
         lmids: dict[str, int] = {}
         errors: dict[str, list[MutationErrorReport]] = {}
-        direct_results: list[tuple[_Direct | _Op, Any]] = []
+        direct_results: list[tuple[Direct | Op, Any]] = []
         replies: list[tuple[Session, Error | PushResponse]] = []
         jobs = 0
         for item in batch:
-            if isinstance(item, _Op):
+            if isinstance(item, Op):
                 await tx.savepoint()
                 try:
-                    res: Any = await _call(item.fn, tx)
+                    res: Any = await call_in_tx(item.fn, tx)
                 except StorageError:
                     raise
                 except Exception as exc:
@@ -495,7 +419,7 @@ class Instance:
                     await tx.release()
                 direct_results.append((item, res))
                 continue
-            if isinstance(item, _Direct):
+            if isinstance(item, Direct):
                 err, n = await self._run_one(
                     tx,
                     item.user_id,
@@ -600,7 +524,7 @@ class Instance:
             for n, _ in calls:
                 if n not in self.config.mutators:
                     return UnknownNameError(f"unknown mutator {n!r}"), 0
-        stx = _ServerTx(tx, version)
+        stx = ServerTx(tx, version)
         jobs: list[tuple[str, Any]] = []
         await tx.savepoint()
         try:
@@ -622,7 +546,7 @@ class Instance:
                 for job_name, job_input in jobs:
                     await tx.add_job(job_name, job_input, user_id, now)
             if after is not None:
-                await _call(after, tx)
+                await call_in_tx(after, tx)
         except StorageError:
             raise
         except Exception as exc:
@@ -665,7 +589,7 @@ class Instance:
             )
         for v in range(stored, schema.schema_version):
             step = schema.migrations[v]
-            item = _Direct(
+            item = Direct(
                 "$system",
                 f"$migrate{v}to{v + 1}",
                 None,
