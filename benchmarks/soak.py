@@ -58,17 +58,17 @@ RAW = ROOT / "benchmarks" / "results" / "soak-last-run.json"
 BIG_ROWS, BIG_TEXT = 3_600, 10_000
 
 
-def seed_big_instance(data_dir: Path) -> int:
+async def seed_big_instance(data_dir: Path) -> int:
     """The large instance, written straight into its database file (as
     tests/server/test_memory_bounds.py does); returns its payload size in bytes."""
     store = SqliteInstanceStore(instance_path(data_dir, BIG_INSTANCE))
-    store.begin()
+    tx = await store.begin()
     for i in range(BIG_ROWS):
         value = {"id": f"i{i:05}", "text": f"{i:05}" + "x" * BIG_TEXT}
-        store.write(RowKey("", "items", f"i{i:05}"), f"{i:08}", orjson.dumps(value), 1)
-    store.set_schema_version(1)
-    store.commit(1)
-    store.close()
+        await tx.write(RowKey("", "items", f"i{i:05}"), f"{i:08}", orjson.dumps(value), 1)
+    await tx.set_schema_version(1)
+    await tx.commit(1)
+    await store.close()
     return BIG_ROWS * BIG_TEXT
 
 
@@ -82,7 +82,7 @@ async def run_phase(
     """One run (``kind`` is ``quiet`` or ``hostile``) on a fresh server."""
     data = base / kind / "data"
     data.mkdir(parents=True)
-    seed_big_instance(data)
+    await seed_big_instance(data)
     log_path = base / kind / "server.log"
     server = start_server("serve", BACKEND, data, log_path)
     stats = FuzzStats()

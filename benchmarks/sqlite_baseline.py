@@ -123,7 +123,7 @@ async def instance_writer(base: Path, n: int, clients: int = 10, push: int = 100
     for t in senders:
         t.cancel()
     await asyncio.gather(*senders, return_exceptions=True)
-    inst.close()
+    await inst.close()
     with sqlite3.connect(base / "instance.sqlite3") as conn:
         count = conn.execute("SELECT count(*) FROM rows").fetchone()[0]
     if count != n:
@@ -141,7 +141,7 @@ async def instance_writer(base: Path, n: int, clients: int = 10, push: int = 100
 
 def _raw_db(path: Path) -> sqlite3.Connection:
     # The same table, indexes and pragmas as the instance store, created by it.
-    SqliteInstanceStore(path).close()
+    SqliteInstanceStore(path).conn.close()
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")

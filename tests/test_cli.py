@@ -145,7 +145,7 @@ async def data_dir(tmp_path: Path) -> Path:
             lambda s: s.finish_job(later, "pending", now=now, error="later", next_run_at=now + 3600)
         )
         inst.stop()
-    inst.close()
+    await inst.close()
     return d
 
 

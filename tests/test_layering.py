@@ -160,3 +160,24 @@ def test_the_examples_checker_sees_imports_and_module_names() -> None:
         "synced_store_examples.todo",
         "synced_store_examples.todo.backend",
     ]
+
+
+#: The I/O layers' own rules: storage knows no wire format and no mutator logic (it stores
+#: what it is given); the server reaches databases only through storage/.
+IO_LAYER_RULES = {
+    "storage": (frozenset(), frozenset({"protocol", "core", "server", "client", "cli", "web"})),
+    "server": (frozenset({"sqlite3", "asyncpg", "psycopg"}), frozenset()),
+}
+
+
+@pytest.mark.parametrize("layer", sorted(IO_LAYER_RULES))
+def test_io_layer_imports(layer: str) -> None:
+    modules, internal = IO_LAYER_RULES[layer]
+    bad = []
+    for rel, mod in imports_under(PACKAGE / layer):
+        parts = mod.split(".")
+        if parts[0] in modules or (
+            parts[0] == "synced_store" and len(parts) > 1 and parts[1] in internal
+        ):
+            bad.append(f"{rel}: imports {mod}")
+    assert bad == []

@@ -6,7 +6,7 @@ Layout (dependencies point up the list):
 - ``core/`` the sans-I/O engine: contexts and table handles, rebase, subscriptions.
 - ``storage/`` the server's per-instance databases.
 - ``server/`` the ASGI app: sync endpoint, one writer per instance, fan-out, actions.
-- ``client/`` the asyncio client over the core engine, with local persistence.
+- ``client/`` the asyncio client over the core engine (its local cache: storage/client_cache.py).
 - ``testing/`` the public test harness; ``web/`` the browser client (JS shell, Pyodide);
   ``cli/`` the command line; ``bot/`` LLM services an app can plug in.
 

@@ -8,6 +8,7 @@ and make a mutator fail on demand.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections import Counter
 from collections.abc import Iterator
@@ -210,6 +211,42 @@ class MemoryTx:
 
     def note_range(self, ns: str, table: str, low: EntryKey | None, high: EntryKey | None) -> None:
         self.reads.add_range(ns, table, low, high)
+
+
+class AsyncMemoryTx:
+    """A minimal :class:`~synced_store.core.context.AsyncTx` over a MemoryStore: the server's
+    shape (coroutines, scans in pages, no read recording)."""
+
+    copy_on_read = True
+    is_async = True
+
+    def __init__(self, store: MemoryStore | None = None) -> None:
+        self.store = store if store is not None else MemoryStore()
+        #: The ``limit`` of every page a scan asked for.
+        self.pages: list[int] = []
+
+    async def read(self, key: RowKey) -> tuple[str, Any] | None:
+        return self.store.get(key)
+
+    async def scan(
+        self,
+        ns: str,
+        table: str,
+        start: EntryKey | None,
+        *,
+        exclusive: bool,
+        reverse: bool,
+        limit: int,
+    ) -> list[tuple[EntryKey, Any]]:
+        self.pages.append(limit)
+        rows = self.store.iterate(ns, table, start, exclusive=exclusive, reverse=reverse)
+        return list(itertools.islice(rows, limit))
+
+    async def write(self, key: RowKey, sort_key: str, value: Any, encoded: bytes) -> None:
+        self.store.put(key, sort_key, value)
+
+    async def remove(self, key: RowKey) -> None:
+        self.store.delete(key)
 
 
 def pub(table: str, item: str) -> RowKey:

@@ -16,11 +16,21 @@ from synced_store import (
     ValidationError,
     ValueTooLargeError,
 )
+from synced_store.core import context
 from synced_store.core.context import MutationContext, ReadContext, copy_json, run_sync
 from synced_store.core.keys import MAX_KEY_BYTES, MAX_VALUE_BYTES
 from synced_store.types import RowKey
 
-from .app import CounterRow, MemoryTx, connected_engine, make_app, pub, schema, sent
+from .app import (
+    AsyncMemoryTx,
+    CounterRow,
+    MemoryTx,
+    connected_engine,
+    make_app,
+    pub,
+    schema,
+    sent,
+)
 
 
 @pytest.fixture
@@ -36,6 +46,16 @@ def ctx(tx: MemoryTx) -> MutationContext:
 @pytest.fixture
 def server_ctx(tx: MemoryTx) -> MutationContext:
     return MutationContext(schema, tx, "alice", is_server=True)
+
+
+@pytest.fixture(params=["sync", "async"])
+def scan_ctx(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> MutationContext:
+    """A client's context over a synchronous Tx, or the server's over an asynchronous one
+    that is read in pages of 2 rows (so every scan below spans several pages)."""
+    if request.param == "sync":
+        return MutationContext(schema, MemoryTx(), "alice", is_server=False)
+    monkeypatch.setattr(context, "SCAN_PAGE", 2)
+    return MutationContext(schema, AsyncMemoryTx(), "alice", is_server=True)
 
 
 async def fill_items(ctx: MutationContext) -> None:
@@ -140,9 +160,9 @@ async def test_unknown_table(ctx: MutationContext) -> None:
 # -- entries / keys / values / scan -----------------------------------------------------------
 
 
-async def test_entries_keys_values_in_scan_order(ctx: MutationContext) -> None:
-    await fill_items(ctx)
-    t = ctx.table("items")
+async def test_entries_keys_values_in_scan_order(scan_ctx: MutationContext) -> None:
+    await fill_items(scan_ctx)
+    t = scan_ctx.table("items")
     order = ["a1", "b1", "a2", "b2", "a3", "c1"]
     assert [k.item_key for k in await t.keys()] == order
     assert await t.keys() == [
@@ -203,9 +223,9 @@ def items_of(rows: list[tuple[EntryKey, Any]]) -> list[str]:
         ({"cursor": "$last", "reverse": True, "limit": 1}, ["c1"]),
     ],
 )
-async def test_scan(ctx: MutationContext, opts: dict[str, Any], expected: list[str]) -> None:
-    await fill_items(ctx)
-    t = ctx.table("items")
+async def test_scan(scan_ctx: MutationContext, opts: dict[str, Any], expected: list[str]) -> None:
+    await fill_items(scan_ctx)
+    t = scan_ctx.table("items")
     r = t.scan(**opts)
     entries = await r.entries()
     assert items_of(entries) == expected
@@ -214,8 +234,10 @@ async def test_scan(ctx: MutationContext, opts: dict[str, Any], expected: list[s
     assert [k.item_key async for k, _ in t.scan(**opts)] == expected
 
 
-async def test_reverse_sort_key_prefix_scan_sees_every_matching_row(ctx: MutationContext) -> None:
-    t = ctx.table("items")
+async def test_reverse_sort_key_prefix_scan_sees_every_matching_row(
+    scan_ctx: MutationContext,
+) -> None:
+    t = scan_ctx.table("items")
     for sk in ["s", "s\U0010ffff", "s\U0010ffffz", "t"]:
         await t.set(sk, {"text": sk}, sort_key=sk)
     forward = await t.scan(prefix={"sort_key": "s"}).keys()
@@ -224,9 +246,9 @@ async def test_reverse_sort_key_prefix_scan_sees_every_matching_row(ctx: Mutatio
     assert backward == forward[::-1]
 
 
-async def test_scan_pages_with_cursor_cover_every_row_once(ctx: MutationContext) -> None:
-    await fill_items(ctx)
-    t = ctx.table("items")
+async def test_scan_pages_with_cursor_cover_every_row_once(scan_ctx: MutationContext) -> None:
+    await fill_items(scan_ctx)
+    t = scan_ctx.table("items")
     for reverse in (False, True):
         seen: list[str] = []
         cursor: Any = "$last" if reverse else None
@@ -251,10 +273,37 @@ async def test_scan_pages_with_cursor_cover_every_row_once(ctx: MutationContext)
     ],
 )
 async def test_scan_rejects_bad_options(
-    ctx: MutationContext, opts: dict[str, Any], match: str
+    scan_ctx: MutationContext, opts: dict[str, Any], match: str
 ) -> None:
     with pytest.raises(ValidationError, match=match):
-        await ctx.table("items").scan(**opts).entries()
+        await scan_ctx.table("items").scan(**opts).entries()
+
+
+async def test_an_async_tx_is_awaited_and_scanned_in_pages(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(context, "SCAN_PAGE", 3)
+    tx = AsyncMemoryTx()
+    ctx = MutationContext(schema, tx, "alice", is_server=True)
+    await fill_items(ctx)
+    t = ctx.table("items")
+    assert await t.get("a2") == {"text": "a2"}
+    assert await t.has("c1")
+    await t.delete("c1")
+    assert not await t.has("c1")
+    tx.pages.clear()
+    assert [k.item_key for k in await t.keys()] == ["a1", "b1", "a2", "b2", "a3"]
+    assert tx.pages == [3, 3]  # the second page was short: the end
+    tx.pages.clear()
+    assert items_of(await t.scan(limit=2).entries()) == ["a1", "b1"]
+    assert tx.pages == [2]  # never more rows than the limit needs
+    tx.pages.clear()
+    assert items_of(await t.scan(prefix="b", limit=1).entries()) == ["b1"]
+    assert tx.pages == [3]  # an item prefix skips rows: full pages
+    assert await ctx.get_next_sort_key("m") == "m/000000000001"
+    assert await ctx.get_next_sort_key("m") == "m/000000000002"
+    reader = ReadContext(schema, tx, "alice", is_server=True)
+    assert await reader.table("items").get("a1") == {"text": "a1"}
+    with pytest.raises(PermissionDeniedError):
+        await reader.table("items").set("z", {"text": "z"})
 
 
 async def test_scan_records_the_range_it_depended_on(ctx: MutationContext, tx: MemoryTx) -> None:

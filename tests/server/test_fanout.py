@@ -191,16 +191,15 @@ class Room:
         self.senders[cid] = asyncio.get_running_loop().create_task(s.run_sender())
         return s, wire
 
-    def commit(self, changes: dict[RowKey, Any], lmids: dict[str, int] | None = None) -> int:
-        store = self.store
-        version = store.version + 1
-        store.begin()
+    async def commit(self, changes: dict[RowKey, Any], lmids: dict[str, int] | None = None) -> int:
+        tx = await self.store.begin()
+        version = tx.version + 1
         for key, ch in changes.items():
             if ch is None:
-                store.remove(key, version)
+                await tx.remove(key, version)
             else:
-                store.write(key, ch[0], encode(ch[1]), version)
-        store.commit(version)
+                await tx.write(key, ch[0], encode(ch[1]), version)
+        await tx.commit(version)
         self.fanout.on_commit(version, changes, lmids or {}, {})
         return version
 
@@ -225,7 +224,7 @@ class Room:
             s._wake.set()
         await asyncio.gather(*self.senders.values(), return_exceptions=True)
         self.fanout.close()
-        self.store.close()
+        await self.store.close()
 
 
 def row(text: str, status: str = "incomplete") -> dict[str, Any]:
@@ -299,7 +298,7 @@ async def _run(tmp: Path, plan: list[Any]) -> Room:
                         sk = text
                     truth[key] = (sk, value)
                     changes.update(changed(key, value, sk))
-                room.commit(changes)
+                await room.commit(changes)
             elif kind == "tick":
                 room.clock.advance(args[0] / 1000)
             elif kind == "pause":
@@ -376,7 +375,7 @@ def test_followers_of_a_commit_share_one_encoded_frame(tmp_path: Path) -> None:
         await room.settled()
         for text in ("a", "ab", "abc"):
             room.clock.advance(0.05)  # out of the row's window: flushed at once
-            room.commit(changed(KEYS[0], row(text)))
+            await room.commit(changed(KEYS[0], row(text)))
             frames = [w.shared[-1] for w in wires]
             # No loop turn since the commit: written from inside it, the same object to all.
             assert all(f is frames[0] for f in frames)
@@ -393,7 +392,7 @@ def test_a_confirmation_goes_only_to_its_client(tmp_path: Path) -> None:
         s1, w1 = room.join("c1", "alice")
         _, w2 = room.join("c2", "bob")
         await room.settled()
-        room.commit(changed(KEYS[0], row("hi")), lmids={"c1": 4})
+        await room.commit(changed(KEYS[0], row("hi")), lmids={"c1": 4})
         assert s1.known_lmid == 4
         assert w1.shared[-1] is not w2.shared[-1]
         assert b'"last_mutation_id":4' in w1.shared[-1].payload
@@ -409,11 +408,11 @@ def test_a_commit_of_rows_the_session_cannot_see_sends_nothing(tmp_path: Path) -
         _, w = room.join("c", "alice")
         await room.settled()
         frames = w.rx.frames
-        room.commit(changed(KEYS[5], row("bob's")))
-        room.commit(changed(KEYS[6], row("server only")))
+        await room.commit(changed(KEYS[5], row("bob's")))
+        await room.commit(changed(KEYS[6], row("server only")))
         await room.settled()
         assert w.rx.frames == frames, "a poke went out for rows this user cannot see"
-        room.commit(changed(KEYS[0], row("hi")))  # the next visible change
+        await room.commit(changed(KEYS[0], row("hi")))  # the next visible change
         assert w.rx.cookie == room.version
         await room.close()
 
@@ -432,7 +431,7 @@ def test_a_paused_socket_makes_its_session_send_from_its_queue(tmp_path: Path) -
         slow.pause()
         for text in ("a", "ab", "abc", "abcd"):
             room.clock.advance(0.05)
-            room.commit(changed(KEYS[0], row(text)))
+            await room.commit(changed(KEYS[0], row(text)))
             assert fast.rx.rows[KEYS[0]][1]["text"] == text
         assert slow.rx.rows.get(KEYS[0]) is None
         frames = slow.rx.frames
@@ -441,7 +440,7 @@ def test_a_paused_socket_makes_its_session_send_from_its_queue(tmp_path: Path) -
         assert slow.rx.frames == frames + 1  # the four commits, merged
         assert slow.rx.rows == fast.rx.rows
         room.clock.advance(0.05)
-        room.commit(changed(KEYS[0], row("abcde")))  # and it follows again
+        await room.commit(changed(KEYS[0], row("abcde")))  # and it follows again
         assert slow.rx.rows == fast.rx.rows
         await room.close()
 
@@ -458,12 +457,12 @@ def test_the_window_merges_a_streamed_rows_commits(tmp_path: Path) -> None:
         clock = room.clock
         _, w = room.join("c", "alice")
         await room.settled()
-        room.commit(changed(KEYS[0], row("a")))  # not sent recently: at once
+        await room.commit(changed(KEYS[0], row("a")))  # not sent recently: at once
         assert w.rx.rows[KEYS[0]][1]["text"] == "a"
         clock.advance(0.010)
-        room.commit(changed(KEYS[0], row("ab")))  # 10 ms later: held for 30 ms more
+        await room.commit(changed(KEYS[0], row("ab")))  # 10 ms later: held for 30 ms more
         clock.advance(0.010)
-        room.commit(changed(KEYS[0], row("abc")))
+        await room.commit(changed(KEYS[0], row("abc")))
         reply = PushResponse(last_mutation_id=3)
         room.sessions["c"].send_message(reply)  # waits for the held commits
         assert w.rx.rows[KEYS[0]][1]["text"] == "a"
@@ -490,13 +489,13 @@ def test_ten_commits_in_one_flush_never_make_an_append_frame(tmp_path: Path) -> 
         for _ in range(3):  # name the row: it streams, and its appends are append frames
             text += "x"
             room.clock.advance(0.05)
-            room.commit(changed(KEYS[0], row(text)))
+            await room.commit(changed(KEYS[0], row(text)))
         frames = w.rx.append_frames
         assert frames >= 1
         room.clock.advance(0.001)
         for _ in range(10):  # held by the window, flushed together
             text += "x"
-            room.commit(changed(KEYS[0], row(text)))
+            await room.commit(changed(KEYS[0], row(text)))
         room.clock.advance(0.05)
         assert w.rx.spans[-1] == 10
         assert w.rx.append_frames == frames
@@ -516,9 +515,9 @@ def test_a_session_that_joins_while_commits_are_held_gets_no_stale_delta(
         room = Room(tmp_path)
         _, w1 = room.join("c1", "alice")
         await room.settled()
-        room.commit(changed(KEYS[0], row("a")))
+        await room.commit(changed(KEYS[0], row("a")))
         room.clock.advance(0.010)
-        room.commit(changed(KEYS[0], row("ab")))  # held: the catch-up below reads it
+        await room.commit(changed(KEYS[0], row("ab")))  # held: the catch-up below reads it
         _, w2 = room.join("c2", "bob")
         await room.settled()
         assert w2.rx.rows[KEYS[0]][1]["text"] == "ab"
@@ -527,7 +526,7 @@ def test_a_session_that_joins_while_commits_are_held_gets_no_stale_delta(
         assert w1.rx.rows == w2.rx.rows
         for text in ("abc", "abcd"):  # and it follows from then on
             room.clock.advance(0.05)
-            room.commit(changed(KEYS[0], row(text)))
+            await room.commit(changed(KEYS[0], row(text)))
             await room.settled()
             assert w1.rx.rows == w2.rx.rows
         assert w2.shared[-1] is w1.shared[-1]
@@ -545,14 +544,14 @@ def test_a_late_joiner_is_told_the_bindings_it_missed(tmp_path: Path) -> None:
         for _ in range(3):
             text += "x"
             room.clock.advance(0.05)
-            room.commit(changed(KEYS[0], row(text)))
+            await room.commit(changed(KEYS[0], row(text)))
         assert w1.rx.append_frames >= 1  # bound and streaming
         _, w2 = room.join("c2", "bob")
         await room.settled()
         for _ in range(3):
             text += "y"
             room.clock.advance(0.05)
-            room.commit(changed(KEYS[0], row(text)))
+            await room.commit(changed(KEYS[0], row(text)))
             await room.settled()
         assert w2.rx.rows == w1.rx.rows
         assert w2.rx.append_frames >= 1  # after one poke that told it the binding
@@ -607,9 +606,9 @@ def test_a_failed_write_ends_the_sender_not_the_commit(tmp_path: Path, how: str)
         room.sessions["c"] = s
         sender = asyncio.get_running_loop().create_task(s.run_sender())
         await wire.caught_up.wait()
-        room.commit(changed(KEYS[0], row("hi")))  # the error stays out of the commit
+        await room.commit(changed(KEYS[0], row("hi")))  # the error stays out of the commit
         with pytest.raises((ConnectionResetError, asyncio.CancelledError)):
             await asyncio.wait_for(asyncio.shield(sender), 5)
-        room.store.close()
+        await room.store.close()
 
     asyncio.run(main())

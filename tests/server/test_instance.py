@@ -79,7 +79,7 @@ async def test_an_idle_writer_commits_in_the_callers_task(tmp_path: Path) -> Non
     await asyncio.wait_for(inst.mutate("u", "put", {"id": "a", "n": 1}), 5)
     assert inst.store.version == 1
     assert await inst.in_writer(lambda s: s.version) == 1
-    inst.close()
+    await inst.close()
 
 
 async def test_mutations_queued_behind_a_busy_commit_keep_submission_order(
@@ -101,7 +101,7 @@ async def test_mutations_queued_behind_a_busy_commit_keep_submission_order(
         # "a" alone; "b", "c", "d" queued meanwhile, so the writer commits them as one batch.
         assert inst.store.version == 2
         inst.stop()
-    inst.close()
+    await inst.close()
 
 
 async def test_stop_during_an_inline_commit_lets_it_finish(tmp_path: Path) -> None:
@@ -115,7 +115,7 @@ async def test_stop_during_an_inline_commit_lets_it_finish(tmp_path: Path) -> No
         await asyncio.wait_for(first, 5)
         await asyncio.wait_for(writer, 5)
     assert inst.store.version == 1
-    inst.close()
+    await inst.close()
 
 
 async def test_a_loop_of_inline_mutations_lets_other_tasks_run(tmp_path: Path) -> None:
@@ -138,7 +138,7 @@ async def test_a_loop_of_inline_mutations_lets_other_tasks_run(tmp_path: Path) -
         inst.stop()
     assert turns >= 100, f"other tasks ran {turns} times during 100 mutations"
     assert inst.store.version == 100
-    inst.close()
+    await inst.close()
 
 
 async def test_a_caller_cancelled_mid_commit_commits_nothing_and_leaves_no_stray_error(
@@ -161,4 +161,4 @@ async def test_a_caller_cancelled_mid_commit_commits_nothing_and_leaves_no_stray
     gc.collect()
     loop.set_exception_handler(None)
     assert not reported, reported
-    inst.close()
+    await inst.close()

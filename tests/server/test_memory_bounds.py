@@ -29,22 +29,22 @@ ROWS = 3_600
 ROW_TEXT = 10_000  # ~36 MB in all
 
 
-def seed_instance(data_dir: Path, instance_id: str) -> int:
+async def seed_instance(data_dir: Path, instance_id: str) -> int:
     """A large instance written straight into its database file; returns its size in bytes."""
     store = SqliteInstanceStore(instance_path(data_dir, instance_id))
-    store.begin()
+    tx = await store.begin()
     for i in range(ROWS):
         value = {"id": f"i{i:05}", "text": f"{i:05}" + "x" * ROW_TEXT}
-        store.write(RowKey("", "items", f"i{i:05}"), f"{i:08}", orjson.dumps(value), 1)
-    store.set_schema_version(1)
-    store.commit(1)
-    store.close()
+        await tx.write(RowKey("", "items", f"i{i:05}"), f"{i:08}", orjson.dumps(value), 1)
+    await tx.set_schema_version(1)
+    await tx.commit(1)
+    await store.close()
     return ROWS * ROW_TEXT
 
 
 async def test_clients_that_never_read_keep_server_memory_bounded(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    size = seed_instance(data, "big")
+    size = await seed_instance(data, "big")
     server = ServerProcess(
         "appdefs:backend", data, pythonpath=[TESTS], limits={"send_timeout": 4.0}
     )

@@ -139,28 +139,28 @@ class PartReceiver:
         self.arrived.set()
 
 
-def commit(
+async def commit(
     store: SqliteInstanceStore, writes: list[tuple[int, str]], truth: dict[RowKey, Any]
 ) -> tuple[int, dict[RowKey, Any]]:
     """Write to the store like the instance's writer; returns the version and the changes."""
-    version = store.version + 1
-    store.begin()
+    tx = await store.begin()
+    version = tx.version + 1
     changes: dict[RowKey, Any] = {}
     for k, text in writes:
         key = KEYS[k]
         if text == "":
-            if store.remove(key, version) or key in changes:
+            if await tx.remove(key, version) or key in changes:
                 changes[key] = None
             truth.pop(key, None)
             continue
         value = {"text": text}
         encoded = encode(value)
-        store.write(key, "", encoded, version)
+        await tx.write(key, "", encoded, version)
         op = encode(set_op(key, "", value))
         changes[key] = ("", value, msgspec.Raw(op), len(op))
         truth[key] = ("", value)
     # Like the instance: a batch that changed nothing keeps the version and tells nobody.
-    store.commit(version if changes else store.version)
+    await tx.commit(version if changes else tx.version)
     return store.version, changes
 
 
@@ -174,7 +174,7 @@ async def _run(tmp: Path, seed_rows: int, plan: list[list[tuple[int, str]]], bud
     truth: dict[RowKey, Any] = {}
     seed = [(i % len(KEYS), "seed" * (i % 7 + 1)) for i in range(seed_rows)]
     if seed:
-        commit(store, seed, truth)
+        await commit(store, seed, truth)
     rx = PartReceiver()
     fanout = Fanout({}, deltas=True)
     fanout.start(store.version)
@@ -191,7 +191,7 @@ async def _run(tmp: Path, seed_rows: int, plan: list[list[tuple[int, str]]], bud
     seen = store.version
     try:
         for i, writes in enumerate(plan):
-            version, changes = commit(store, writes, truth)
+            version, changes = await commit(store, writes, truth)
             if changes:
                 fanout.on_commit(version, changes, {}, {})
                 if any(k.ns in ("", "u:alice") for k in changes):
@@ -214,7 +214,7 @@ async def _run(tmp: Path, seed_rows: int, plan: list[list[tuple[int, str]]], bud
         s.closed = True
         s._wake.set()
         await asyncio.gather(sender, return_exceptions=True)
-        store.close()
+        await store.close()
 
 
 @settings(
@@ -237,7 +237,7 @@ def test_a_large_catch_up_travels_in_many_parts(tmp_path: Path) -> None:
     async def main() -> PartReceiver:
         store = SqliteInstanceStore(tmp_path / "big.sqlite3")
         truth: dict[RowKey, Any] = {}
-        commit(store, [(i % 12, "x" * 500) for i in range(12)], truth)
+        await commit(store, [(i % 12, "x" * 500) for i in range(12)], truth)
         rx = PartReceiver()
         s = session(store, Wire(rx.send), limits=ServerLimits(catch_up_part_bytes=1000))
         task = asyncio.get_running_loop().create_task(s.run_sender())
@@ -246,7 +246,7 @@ def test_a_large_catch_up_travels_in_many_parts(tmp_path: Path) -> None:
         s.closed = True
         s._wake.set()
         await asyncio.gather(task, return_exceptions=True)
-        store.close()
+        await store.close()
         return rx
 
     rx = asyncio.run(main())
@@ -258,16 +258,15 @@ def test_rejected_mutation_reports_of_a_catch_up_travel_in_its_parts(tmp_path: P
     async def main() -> PartReceiver:
         store = SqliteInstanceStore(tmp_path / "errs.sqlite3")
         truth: dict[RowKey, Any] = {}
-        commit(store, [(i % 12, "x" * 200) for i in range(12)], truth)
+        await commit(store, [(i % 12, "x" * 200) for i in range(12)], truth)
 
-        def failures(s: SqliteInstanceStore) -> None:
-            s.set_client("c", "alice", 60, s.version)
-            for i in range(1, 61):
-                s.add_error("c", {"id": i, "name": "m", "kind": "invalid_input", "message": "no"})
-
-        store.begin()
-        failures(store)
-        store.commit(store.version)
+        tx = await store.begin()
+        await tx.set_client("c", "alice", 60, tx.version)
+        for i in range(1, 61):
+            await tx.add_error(
+                "c", {"id": i, "name": "m", "kind": "invalid_input", "message": "no"}
+            )
+        await tx.commit(tx.version)
         rx = PartReceiver()
         s = session(store, Wire(rx.send), limits=ServerLimits(catch_up_part_bytes=300))
         task = asyncio.get_running_loop().create_task(s.run_sender())
@@ -275,7 +274,7 @@ def test_rejected_mutation_reports_of_a_catch_up_travel_in_its_parts(tmp_path: P
         s.closed = True
         s._wake.set()
         await asyncio.gather(task, return_exceptions=True)
-        store.close()
+        await store.close()
         return rx
 
     rx = asyncio.run(main())
@@ -290,17 +289,17 @@ def test_compaction_during_an_incremental_catch_up_ends_it_for_a_reset(tmp_path:
     async def main() -> tuple[list[dict[str, Any]], BaseException | None]:
         store = SqliteInstanceStore(tmp_path / "c.sqlite3")
         truth: dict[RowKey, Any] = {}
-        base, _ = commit(store, [(0, "hello")], truth)  # the client has seen this
-        commit(store, [(i % 11 + 1, "x" * 200) for i in range(11)], truth)
-        commit(store, [(0, "")], truth)  # deleted later: a tombstone after the base
+        base, _ = await commit(store, [(0, "hello")], truth)  # the client has seen this
+        await commit(store, [(i % 11 + 1, "x" * 200) for i in range(11)], truth)
+        await commit(store, [(0, "")], truth)  # deleted later: a tombstone after the base
         parts: list[dict[str, Any]] = []
 
         async def send(text: bytes) -> None:
             parts.append(frame_json(text))
             if len(parts) == 1:  # retention runs (in-process or `synced-store compact`)
-                store.begin()
-                store.compact_tombstones(store.version)
-                store.commit(store.version)
+                tx = await store.begin()
+                await tx.compact_tombstones(tx.version)
+                await tx.commit(tx.version)
             await asyncio.sleep(0)
 
         s = session(store, Wire(send), cookie=base, limits=ServerLimits(catch_up_part_bytes=300))
@@ -310,7 +309,7 @@ def test_compaction_during_an_incremental_catch_up_ends_it_for_a_reset(tmp_path:
         s.closed = True
         s._wake.set()
         await asyncio.gather(task, return_exceptions=True)
-        store.close()
+        await store.close()
         return parts, error
 
     parts, error = asyncio.run(main())

@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
 
 import click
 
+from ..errors import StorageError
+from ..storage.base import StorageBackend
+from ..storage.records import JobStateError
 from ..types import JobStatus
 from .files import (
     JOB_STATUSES,
     console,
     data_dir_option,
     echo_json,
-    instance_file,
     json_option,
-    open_db,
+    open_storage,
+    require_instance,
+    run_storage,
     short_json,
 )
 from .loading import CliError
+
+#: How long ``actions retry`` waits for a running server's write lock (seconds).
+LOCK_WAIT = 5.0
 
 __all__ = ["actions"]
 
@@ -41,21 +48,45 @@ def actions() -> None:
     """
 
 
-def _job_row(r: tuple[Any, ...]) -> dict[str, Any]:
-    (jid, name, inp, uid, status, attempts, next_run_at, last_error, output, created, updated) = r
-    return {
-        "id": int(jid),
-        "name": name,
-        "status": status,
-        "attempts": int(attempts),
-        "user_id": uid,
-        "input": json.loads(inp),
-        "output": None if output is None else json.loads(output),
-        "last_error": last_error,
-        "next_run_at": float(next_run_at),
-        "created_at": float(created),
-        "updated_at": float(updated),
-    }
+async def _list_jobs(
+    storage: StorageBackend, data_dir: Path, instance_id: str, status: str | None
+) -> list[dict[str, Any]]:
+    await require_instance(storage, data_dir, instance_id)
+    try:
+        reader = await storage.inspect(instance_id)
+        try:
+            jobs = await reader.jobs(None if status is None else JobStatus(status))
+        finally:
+            await reader.close()
+    except StorageError as exc:
+        raise CliError(f"{storage.location(instance_id)}: {exc}") from None
+    return [dataclasses.asdict(j) for j in jobs]
+
+
+async def _retry_jobs(
+    storage: StorageBackend, data_dir: Path, instance_id: str, job_ids: tuple[int, ...] | None
+) -> list[int]:
+    await require_instance(storage, data_dir, instance_id)
+    now = time.time()
+    try:
+        store = await storage.open_instance(instance_id, create=False, lock_timeout=LOCK_WAIT)
+        try:
+            tx = await store.begin()
+            try:
+                ids = await tx.retry_jobs(job_ids, now=now)
+                await tx.commit(tx.version)
+            except BaseException:
+                await tx.rollback()
+                raise
+        finally:
+            await store.close()
+    except JobStateError as exc:
+        if exc.status is None:
+            raise CliError(f"instance {instance_id!r} has no job {exc.job_id}") from None
+        raise CliError(str(exc)) from None
+    except StorageError as exc:
+        raise CliError(f"{storage.location(instance_id)}: {exc}") from None
+    return ids
 
 
 def _fmt_time(ts: float) -> str:
@@ -81,17 +112,9 @@ def actions_list(data_dir: Path, instance_id: str, status: str | None, as_json: 
         synced-store actions list --data-dir ./data room1
         synced-store actions list --data-dir ./data room1 --status failed --json
     """
-    path = instance_file(data_dir, instance_id)
-    sql = (
-        "SELECT id, name, input, user_id, status, attempts, next_run_at, last_error, output, "
-        "created_at, updated_at FROM jobs"
+    jobs = run_storage(
+        open_storage(data_dir), lambda st: _list_jobs(st, data_dir, instance_id, status)
     )
-    args: tuple[str, ...] = ()
-    if status is not None:
-        sql += " WHERE status = ?"
-        args = (status,)
-    with open_db(path) as conn:
-        jobs = [_job_row(r) for r in conn.execute(sql + " ORDER BY id", args)]
     if as_json:
         echo_json(jobs)
         return
@@ -135,36 +158,10 @@ def actions_retry(
     """
     if bool(job_ids) == all_failed:
         raise click.UsageError("give JOB_ID(s) or --all-failed (not both)")
-    path = instance_file(data_dir, instance_id)
-    now = time.time()
-    with open_db(path, read_only=False) as conn:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            if all_failed:
-                ids = [
-                    int(r[0])
-                    for r in conn.execute("SELECT id FROM jobs WHERE status = 'failed' ORDER BY id")
-                ]
-            else:
-                ids = []
-                for jid in job_ids:
-                    r = conn.execute("SELECT status FROM jobs WHERE id = ?", (jid,)).fetchone()
-                    if r is None:
-                        raise CliError(f"instance {instance_id!r} has no job {jid}")
-                    if r[0] not in (JobStatus.FAILED, JobStatus.PENDING):
-                        raise CliError(
-                            f"job {jid} is {r[0]}; only failed or pending jobs can be retried"
-                        )
-                    ids.append(jid)
-            conn.executemany(
-                "UPDATE jobs SET status = 'pending', attempts = 0, next_run_at = 0, "
-                "updated_at = ? WHERE id = ?",
-                [(now, jid) for jid in ids],
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+    ids = run_storage(
+        open_storage(data_dir),
+        lambda st: _retry_jobs(st, data_dir, instance_id, None if all_failed else job_ids),
+    )
     if not ids:
         click.echo(f"no failed jobs in {instance_id}")
         return

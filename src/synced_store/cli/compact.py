@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,15 +12,26 @@ import click
 
 from ..errors import StorageError
 from ..server.limits import DAY, Retention
-from ..storage.sqlite import Compaction, SqliteInstanceStore
-from .files import data_dir_option, echo_json, instance_file, json_option, list_instance_files
+from ..storage.base import StorageBackend
+from ..storage.records import Compaction
+from .files import (
+    data_dir_option,
+    echo_json,
+    json_option,
+    list_instances,
+    open_storage,
+    require_instance,
+    run_storage,
+)
 from .loading import CliError
 
-__all__ = ["compact", "parse_duration"]
+__all__ = ["compact", "compact_instance", "parse_duration"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": DAY}
 _DEFAULT = Retention()
+#: How long a step waits for a running server's write lock (seconds).
+LOCK_WAIT = 5.0
 
 
 def parse_duration(text: str) -> float:
@@ -81,39 +91,58 @@ def compact(
         "failed_jobs": _DEFAULT.failed_jobs if failed_jobs is None else parse_duration(failed_jobs),
         "clients": _DEFAULT.clients if clients is None else parse_duration(clients),
     }
+    report = run_storage(
+        open_storage(data_dir),
+        lambda st: _compact_all(st, data_dir, instance_ids, ages, vacuum=vacuum, quiet=as_json),
+    )
+    if as_json:
+        echo_json(report)
+
+
+async def _compact_all(
+    storage: StorageBackend,
+    data_dir: Path,
+    instance_ids: tuple[str, ...],
+    ages: dict[str, float],
+    *,
+    vacuum: bool,
+    quiet: bool,
+) -> list[dict[str, Any]]:
     if instance_ids:
-        targets = [(i, instance_file(data_dir, i)) for i in instance_ids]
+        for iid in instance_ids:
+            await require_instance(storage, data_dir, iid)
+        targets = list(instance_ids)
     else:
-        targets = list_instance_files(data_dir)
+        targets = await list_instances(storage)
     report = []
-    for iid, path in targets:
+    for iid in targets:
         try:
-            done = compact_file(path, ages, vacuum=vacuum)
-        except (StorageError, sqlite3.Error) as exc:
+            done = await compact_instance(storage, iid, ages, vacuum=vacuum)
+        except StorageError as exc:
             raise CliError(f"{iid}: {exc}") from None
         report.append({"instance_id": iid, **done.__dict__})
-        if not as_json:
+        if not quiet:
             click.echo(
                 f"{iid}: {done.tombstones} tombstones, {done.done_jobs} done and "
                 f"{done.failed_jobs} failed jobs, {done.clients} clients, {done.errors} error "
                 "reports removed"
             )
-    if as_json:
-        echo_json(report)
+    return report
 
 
-def compact_file(path: Path, ages: dict[str, float], *, vacuum: bool = False) -> Compaction:
-    """Run retention to completion on one instance file (in bounded transactions)."""
-    store = SqliteInstanceStore(path)
+async def compact_instance(
+    storage: StorageBackend, instance_id: str, ages: dict[str, float], *, vacuum: bool = False
+) -> Compaction:
+    """Run retention to completion on one instance (in bounded transactions)."""
+    store = await storage.open_instance(instance_id, create=False, lock_timeout=LOCK_WAIT)
     try:
-        store.conn.execute("PRAGMA busy_timeout=5000")  # a running server may hold the lock
         total = Compaction()
         now = time.time()
         first = True
         while True:
-            store.begin()
+            tx = await store.begin()
             try:
-                step = store.compact(
+                step = await tx.compact(
                     now,
                     tombstones=ages["tombstones"],
                     done_jobs=ages["done_jobs"],
@@ -121,16 +150,16 @@ def compact_file(path: Path, ages: dict[str, float], *, vacuum: bool = False) ->
                     clients=ages["clients"],
                     checkpoint=first,
                 )
-                store.commit(store.version)
+                await tx.commit(tx.version)
             except BaseException:
-                store.rollback()
+                await tx.rollback()
                 raise
             first = False
             total += step
             if not step.more:
                 break
         if vacuum:
-            store.incremental_vacuum()
+            await store.vacuum()
         return total
     finally:
-        store.close()
+        await store.close()

@@ -1,18 +1,19 @@
-"""Reading instance databases from the command line: options, lookup, output helpers."""
+"""Instances from the command line: options, storage, lookup, output helpers."""
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
+import concurrent.futures
 import json
-import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from ..errors import SyncedStoreError
-from ..storage.sqlite import instance_path, validate_instance_id
+from ..errors import StorageError, SyncedStoreError
+from ..storage.base import StorageBackend
+from ..storage.sqlite_backend import SqliteBackend
 from ..types import JobStatus
 from .loading import CliError
 
@@ -21,18 +22,19 @@ __all__ = [
     "console",
     "data_dir_option",
     "echo_json",
-    "instance_file",
     "json_option",
-    "list_instance_files",
-    "open_db",
+    "list_instances",
+    "open_storage",
+    "require_instance",
+    "run_storage",
     "short_json",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 #: Every job status, in lifecycle order (choices of ``--status``, columns of ``inspect``).
 JOB_STATUSES = tuple(s.value for s in JobStatus)
-_INSTANCE_SUFFIX = ".sqlite3"
 
 
 def data_dir_option(fn: F) -> F:
@@ -48,49 +50,48 @@ def json_option(fn: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")(fn)
 
 
-def instance_file(data_dir: Path, instance_id: str) -> Path:
+def open_storage(data_dir: Path) -> StorageBackend:
+    """The storage backend a command's options name (``--data-dir``: SQLite files)."""
+    return SqliteBackend(data_dir)
+
+
+def run_storage(
+    storage: StorageBackend, work: Callable[[StorageBackend], Coroutine[Any, Any, T]]
+) -> T:
+    """Run ``work(storage)`` to completion, then close the backend (on an event loop of its
+    own: in a thread of its own when the caller already runs one, as a test may)."""
+
+    async def main() -> T:
+        try:
+            return await work(storage)
+        finally:
+            await storage.close()
+
     try:
-        path = instance_path(data_dir, instance_id)
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(main())
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, main()).result()
+
+
+async def list_instances(storage: StorageBackend) -> list[str]:
+    """Every instance id (a missing data dir is a :class:`CliError`)."""
+    try:
+        return await storage.list_instances()
+    except StorageError as exc:
+        raise CliError(str(exc)) from None
+
+
+async def require_instance(storage: StorageBackend, where: Path, instance_id: str) -> None:
+    """Raise :class:`CliError` unless ``instance_id`` is valid and exists (in ``where``)."""
+    try:
+        storage.validate_instance_id(instance_id)
     except SyncedStoreError as exc:
         raise CliError(str(exc)) from None
-    if not path.is_file():
-        known = ", ".join(i for i, _ in list_instance_files(data_dir)) or "none"
-        raise CliError(f"no instance {instance_id!r} in {data_dir} (instances: {known})")
-    return path
-
-
-def list_instance_files(data_dir: Path) -> list[tuple[str, Path]]:
-    if not data_dir.is_dir():
-        raise CliError(f"data dir {data_dir} does not exist")
-    out = []
-    for p in sorted(data_dir.glob("*" + _INSTANCE_SUFFIX)):
-        iid = p.name[: -len(_INSTANCE_SUFFIX)]
-        try:
-            validate_instance_id(iid)
-        except SyncedStoreError:
-            continue
-        out.append((iid, p))
-    return out
-
-
-@contextlib.contextmanager
-def open_db(path: Path, *, read_only: bool = True) -> Iterator[sqlite3.Connection]:
-    """An SQLite connection to an instance file: ``mode=ro`` when ``read_only`` (never creates
-    or changes the file), with a busy timeout so a running server's writes do not fail us."""
-    mode = "ro" if read_only else "rw"
-    try:
-        conn = sqlite3.connect(
-            f"{path.resolve().as_uri()}?mode={mode}", uri=True, isolation_level=None
-        )
-    except sqlite3.Error as exc:
-        raise CliError(f"cannot open {path}: {exc}") from None
-    try:
-        conn.execute("PRAGMA busy_timeout=5000")
-        yield conn
-    except sqlite3.DatabaseError as exc:
-        raise CliError(f"{path}: {exc}") from None
-    finally:
-        conn.close()
+    if not await storage.exists(instance_id):
+        known = ", ".join(await list_instances(storage)) or "none"
+        raise CliError(f"no instance {instance_id!r} in {where} (instances: {known})")
 
 
 def short_json(value: Any, width: int = 80) -> str:

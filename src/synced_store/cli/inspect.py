@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 import click
 
+from ..errors import StorageError
+from ..storage.base import StorageBackend
 from .files import (
-    JOB_STATUSES,
     console,
     data_dir_option,
     echo_json,
-    instance_file,
     json_option,
-    list_instance_files,
-    open_db,
+    list_instances,
+    open_storage,
+    require_instance,
+    run_storage,
     short_json,
 )
 from .loading import CliError
@@ -35,85 +35,82 @@ def _namespace_label(ns: str) -> str:
     return ns
 
 
-def _job_counts(conn: sqlite3.Connection) -> dict[str, int]:
-    counts = dict.fromkeys(JOB_STATUSES, 0)
-    for status, n in conn.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status"):
-        counts[str(status)] = int(n)
-    return counts
-
-
-def _summary(instance_id: str, path: Path) -> dict[str, Any]:
-    with open_db(path) as conn:
-        conn.execute("BEGIN")
-        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        live, tombstones = conn.execute(
-            "SELECT COALESCE(SUM(deleted = 0), 0), COALESCE(SUM(deleted = 1), 0) FROM rows"
-        ).fetchone()
-        tables = {
-            str(t): int(n)
-            for t, n in conn.execute(
-                "SELECT tbl, COUNT(*) FROM rows WHERE deleted = 0 GROUP BY tbl ORDER BY tbl"
-            )
-        }
-        clients = int(conn.execute("SELECT COUNT(*) FROM clients").fetchone()[0])
-        jobs = _job_counts(conn)
-        conn.execute("COMMIT")
+async def _summary(storage: StorageBackend, instance_id: str) -> dict[str, Any]:
+    try:
+        reader = await storage.inspect(instance_id)
+        try:
+            s = await reader.summary()
+        finally:
+            await reader.close()
+    except StorageError as exc:
+        raise CliError(f"{storage.location(instance_id)}: {exc}") from None
     return {
         "instance_id": instance_id,
-        "path": str(path),
-        "bytes": path.stat().st_size,
-        "version": int(meta.get("version", 0)),
-        "schema_version": None
-        if meta.get("schema_version") is None
-        else int(meta["schema_version"]),
-        "horizon": int(meta.get("horizon", 0)),
-        "rows": int(live),
-        "tombstones": int(tombstones),
-        "tables": tables,
-        "clients": clients,
-        "jobs": jobs,
+        "path": s.location,
+        "bytes": s.bytes,
+        "version": s.version,
+        "schema_version": s.schema_version,
+        "horizon": s.horizon,
+        "rows": s.rows,
+        "tombstones": s.tombstones,
+        "tables": s.tables,
+        "clients": s.clients,
+        "jobs": s.jobs,
     }
 
 
-def _dump(instance_id: str, path: Path, table: str | None) -> dict[str, Any]:
-    info = _summary(instance_id, path)
-    with open_db(path) as conn:
-        conn.execute("BEGIN")
-        sql = "SELECT ns, tbl, item, sk, value, version FROM rows WHERE deleted = 0"
-        args: tuple[str, ...] = ()
-        if table is not None:
-            sql += " AND tbl = ?"
-            args = (table,)
-        rows = [
-            {
-                "namespace": _namespace_label(ns),
-                "table": tbl,
-                "item_key": item,
-                "sort_key": sk,
-                "version": int(version),
-                "value": json.loads(value),
-            }
-            for ns, tbl, item, sk, value, version in conn.execute(
-                sql + " ORDER BY ns, tbl, sk, item", args
-            )
-        ]
-        clients = [
-            {
-                "client_id": cid,
-                "user_id": uid,
-                "last_mutation_id": int(lmid),
-                "version": int(version),
-            }
-            for cid, uid, lmid, version in conn.execute(
-                "SELECT client_id, user_id, last_mutation_id, version FROM clients "
-                "ORDER BY client_id"
-            )
-        ]
-        conn.execute("COMMIT")
-    info["rows"] = rows
+async def _dump(storage: StorageBackend, instance_id: str, table: str | None) -> dict[str, Any]:
+    info = await _summary(storage, instance_id)
+    try:
+        reader = await storage.inspect(instance_id)
+        try:
+            rows = await reader.rows(table)
+            clients = await reader.clients()
+        finally:
+            await reader.close()
+    except StorageError as exc:
+        raise CliError(f"{storage.location(instance_id)}: {exc}") from None
+    info["rows"] = [
+        {
+            "namespace": _namespace_label(r.ns),
+            "table": r.table,
+            "item_key": r.item_key,
+            "sort_key": r.sort_key,
+            "version": r.version,
+            "value": r.value,
+        }
+        for r in rows
+    ]
     info["row_count"] = len(rows)
-    info["clients"] = clients
+    info["clients"] = [
+        {
+            "client_id": c.client_id,
+            "user_id": c.user_id,
+            "last_mutation_id": c.last_mutation_id,
+            "version": c.version,
+        }
+        for c in clients
+    ]
     return info
+
+
+async def _summaries(storage: StorageBackend) -> list[dict[str, Any]]:
+    summaries = []
+    for iid in await list_instances(storage):
+        try:
+            summaries.append(await _summary(storage, iid))
+        except CliError as exc:  # one unreadable instance must not hide the others
+            summaries.append(
+                {"instance_id": iid, "path": storage.location(iid), "error": exc.message}
+            )
+    return summaries
+
+
+async def _dump_one(
+    storage: StorageBackend, data_dir: Path, instance_id: str, table: str | None
+) -> dict[str, Any]:
+    await require_instance(storage, data_dir, instance_id)
+    return await _dump(storage, instance_id, table)
 
 
 @click.command()
@@ -142,21 +139,17 @@ def inspect(data_dir: Path, instance_id: str | None, table_name: str | None, as_
         synced-store inspect --data-dir ./data room1 --table todos
         synced-store inspect --data-dir ./data room1 --json
     """
+    storage = open_storage(data_dir)
     if instance_id is None:
         if table_name is not None:
             raise CliError("--table needs an INSTANCE")
-        summaries = []
-        for iid, path in list_instance_files(data_dir):
-            try:
-                summaries.append(_summary(iid, path))
-            except CliError as exc:  # one unreadable file must not hide the others
-                summaries.append({"instance_id": iid, "path": str(path), "error": exc.message})
+        summaries = run_storage(storage, _summaries)
         if as_json:
             echo_json(summaries)
             return
         _print_summaries(data_dir, summaries)
         return
-    dump = _dump(instance_id, instance_file(data_dir, instance_id), table_name)
+    dump = run_storage(storage, lambda st: _dump_one(st, data_dir, instance_id, table_name))
     if as_json:
         echo_json(dump)
         return

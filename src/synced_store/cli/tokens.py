@@ -30,7 +30,7 @@ def parse_duration(text: str) -> float:
 def _check_pattern(pattern: str) -> str:
     """An exact instance id, or a prefix of one followed by ``*`` (a lone ``*``: every id)."""
     from ..errors import SyncedStoreError
-    from ..storage.sqlite import validate_instance_id
+    from ..storage.ids import validate_instance_id
 
     prefix = pattern[:-1] if pattern.endswith("*") else pattern
     if "*" in prefix:

@@ -33,8 +33,8 @@ from ..errors import (
 )
 from ..protocol.codes import END_REASONS, TERMINAL_CODES, CloseCode
 from ..schema import BackendConfig
+from ..storage.client_cache import Persistence
 from ..types import ConnectionStatus, EntryKey
-from .persistence import Persistence
 from .transport import Connection, ConnectionLost, Connector, WebSocketConnector, sync_url
 
 __all__ = ["MutationResult", "SyncedStoreClient", "connect"]

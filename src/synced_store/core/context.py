@@ -1,13 +1,15 @@
 """Mutation and read contexts, and the table handles mutators and queries use.
 
-The same classes serve the client (over the in-memory store, recording reads) and the server
-(over the instance database). Everything below talks to a :class:`Tx`, so this module does no I/O.
+The same classes serve the client (over the in-memory store, recording reads: a synchronous
+:class:`Tx`) and the server (over the instance database: an :class:`AsyncTx`, whose methods
+are coroutines because a database may be a network round trip away). Everything below talks
+to one of the two, so this module does no I/O.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Iterator
-from typing import Any, Protocol
+from collections.abc import Callable, Coroutine, Iterable, Iterator
+from typing import Any, Literal, Protocol, cast
 
 import pydantic_core
 
@@ -32,6 +34,7 @@ from .keys import (
 )
 
 __all__ = [
+    "AsyncTx",
     "MutationContext",
     "Platform",
     "ReadContext",
@@ -45,13 +48,20 @@ __all__ = [
 
 SEQ_TABLE = "$seq"
 _MAX_CHAR = "\U0010ffff"
+#: Rows an :class:`AsyncTx` scan asks for at a time.
+SCAN_PAGE = 128
 
 
 class Tx(Protocol):
-    """What a context needs from storage. Implemented by the client engine and the server."""
+    """What a context needs from a synchronous store: the client engine's (and tests').
+
+    A client pass runs its mutator with :func:`run_sync`, so nothing here may suspend.
+    """
 
     #: True when ``read``/``iterate`` return stored objects that must be copied before use.
     copy_on_read: bool
+    #: Absent or False: this is a synchronous ``Tx`` (see :class:`AsyncTx`).
+    is_async: Literal[False]
 
     def read(self, key: RowKey) -> tuple[str, Any] | None:
         """``(sort_key, value)`` of a row, or None."""
@@ -72,6 +82,37 @@ class Tx(Protocol):
 
     def note_range(self, ns: str, table: str, low: EntryKey | None, high: EntryKey | None) -> None:
         """Record a scanned range (for invalidation); may be a no-op."""
+
+
+class AsyncTx(Protocol):
+    """What a context needs from an asynchronous store: the server's transaction (and an
+    action's read-only view). Reads are not recorded (the server keeps no read sets)."""
+
+    #: True when reads return stored objects that must be copied before use.
+    copy_on_read: bool
+    #: Always True: the handle awaits these methods.
+    is_async: Literal[True]
+
+    async def read(self, key: RowKey) -> tuple[str, Any] | None:
+        """``(sort_key, value)`` of a row, or None."""
+
+    async def scan(
+        self,
+        ns: str,
+        table: str,
+        start: EntryKey | None,
+        *,
+        exclusive: bool,
+        reverse: bool,
+        limit: int,
+    ) -> list[tuple[EntryKey, Any]]:
+        """At most ``limit`` rows of one table in scan order from ``start`` (fewer: the end)."""
+
+    async def write(self, key: RowKey, sort_key: str, value: Any, encoded: bytes) -> None:
+        """Upsert a row; ``encoded`` is the value's compact JSON."""
+
+    async def remove(self, key: RowKey) -> None:
+        """Delete a row (no-op when absent)."""
 
 
 class Platform(Protocol):
@@ -175,30 +216,34 @@ class ScanResult:
 
     async def entries(self) -> list[tuple[EntryKey, JSONValue]]:
         """``[(EntryKey, value), ...]`` in scan order."""
-        return self._handle._scan(**self._opts)
+        return await self._handle._scan(**self._opts)
 
     async def keys(self) -> list[EntryKey]:
         """The EntryKeys in scan order."""
-        return [k for k, _ in self._handle._scan(**self._opts)]
+        return [k for k, _ in await self._handle._scan(**self._opts)]
 
     async def values(self) -> list[JSONValue]:
         """The values in scan order."""
-        return [v for _, v in self._handle._scan(**self._opts)]
+        return [v for _, v in await self._handle._scan(**self._opts)]
 
     def __aiter__(self) -> _AsyncIter:
-        return _AsyncIter(self._handle._scan(**self._opts))
+        return _AsyncIter(self._handle, self._opts)
 
 
 class _AsyncIter:
-    __slots__ = ("_it",)
+    __slots__ = ("_handle", "_it", "_opts")
 
-    def __init__(self, rows: list[tuple[EntryKey, Any]]) -> None:
-        self._it = iter(rows)
+    def __init__(self, handle: TableHandle, opts: dict[str, Any]) -> None:
+        self._handle = handle
+        self._opts = opts
+        self._it: Iterator[tuple[EntryKey, Any]] | None = None
 
     def __aiter__(self) -> _AsyncIter:
         return self
 
     async def __anext__(self) -> tuple[EntryKey, Any]:
+        if self._it is None:  # the scan runs at the first step, as the rows are asked for
+            self._it = iter(await self._handle._scan(**self._opts))
         try:
             return next(self._it)
         except StopIteration:
@@ -226,10 +271,15 @@ def _validated(tdef: TableDef, table: str, item_key: str, value: Any) -> tuple[A
 class TableHandle:
     """Async handle on one table in one namespace (public, a user's private, server-only)."""
 
-    __slots__ = ("_copy", "_def", "_ns", "_table", "_tx", "_writable")
+    __slots__ = ("_async", "_atx", "_copy", "_def", "_ns", "_table", "_tx", "_writable")
 
-    def __init__(self, tx: Tx, ns: str, table: str, tdef: TableDef | None, writable: bool) -> None:
-        self._tx = tx
+    def __init__(
+        self, tx: Tx | AsyncTx, ns: str, table: str, tdef: TableDef | None, writable: bool
+    ) -> None:
+        # One of the two is used, as ``_async`` says (the same object, typed twice).
+        self._async: bool = getattr(tx, "is_async", False)
+        self._tx = cast(Tx, tx)
+        self._atx = cast(AsyncTx, tx)
         self._ns = ns
         self._table = table
         self._def = tdef
@@ -242,8 +292,11 @@ class TableHandle:
     async def get(self, key: str | EntryKey) -> JSONValue | None:
         """The row's value, or None."""
         rk = self._key(key)
-        self._tx.note_point(rk)
-        row = self._tx.read(rk)
+        if self._async:
+            row = await self._atx.read(rk)
+        else:
+            self._tx.note_point(rk)
+            row = self._tx.read(rk)
         if row is None:
             return None
         return copy_json(row[1]) if self._copy else row[1]
@@ -251,6 +304,8 @@ class TableHandle:
     async def has(self, key: str | EntryKey) -> bool:
         """True if the row exists."""
         rk = self._key(key)
+        if self._async:
+            return await self._atx.read(rk) is not None
         self._tx.note_point(rk)
         return self._tx.read(rk) is not None
 
@@ -279,7 +334,10 @@ class TableHandle:
             check_depth(value, what=f"value for {self._table}/{item_key}")
             value = copy_json(value)
             data = encode_value(rk, value)
-        self._tx.write(rk, sk, value, data)
+        if self._async:
+            await self._atx.write(rk, sk, value, data)
+        else:
+            self._tx.write(rk, sk, value, data)
 
     async def delete(self, key: str | EntryKey) -> None:
         """Delete a row (no error if absent)."""
@@ -287,19 +345,22 @@ class TableHandle:
             raise PermissionDeniedError("this context is read-only; write through a mutator")
         rk = self._key(key)
         check_key(self._table, rk.item)
-        self._tx.remove(rk)
+        if self._async:
+            await self._atx.remove(rk)
+        else:
+            self._tx.remove(rk)
 
     async def entries(self) -> list[tuple[EntryKey, JSONValue]]:
         """Every row as ``(EntryKey, value)`` in scan order."""
-        return self._scan()
+        return await self._scan()
 
     async def keys(self) -> list[EntryKey]:
         """Every EntryKey in scan order."""
-        return [k for k, _ in self._scan()]
+        return [k for k, _ in await self._scan()]
 
     async def values(self) -> list[JSONValue]:
         """Every value in scan order."""
-        return [v for _, v in self._scan()]
+        return [v for _, v in await self._scan()]
 
     def scan(
         self,
@@ -323,7 +384,7 @@ class TableHandle:
             self, {"prefix": prefix, "limit": limit, "cursor": cursor, "reverse": reverse}
         )
 
-    def _scan(
+    async def _scan(
         self,
         prefix: str | dict[str, str] | None = None,
         limit: int | None = None,
@@ -360,31 +421,68 @@ class TableHandle:
         out: list[tuple[EntryKey, Any]] = []
         if limit == 0:
             return out
-        last: EntryKey | None = None
-        copy = self._copy
-        stopped = False
-        for ek, value in self._tx.iterate(
-            self._ns, self._table, start, exclusive=exclusive, reverse=reverse
-        ):
-            last = ek
-            if sk_prefix and not ek.sort_key.startswith(sk_prefix):
-                if (ek.sort_key < sk_prefix) if reverse else (ek.sort_key > sk_prefix):
-                    stopped = True
-                    break
-                continue
-            if ik_prefix and not ek.item_key.startswith(ik_prefix):
-                continue
-            out.append((ek, copy_json(value) if copy else value))
-            if limit is not None and len(out) >= limit:
-                stopped = True
-                break
+        if self._async:
+            await self._scan_pages(out, start, exclusive, reverse, limit, ik_prefix, sk_prefix)
+            return out
+        tx = self._tx
+        rows = tx.iterate(self._ns, self._table, start, exclusive=exclusive, reverse=reverse)
+        last, stopped = _collect(rows, out, reverse, limit, ik_prefix, sk_prefix, self._copy)
         # The scan depended on every position from its start to where it stopped (or the end).
         end = last if stopped else None
         if reverse:
-            self._tx.note_range(self._ns, self._table, end, start)
+            tx.note_range(self._ns, self._table, end, start)
         else:
-            self._tx.note_range(self._ns, self._table, start, end)
+            tx.note_range(self._ns, self._table, start, end)
         return out
+
+    async def _scan_pages(
+        self,
+        out: list[tuple[EntryKey, Any]],
+        start: EntryKey | None,
+        exclusive: bool,
+        reverse: bool,
+        limit: int | None,
+        ik_prefix: str,
+        sk_prefix: str,
+    ) -> None:
+        """Fill ``out`` from an :class:`AsyncTx`, a page of rows at a time."""
+        while True:
+            want = SCAN_PAGE
+            if limit is not None and not ik_prefix:  # every row read counts, or ends the scan
+                want = min(SCAN_PAGE, limit - len(out))
+            page = await self._atx.scan(
+                self._ns, self._table, start, exclusive=exclusive, reverse=reverse, limit=want
+            )
+            last, stopped = _collect(page, out, reverse, limit, ik_prefix, sk_prefix, self._copy)
+            if stopped or len(page) < want or last is None:
+                return
+            start, exclusive = last, True
+
+
+def _collect(
+    rows: Iterable[tuple[EntryKey, Any]],
+    out: list[tuple[EntryKey, Any]],
+    reverse: bool,
+    limit: int | None,
+    ik_prefix: str,
+    sk_prefix: str,
+    copy: bool,
+) -> tuple[EntryKey | None, bool]:
+    """Append the rows of a scan that match its prefixes to ``out``; returns the last row
+    looked at and whether the scan is over (past the sort-key prefix, or at ``limit``)."""
+    last: EntryKey | None = None
+    for ek, value in rows:
+        last = ek
+        if sk_prefix and not ek.sort_key.startswith(sk_prefix):
+            if (ek.sort_key < sk_prefix) if reverse else (ek.sort_key > sk_prefix):
+                return last, True
+            continue
+        if ik_prefix and not ek.item_key.startswith(ik_prefix):
+            continue
+        out.append((ek, copy_json(value) if copy else value))
+        if limit is not None and len(out) >= limit:
+            return last, True
+    return last, False
 
 
 class _Namespace:
@@ -403,7 +501,13 @@ class ReadContext:
     """The context of queries (and, read-only, of actions): tables and the current user."""
 
     def __init__(
-        self, schema: Schema, tx: Tx, user_id: str, *, is_server: bool, writable: bool = False
+        self,
+        schema: Schema,
+        tx: Tx | AsyncTx,
+        user_id: str,
+        *,
+        is_server: bool,
+        writable: bool = False,
     ) -> None:
         self.schema = schema
         self.tx = tx
@@ -448,7 +552,7 @@ class MutationContext(ReadContext):
     def __init__(
         self,
         schema: Schema,
-        tx: Tx,
+        tx: Tx | AsyncTx,
         user_id: str,
         *,
         is_server: bool,
@@ -480,8 +584,11 @@ class MutationContext(ReadContext):
         if not isinstance(namespace, str) or not namespace or len(namespace) > 64:
             raise ValidationError("namespace must be a non-empty string of at most 64 chars")
         key = RowKey(PUBLIC, SEQ_TABLE, namespace)
-        self.tx.note_point(key)
-        row = self.tx.read(key)
-        n = (row[1] if row is not None and isinstance(row[1], int) else 0) + 1
-        self.tx.write(key, "", n, str(n).encode())
+        handle = self._handle(PUBLIC, SEQ_TABLE)
+        value = await handle.get(key.item)
+        n = (value if isinstance(value, int) else 0) + 1
+        if handle._async:
+            await handle._atx.write(key, "", n, str(n).encode())
+        else:
+            handle._tx.write(key, "", n, str(n).encode())
         return f"{namespace}/{n:012d}"

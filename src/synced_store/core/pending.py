@@ -12,7 +12,7 @@ import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ..types import EntryKey, RowKey
 from .readset import ReadSet
@@ -68,6 +68,7 @@ class ClientTx:
     """
 
     copy_on_read = True
+    is_async: Literal[False] = False
     __slots__ = ("_originals", "_store", "old_view", "reads", "undo", "writes")
 
     def __init__(

@@ -1,6 +1,6 @@
 """Actions: server-only work, run from the durable outbox or called by a client.
 
-``ctx.enqueue_action`` inserts a job in the instance's ``jobs`` table inside the mutation's own
+``ctx.enqueue_action`` inserts a job in the instance's outbox inside the mutation's own
 transaction, so a job exists exactly when its mutation committed. This runner claims due jobs
 through the instance's writer, runs each with a timeout and bounded concurrency, and records the
 outcome: ``done``; ``pending`` again with exponential backoff; or ``failed`` after
@@ -14,19 +14,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 import time
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ..core.context import ReadContext, json_input
 from ..core.keys import check_depth
-from ..errors import ActionError, SyncedStoreError
+from ..errors import ActionError, PermissionDeniedError, SyncedStoreError
 from ..protocol.codes import ErrorKind
 from ..protocol.messages import Action, ActionResult, action_failed
-from ..storage.sqlite import validate_instance_id
-from ..types import JobStatus
+from ..storage.base import CommittedReader, WriterTx
+from ..types import JobStatus, RowKey
 from .instance import Instance
 from .registry import InstanceRegistry
 from .session import Session
@@ -41,12 +39,29 @@ JobListener = Callable[[Instance, dict[str, Any]], None]
 log = logging.getLogger("synced_store.actions")
 
 
+class _ReadOnlyTx:
+    """Core ``AsyncTx`` over committed rows: an action reads, and writes through mutations."""
+
+    copy_on_read = False
+    is_async: Literal[True] = True
+
+    def __init__(self, reader: CommittedReader) -> None:
+        self.read = reader.read
+        self.scan = reader.scan
+
+    async def write(self, key: RowKey, sort_key: str, value: Any, encoded: bytes) -> None:
+        raise PermissionDeniedError("action contexts are read-only; write with ctx.mutate()")
+
+    async def remove(self, key: RowKey) -> None:
+        raise PermissionDeniedError("action contexts are read-only; write with ctx.mutate()")
+
+
 class ActionContext(ReadContext):
     """The ``ctx`` an action receives: read-only tables, ``mutate``, ``platform``, ``user_id``."""
 
     def __init__(self, instance: Instance, user_id: str, action: str, job_id: int | None) -> None:
         self._reader = instance.store.reader()
-        super().__init__(instance.config.schema, self._reader, user_id, is_server=True)
+        super().__init__(instance.config.schema, _ReadOnlyTx(self._reader), user_id, is_server=True)
         self.instance = instance
         self.instance_id = instance.instance_id
         self.platform = instance.platform
@@ -63,9 +78,9 @@ class ActionContext(ReadContext):
         wire = json_input(mdef.input_to_json, input, f"input for mutator {name!r}")
         await self.instance.mutate(self.user_id, name, wire, self.source)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Release the read connection."""
-        self._reader.close()
+        await self._reader.close()
 
 
 class ActionRunner:
@@ -120,11 +135,11 @@ class ActionRunner:
         self._spawn(self._open_instances_with_jobs(), "action-runner:resume")
 
     async def _open_instances_with_jobs(self) -> None:
-        data_dir = Path(self.registry.data_dir)
+        storage = self.registry.storage
         try:
-            ids = await asyncio.to_thread(_instances_with_unfinished_jobs, data_dir)
-        except OSError as exc:
-            log.error("cannot scan %s for unfinished jobs: %s", data_dir, exc)
+            ids = await storage.instances_with_unfinished_jobs()
+        except (SyncedStoreError, OSError) as exc:
+            log.error("cannot look for unfinished jobs in %s: %s", storage.description, exc)
             return
         for instance_id in ids:
             self.registry.schedule_open(instance_id)
@@ -174,7 +189,7 @@ class ActionRunner:
             if inst.state != "open":
                 continue
             try:
-                n = await inst.in_writer(lambda s: s.requeue_running())
+                n = await inst.in_writer(lambda tx: tx.requeue_running(time.time()))
             except Exception as exc:
                 log.warning("instance %s: cannot resume jobs: %s", inst.instance_id, exc)
                 continue
@@ -191,7 +206,7 @@ class ActionRunner:
             if inst.state != "open":
                 continue
             try:
-                due = inst.store.next_due()
+                due = await inst.store.next_due()
             except Exception as exc:  # this instance's database fails: skip it, go on
                 log.warning("instance %s: cannot read its jobs: %s", inst.instance_id, exc)
                 continue
@@ -202,13 +217,14 @@ class ActionRunner:
                 next_due = due if next_due is None else min(next_due, due)
                 continue
             skip = tuple(busy_users)
+
+            async def claim(
+                tx: WriterTx, now: float = now, free: int = free, skip: tuple[str, ...] = skip
+            ) -> tuple[list[Any], float | None]:
+                return await tx.claim_jobs(now, free, skip), await tx.next_due()
+
             try:
-                jobs, due = await inst.in_writer(
-                    lambda s, now=now, free=free, skip=skip: (
-                        s.claim_jobs(now, free, skip),
-                        s.next_due(),
-                    )
-                )
+                jobs, due = await inst.in_writer(claim)
             except Exception as exc:
                 log.warning("instance %s: cannot claim jobs: %s", inst.instance_id, exc)
                 continue
@@ -294,7 +310,7 @@ class ActionRunner:
         except Exception as exc:
             raise ActionError(f"action {name!r} failed: {exc}") from exc
         finally:
-            ctx.close()
+            await ctx.close()
 
     async def _run_job(self, inst: Instance, job: dict[str, Any]) -> None:
         # Never raises (except cancellation): a failing job must not take the server down.
@@ -306,7 +322,7 @@ class ActionRunner:
             else:
                 now = time.time()
                 await inst.in_writer(
-                    lambda s: s.finish_job(job["id"], JobStatus.DONE, now=now, output=out)
+                    lambda tx: tx.finish_job(job["id"], JobStatus.DONE, now=now, output=out)
                 )
                 self._notify(inst, {**job, "status": JobStatus.DONE, "output": out, "error": None})
         except Exception:
@@ -328,7 +344,7 @@ class ActionRunner:
                 exc,
             )
             await inst.in_writer(
-                lambda s: s.finish_job(job["id"], JobStatus.FAILED, now=now, error=str(exc))
+                lambda tx: tx.finish_job(job["id"], JobStatus.FAILED, now=now, error=str(exc))
             )
             self._notify(
                 inst, {**job, "status": JobStatus.FAILED, "output": None, "error": str(exc)}
@@ -344,7 +360,7 @@ class ActionRunner:
                 exc,
             )
             await inst.in_writer(
-                lambda s: s.finish_job(
+                lambda tx: tx.finish_job(
                     job["id"], JobStatus.PENDING, now=now, error=str(exc), next_run_at=now + delay
                 )
             )
@@ -371,30 +387,3 @@ class ActionRunner:
             session.send_message(action_failed(rid, kind, str(exc)))
         else:
             session.send_message(ActionResult(request_id=rid, ok=True, output=out))
-
-
-def _instances_with_unfinished_jobs(data_dir: Path) -> list[str]:
-    """Instance ids under ``data_dir`` whose database has pending or running jobs."""
-    found: list[str] = []
-    if not data_dir.is_dir():
-        return found
-    for path in sorted(data_dir.glob("*.sqlite3")):
-        try:
-            instance_id = validate_instance_id(path.name[: -len(".sqlite3")])
-        except SyncedStoreError:
-            continue
-        try:
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        except sqlite3.Error:
-            continue
-        try:
-            row = conn.execute(
-                "SELECT 1 FROM jobs WHERE status IN ('pending', 'running') LIMIT 1"
-            ).fetchone()
-        except sqlite3.Error:
-            row = None  # not an instance database, or no jobs table yet
-        finally:
-            conn.close()
-        if row is not None:
-            found.append(instance_id)
-    return found

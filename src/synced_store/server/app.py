@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -18,6 +17,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from ..schema import BackendConfig
+from ..storage.base import StorageBackend
+from ..storage.sqlite_backend import SqliteBackend
 from .auth import Authenticator, Authorizer, dev_authenticate
 from .endpoint import RawSendMiddleware, SyncEndpoint
 from .limits import Retention, ServerLimits
@@ -80,13 +81,9 @@ def create_app(
         authenticate = dev_authenticate
     allowed_origins = normalize_origins(allowed_origins)  # ValueError on a bad entry
     limits = limits or ServerLimits()
+    storage = SqliteBackend(Path(data_dir), durability=durability)
     registry = InstanceRegistry(
-        backend,
-        Path(data_dir),
-        durability=durability,
-        limits=limits,
-        retention=retention,
-        append_deltas=append_deltas,
+        backend, storage, limits=limits, retention=retention, append_deltas=append_deltas
     )
     from .actions import ActionRunner
 
@@ -109,7 +106,7 @@ def create_app(
             finally:
                 await actions.stop()
 
-    probe = _DataDirProbe(Path(data_dir))
+    probe = _StorageProbe(storage)
 
     async def healthz(request: Request) -> JSONResponse:
         data_dir_ok, data_dir_error = await probe.check()
@@ -147,35 +144,22 @@ def create_app(
     return app
 
 
-class _DataDirProbe:
-    """Can the data dir take a new file? Checked by writing and removing a small one (so a
-    full disk or a read-only mount shows), at most once per ``PROBE_TTL`` seconds."""
+class _StorageProbe:
+    """Can the storage take new data (``StorageBackend.check``: SQLite writes and removes a
+    small file in the data dir, so a full disk or a read-only mount shows)? Asked at most
+    once per ``PROBE_TTL`` seconds; concurrent requests share one probe."""
 
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
+    def __init__(self, storage: StorageBackend) -> None:
+        self.storage = storage
         self._at = -PROBE_TTL
         self._result: tuple[bool, str | None] = (True, None)
         self._lock = asyncio.Lock()
 
     async def check(self) -> tuple[bool, str | None]:
-        """The cached result, or a new probe in a worker thread (a slow disk never blocks
-        the event loop; concurrent requests share one probe)."""
+        """``(ok, why not)``: the cached result, or a new probe."""
         async with self._lock:
             if time.monotonic() - self._at >= PROBE_TTL:
-                self._result = await asyncio.to_thread(self._probe)
+                error = await self.storage.check()
+                self._result = (error is None, error)
                 self._at = time.monotonic()
         return self._result
-
-    def _probe(self) -> tuple[bool, str | None]:
-        path = self.data_dir / f".healthz-{os.getpid()}"
-        try:
-            with open(path, "wb") as f:
-                f.write(b"\0" * 4096)
-                f.flush()
-                os.fsync(f.fileno())
-            return (True, None)
-        except OSError as exc:
-            return (False, exc.strerror or str(exc))
-        finally:
-            with contextlib.suppress(OSError):
-                path.unlink()

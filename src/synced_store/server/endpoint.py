@@ -47,7 +47,7 @@ from ..protocol.messages import (
     action_failed,
 )
 from ..protocol.version import MAX_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION
-from ..storage.sqlite import validate_instance_id
+from ..storage.ids import validate_instance_id
 from .auth import (
     Access,
     Authenticator,
@@ -272,7 +272,7 @@ class SyncEndpoint:
         if access is Access.DENY:
             log.info("refused %s: not authorized to open %s", user_id, instance_id)
             raise _Close(CloseCode.AUTH_FAILED, f"not authorized to open {instance_id}")
-        if access is Access.OPEN and not self.registry.exists(instance_id):
+        if access is Access.OPEN and not await self.registry.exists(instance_id):
             log.info("refused %s: not authorized to create %s", user_id, instance_id)
             raise _Close(
                 CloseCode.AUTH_FAILED,

@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
-import orjson
 
 from ..core.context import MutationContext
 from ..core.keys import check_depth
@@ -37,9 +35,12 @@ from ..errors import (
 )
 from ..protocol.codes import CloseCode, ErrorKind
 from ..protocol.messages import SKIP, Error, Mutation, MutationErrorReport, PushResponse
+from ..protocol.ops import set_op_json
 from ..schema import BackendConfig
-from ..storage.sqlite import SqliteInstanceStore, storage_error
-from ..types import EntryKey, RowKey
+from ..storage.base import InstanceStore, WriterTx
+from ..storage.records import ClientState, RejectedMutation
+from ..types import RowKey
+from .batch import Direct, Op, Push, ServerTx, Written, call_in_tx
 from .fanout import Change, Fanout
 from .limits import Retention, ServerLimits
 from .platform import ServerPlatform
@@ -56,89 +57,13 @@ MAX_QUEUED_MUTATIONS = 20_000
 CLIENT_CACHE = 20_000
 
 
-def set_op_json(key: RowKey, sort_key: str, encoded: bytes) -> bytes:
-    """The ``set`` op of a row as JSON, with its value's bytes as validated and stored (never
-    encoded a second time: the value's encoding is the one the catch-ups read back)."""
-    d = orjson.dumps
-    head = b'{"op":"set","t":' + d(key.table) + b',"k":' + d(key.item)
-    if key.ns:
-        head += b',"ns":' + d(key.ns)
-    if sort_key:
-        head += b',"sk":' + d(sort_key)
-    return head + b',"v":' + encoded + b"}"
-
-
-class _ServerTx:
-    """Core ``Tx`` over the writer's open transaction; records the rows it changes."""
-
-    copy_on_read = False
-
-    def __init__(self, store: SqliteInstanceStore, version: int) -> None:
-        self._store = store
-        self._version = version
-        self.changes: dict[RowKey, Change] = {}
-
-    def read(self, key: RowKey) -> tuple[str, Any] | None:
-        return self._store.read(key)
-
-    def iterate(
-        self, ns: str, table: str, start: EntryKey | None, *, exclusive: bool, reverse: bool
-    ) -> Any:
-        return self._store.iterate(ns, table, start, exclusive=exclusive, reverse=reverse)
-
-    def write(self, key: RowKey, sort_key: str, value: Any, encoded: bytes) -> None:
-        self._store.write(key, sort_key, encoded, self._version)
-        self.changes[key] = (sort_key, value, encoded, 0)  # the set op is built after commit
-
-    def remove(self, key: RowKey) -> None:
-        if self._store.remove(key, self._version) or key in self.changes:
-            self.changes[key] = None
-
-    def note_point(self, key: RowKey) -> None:
-        pass
-
-    def note_range(self, ns: str, table: str, low: EntryKey | None, high: EntryKey | None) -> None:
-        pass
-
-
-@dataclass
-class _Push:
-    session: Session
-    mutations: list[Mutation]
-
-
-@dataclass
-class _Op:
-    """A storage operation run inside the writer's transaction (job bookkeeping)."""
-
-    fn: Any
-    future: asyncio.Future[Any] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
-
-
-@dataclass
-class _Direct:
-    """A mutation from an action (``ctx.mutate``) or the CLI: no client, awaited by the caller."""
-
-    user_id: str
-    name: str
-    args: Any
-    source: dict[str, Any]
-    system: Any = None
-    after: Any = None
-    future: asyncio.Future[None] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
-
-
 class Instance:
     """An instance's writer and sessions. Run :meth:`run` as a task."""
 
     def __init__(
         self,
         instance_id: str,
-        store: SqliteInstanceStore,
+        store: InstanceStore,
         config: BackendConfig,
         *,
         limits: ServerLimits | None = None,
@@ -167,7 +92,7 @@ class Instance:
         #: Sends each commit to the sessions (merged, encoded and framed once per group).
         self.fanout = Fanout(self.sessions, deltas=append_deltas)
         self.fanout.start(store.version)
-        self._queue: deque[_Push | _Direct | _Op] = deque()
+        self._queue: deque[Push | Direct | Op] = deque()
         self._wake = asyncio.Event()
         self._queued_pushed = 0
         self._room = asyncio.Event()
@@ -182,11 +107,11 @@ class Instance:
 
     # -- sessions --------------------------------------------------------------------------
 
-    def client_owner(self, client_id: str) -> tuple[str, int] | None:
-        """``(user_id, last_mutation_id)`` of a client id, from cache or the database."""
+    async def _client_owner(self, tx: WriterTx, client_id: str) -> tuple[str, int] | None:
+        """``(user_id, last_mutation_id)`` of a client id, from cache or the transaction."""
         got = self._lmids.get(client_id)
         if got is None:
-            got = self.store.client(client_id)
+            got = await tx.client(client_id)
             if got is not None:
                 self._cache_client(client_id, got)
         return got
@@ -214,11 +139,11 @@ class Instance:
         """:meth:`evictable`, and unused for ``idle_instance_timeout`` seconds."""
         return self.evictable() and now - self.last_used >= self.limits.idle_instance_timeout
 
-    def committed_lmid(self, client_id: str) -> int:
+    async def committed_lmid(self, client_id: str) -> int:
         """A client's committed ``last_mutation_id`` (never a value of a batch in progress)."""
         got = self._lmids.get(client_id)
         if got is None:
-            got = self.store.committed_client(client_id)
+            got = await self.store.client(client_id)
         return 0 if got is None else got[1]
 
     async def register_client(
@@ -227,8 +152,8 @@ class Instance:
         """Bind ``client_id`` to ``user_id`` if it is new (its first connection), mark it seen
         and forget the error reports it has been told of. Returns ``(owner, lmid)``."""
         cap = self.limits.max_clients_per_user
-        owner: tuple[str, int] = await self.in_writer(
-            lambda s: s.register_client(client_id, user_id, told_upto, max_clients=cap)
+        owner: ClientState = await self.in_writer(
+            lambda tx: tx.register_client(client_id, user_id, told_upto, max_clients=cap)
         )
         self._cache_client(client_id, owner)
         return owner
@@ -256,7 +181,7 @@ class Instance:
             why = self.error or ("closing" if self.state == "open" else self.state)
             raise InstanceUnavailableError(f"instance {self.instance_id} is unavailable: {why}")
 
-    def _submit(self, item: _Push | _Direct | _Op) -> None:
+    def _submit(self, item: Push | Direct | Op) -> None:
         self._check_open()
         self._queue.append(item)
         self._wake.set()
@@ -264,7 +189,7 @@ class Instance:
     def submit_push(self, session: Session, mutations: list[Mutation]) -> None:
         """Queue a client's push for the writer."""
         self._queued_pushed += len(mutations)
-        self._submit(_Push(session, mutations))
+        self._submit(Push(session, mutations))
 
     async def wait_for_room(self) -> None:
         """Return once fewer than ``MAX_QUEUED_MUTATIONS`` pushed mutations wait for the writer.
@@ -283,17 +208,18 @@ class Instance:
 
         Raises the mutator's error (nothing is committed for it) if it fails.
         """
-        item = _Direct(user_id, name, args, source or {"type": "system", "user_id": user_id})
+        item = Direct(user_id, name, args, source or {"type": "system", "user_id": user_id})
         await self._run_now_or_queue(item)
         await item.future
 
-    async def in_writer(self, fn: Any) -> Any:
-        """Run ``fn(store)`` inside the writer's next transaction; returns its result."""
-        item = _Op(fn)
+    async def in_writer(self, fn: Callable[[WriterTx], Any]) -> Any:
+        """Run ``fn(tx)`` inside the writer's next transaction (awaited if it returns an
+        awaitable); returns its result."""
+        item = Op(fn)
         await self._run_now_or_queue(item)
         return await item.future
 
-    async def _run_now_or_queue(self, item: _Direct | _Op) -> None:
+    async def _run_now_or_queue(self, item: Direct | Op) -> None:
         """Commit ``item`` in the calling task if the writer is idle, else queue it.
 
         An idle writer has nothing queued and no batch in progress, so committing here keeps
@@ -349,16 +275,16 @@ class Instance:
         self._queue.clear()
         self._queued_pushed = 0
         self._room.set()
-        self._fail_batch([i for i in queued if not isinstance(i, _Push)], err)
+        self._fail_batch([i for i in queued if not isinstance(i, Push)], err)
 
     async def _drain(self) -> None:
         while self._queue:
-            batch: list[_Push | _Direct | _Op] = []
+            batch: list[Push | Direct | Op] = []
             count = 0
             while self._queue and count < MAX_BATCH_MUTATIONS:
                 item = self._queue.popleft()
                 batch.append(item)
-                if isinstance(item, _Push):
+                if isinstance(item, Push):
                     count += len(item.mutations)
                     self._queued_pushed -= len(item.mutations)
                 else:
@@ -373,14 +299,13 @@ class Instance:
         self._closing = True
         self._wake.set()
 
-    async def _process_with_retry(self, batch: list[_Push | _Direct | _Op]) -> None:
+    async def _process_with_retry(self, batch: list[Push | Direct | Op]) -> None:
         delay = 0.01
         for attempt in range(MAX_TRANSIENT_RETRIES + 1):
             try:
                 await self._process(batch)
                 return
             except StorageError as exc:
-                self.store.rollback()
                 if not exc.transient:
                     self._fail_batch(batch, exc)
                     self.fail(exc)
@@ -396,13 +321,11 @@ class Instance:
                 delay = min(delay * 2, 1.0)
             except Exception as exc:  # a bug in the writer: this instance stops, not the server
                 log.exception("instance %s: writer failed", self.instance_id)
-                self.store.rollback()
                 err = InstanceUnavailableError(f"writer failed: {exc!r}")
                 self._fail_batch(batch, err)
                 self.fail(err)
                 return
             except BaseException:
-                self.store.rollback()
                 self._fail_batch(batch, StorageError("writer interrupted", transient=True))
                 raise
 
@@ -428,44 +351,82 @@ class Instance:
         if self.on_failed is not None:
             self.on_failed(self, exc)
 
-    def _fail_batch(self, batch: list[_Push | _Direct | _Op], exc: StorageError) -> None:
+    def _fail_batch(self, batch: list[Push | Direct | Op], exc: StorageError) -> None:
         # Nothing was committed: clients keep their mutations pending and push them again
         # (after a reconnect when the instance failed: its sessions are closed).
         for item in batch:
-            if isinstance(item, _Direct | _Op):
+            if isinstance(item, Direct | Op):
                 if not item.future.done():
                     item.future.set_exception(exc)
             elif exc.transient:
                 item.session.send_message(Error(kind=ErrorKind.STORAGE_BUSY, message=str(exc)))
 
-    async def _process(self, batch: list[_Push | _Direct | _Op]) -> None:
-        store = self.store
-        version = store.version + 1
+    async def _process(self, batch: list[Push | Direct | Op]) -> None:
+        tx = await self.store.begin()
+        try:
+            version, changes, lmids, errors, results, replies, jobs = await self._write(tx, batch)
+            # A batch that changed no synced row and no client (job bookkeeping, idle claims)
+            # commits without a new version: clients have nothing to learn from it.
+            bumped = bool(changes or lmids)
+            await tx.commit(version if bumped else tx.version)
+        except BaseException:
+            await tx.rollback()
+            raise
+        # Committed: update caches, then fan out synchronously (no await until done).
+        self.mutations_processed += sum(
+            len(i.mutations) if isinstance(i, Push) else int(isinstance(i, Direct)) for i in batch
+        )
+        for item in batch:
+            if isinstance(item, Push):
+                cid = item.session.client_id
+                if cid in lmids:
+                    self._cache_client(cid, (item.session.user_id, lmids[cid]))
+        for key, ch in changes.items():
+            if ch is not None:
+                op = set_op_json(key, ch[0], ch[2])
+                changes[key] = (ch[0], ch[1], msgspec.Raw(op), len(op))
+        if bumped:
+            self.fanout.on_commit(version, changes, lmids, errors)
+        for session, msg in replies:
+            session.send_message(msg)
+        for item, res in results:
+            if item.future.done():
+                continue
+            if isinstance(res, BaseException):
+                item.future.set_exception(res)
+            else:
+                item.future.set_result(res)
+        if jobs and self.on_jobs_enqueued is not None:
+            self.on_jobs_enqueued()
+
+    async def _write(self, tx: WriterTx, batch: list[Push | Direct | Op]) -> Written:
+        """Run a batch inside ``tx``: every item in a savepoint of its own."""
+        version = tx.version + 1
         changes: dict[RowKey, Change] = {}
         lmids: dict[str, int] = {}
         errors: dict[str, list[MutationErrorReport]] = {}
-        direct_results: list[tuple[_Direct | _Op, Any]] = []
+        direct_results: list[tuple[Direct | Op, Any]] = []
         replies: list[tuple[Session, Error | PushResponse]] = []
         jobs = 0
-        store.begin()
         for item in batch:
-            if isinstance(item, _Op):
-                store.savepoint()
+            if isinstance(item, Op):
+                await tx.savepoint()
                 try:
-                    res: Any = item.fn(store)
+                    res: Any = await call_in_tx(item.fn, tx)
                 except StorageError:
                     raise
-                except sqlite3.Error as exc:
-                    raise storage_error(exc) from exc
                 except Exception as exc:
-                    store.rollback_savepoint()
+                    if tx.broken is not None:  # it swallowed a storage error
+                        raise tx.broken from exc
+                    await tx.rollback_savepoint()
                     res = exc
                 else:
-                    store.release()
+                    await tx.release()
                 direct_results.append((item, res))
                 continue
-            if isinstance(item, _Direct):
+            if isinstance(item, Direct):
                 err, n = await self._run_one(
+                    tx,
                     item.user_id,
                     item.name,
                     item.args,
@@ -482,7 +443,7 @@ class Instance:
             cid = session.client_id
             last = lmids.get(cid)
             if last is None:
-                owner = self.client_owner(cid)
+                owner = await self._client_owner(tx, cid)
                 last = owner[1] if owner else 0
             start = last
             for m in item.mutations:
@@ -501,6 +462,7 @@ class Instance:
                     last = m.id
                     continue
                 err, n = await self._run_one(
+                    tx,
                     session.user_id,
                     m.name,
                     m.args,
@@ -519,46 +481,24 @@ class Instance:
                         message=str(err) or type(err).__name__,
                     )
                     errors.setdefault(cid, []).append(e)
-                    store.add_error(cid, msgspec.structs.asdict(e))
+                    report: RejectedMutation = {
+                        "id": e.id,
+                        "name": e.name,
+                        "kind": e.kind,
+                        "message": e.message,
+                    }
+                    await tx.add_error(cid, report)
             if cid in errors:
-                store.prune_errors(cid, self.retention.errors_per_client)
+                await tx.prune_errors(cid, self.retention.errors_per_client)
             if last != start:
                 lmids[cid] = last
-                store.set_client(cid, session.user_id, last, version)
+                await tx.set_client(cid, session.user_id, last, version)
             replies.append((session, PushResponse(last_mutation_id=last)))
-        # A batch that changed no synced row and no client (job bookkeeping, idle claims)
-        # commits without a new version: clients have nothing to learn from it.
-        bumped = bool(changes or lmids)
-        store.commit(version if bumped else store.version)
-        # Committed: update caches, then fan out synchronously (no await until done).
-        self.mutations_processed += sum(
-            len(i.mutations) if isinstance(i, _Push) else int(isinstance(i, _Direct)) for i in batch
-        )
-        for item in batch:
-            if isinstance(item, _Push):
-                cid = item.session.client_id
-                if cid in lmids:
-                    self._cache_client(cid, (item.session.user_id, lmids[cid]))
-        for key, ch in changes.items():
-            if ch is not None:
-                op = set_op_json(key, ch[0], ch[2])
-                changes[key] = (ch[0], ch[1], msgspec.Raw(op), len(op))
-        if bumped:
-            self.fanout.on_commit(version, changes, lmids, errors)
-        for session, msg in replies:
-            session.send_message(msg)
-        for item, res in direct_results:
-            if item.future.done():
-                continue
-            if isinstance(res, BaseException):
-                item.future.set_exception(res)
-            else:
-                item.future.set_result(res)
-        if jobs and self.on_jobs_enqueued is not None:
-            self.on_jobs_enqueued()
+        return version, changes, lmids, errors, direct_results, replies, jobs
 
     async def _run_one(
         self,
+        tx: WriterTx,
         user_id: str,
         name: str,
         args: Any,
@@ -576,7 +516,6 @@ class Instance:
         ``migrate_pending_mutation`` steps (into zero, one or several mutations); ``system`` runs
         a system function (a data migration) instead of a named mutator.
         """
-        store = self.store
         schema = self.config.schema
         calls: list[tuple[str, Any]] = [] if system is not None else [(name, args)]
         try:
@@ -590,49 +529,47 @@ class Instance:
             for n, _ in calls:
                 if n not in self.config.mutators:
                     return UnknownNameError(f"unknown mutator {n!r}"), 0
-        tx = _ServerTx(store, version)
+        stx = ServerTx(tx, version)
         jobs: list[tuple[str, Any]] = []
-        store.savepoint()
+        await tx.savepoint()
         try:
             if system is not None:
                 ctx = MutationContext(
-                    schema, tx, user_id, is_server=True, source=source, platform=self.platform
+                    schema, stx, user_id, is_server=True, source=source, platform=self.platform
                 )
                 await system(ctx)
             for n, a in calls:
                 value = schema.mutator(n).parse_input(a)
                 ctx = MutationContext(
-                    schema, tx, user_id, is_server=True, source=source, platform=self.platform
+                    schema, stx, user_id, is_server=True, source=source, platform=self.platform
                 )
                 await self.config.mutators[n](ctx, value)
                 jobs.extend(ctx.enqueued)
             if jobs:
-                self._check_job_quota(user_id, len(jobs))
+                await self._check_job_quota(tx, user_id, len(jobs))
                 now = time.time()
                 for job_name, job_input in jobs:
-                    store.add_job(job_name, job_input, user_id, now)
+                    await tx.add_job(job_name, job_input, user_id, now)
             if after is not None:
-                after(store)
+                await call_in_tx(after, tx)
         except StorageError:
             raise
-        except sqlite3.Error as exc:  # the database failed, not the mutator
-            raise storage_error(exc) from exc
         except Exception as exc:
-            if store.broken is not None:  # the mutator swallowed a storage error
-                raise store.broken from exc
-            store.rollback_savepoint()
+            if tx.broken is not None:  # the mutator swallowed a storage error
+                raise tx.broken from exc
+            await tx.rollback_savepoint()
             if not isinstance(exc, SyncedStoreError):
                 log.info("mutator %s raised on the server: %r", name, exc)
             return exc, 0
-        store.release()
-        changes.update(tx.changes)
+        await tx.release()
+        changes.update(stx.changes)
         return None, len(jobs)
 
-    def _check_job_quota(self, user_id: str, adding: int) -> None:
+    async def _check_job_quota(self, tx: WriterTx, user_id: str, adding: int) -> None:
         """Raise :class:`QuotaExceededError` if ``adding`` more unfinished jobs would put
         ``user_id`` or the instance over its quota (the mutation is rejected as a whole)."""
         limits = self.limits
-        mine, total = self.store.unfinished_jobs(user_id)
+        mine, total = await tx.unfinished_jobs(user_id)
         if mine + adding > limits.max_queued_jobs_per_user:
             raise QuotaExceededError(
                 f"user {user_id} already has {mine} unfinished action jobs in this instance "
@@ -657,13 +594,13 @@ class Instance:
             )
         for v in range(stored, schema.schema_version):
             step = schema.migrations[v]
-            item = _Direct(
+            item = Direct(
                 "$system",
                 f"$migrate{v}to{v + 1}",
                 None,
                 {"type": "system"},
                 system=step.migrate_data or _noop,
-                after=lambda s, v=v: s.set_schema_version(v + 1),
+                after=lambda tx, v=v: tx.set_schema_version(v + 1),
             )
             self._submit(item)
             await item.future
@@ -674,12 +611,12 @@ class Instance:
                 v + 1,
             )
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Close the database (after the writer stopped)."""
         self.fanout.close()
         if self.state == "open":
             self.state = "closed"
-        self.store.close()
+        await self.store.close()
 
 
 async def _noop(ctx: Any) -> None:

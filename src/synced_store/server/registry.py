@@ -29,7 +29,9 @@ from typing import Any
 
 from ..errors import InstanceUnavailableError, OverloadedError, StorageError
 from ..schema import BackendConfig
-from ..storage.sqlite import Compaction, SqliteInstanceStore, instance_path
+from ..storage.base import StorageBackend, WriterTx
+from ..storage.records import Compaction
+from ..storage.sqlite_backend import SqliteBackend
 from .instance import Instance
 from .limits import Retention, ServerLimits
 
@@ -114,12 +116,17 @@ def fd_budget(limits: ServerLimits, action_concurrency: int) -> FdBudget:
 
 
 class InstanceRegistry:
-    """Creates instances on first use. Use as ``async with registry:`` (owns the writers)."""
+    """Creates instances on first use. Use as ``async with registry:`` (owns the writers, and
+    the storage backend: it is started on enter and closed on exit).
+
+    ``storage`` is a :class:`~synced_store.storage.base.StorageBackend`, or a data dir for the
+    embedded SQLite backend (with ``durability``).
+    """
 
     def __init__(
         self,
         config: BackendConfig,
-        data_dir: Path,
+        storage: StorageBackend | str | Path,
         *,
         durability: str = "normal",
         limits: ServerLimits | None = None,
@@ -129,8 +136,9 @@ class InstanceRegistry:
         self.config = config
         #: Send growing strings as append deltas (False: always whole rows).
         self.append_deltas = append_deltas
-        self.data_dir = Path(data_dir)
-        self.durability = durability
+        if isinstance(storage, str | Path):
+            storage = SqliteBackend(storage, durability=durability)
+        self.storage: StorageBackend = storage
         self.limits = limits or ServerLimits()
         self.retention = retention or Retention()
         #: Open instances, least recently used first.
@@ -160,9 +168,9 @@ class InstanceRegistry:
         self.max_open_instances = budget.max_open_instances
         self.max_connections = budget.max_connections
         try:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:  # /healthz reports it; instances fail to open meanwhile
-            log.error("cannot create the data dir %s: %s", self.data_dir, exc)
+            await self.storage.start()
+        except StorageError as exc:  # /healthz reports it; instances fail to open meanwhile
+            log.error("cannot start storage (%s): %s", self.storage.description, exc)
         self.running = True
         self._supervisor = self.spawn(self._supervise(), "registry-supervisor")
         return self
@@ -175,11 +183,15 @@ class InstanceRegistry:
             inst.stop()
         await asyncio.gather(*self._writers.values(), return_exceptions=True)
         for inst in list(self.instances.values()):
-            self._close_store(inst)
+            await self._close_store(inst)
         self.instances.clear()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await self.storage.close()
+        except Exception as exc:
+            log.warning("closing storage (%s) failed: %s", self.storage.description, exc)
 
     def spawn(self, coro: Coroutine[Any, Any, object], name: str) -> asyncio.Task[object]:
         """Run a background coroutine owned by the registry (failures are logged, never
@@ -196,9 +208,9 @@ class InstanceRegistry:
 
     # -- lookup ----------------------------------------------------------------------------
 
-    def exists(self, instance_id: str) -> bool:
-        """True if the instance is open or has a database file (``instance_id`` is valid)."""
-        return instance_id in self.instances or instance_path(self.data_dir, instance_id).exists()
+    async def exists(self, instance_id: str) -> bool:
+        """True if the instance is open or stored (``instance_id`` is valid)."""
+        return instance_id in self.instances or await self.storage.exists(instance_id)
 
     async def get(self, instance_id: str) -> Instance:
         """The instance ``instance_id`` (validated), opening its database on first use.
@@ -233,8 +245,9 @@ class InstanceRegistry:
         fut: asyncio.Future[Instance] = loop.create_future()
         fut.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._opening[instance_id] = fut
-        existed = instance_path(self.data_dir, instance_id).exists()
+        existed = True  # unless the backend says otherwise (a failure then counts as one)
         try:
+            existed = await self.storage.exists(instance_id)
             inst = await self._open(instance_id)
         except BaseException as exc:
             if isinstance(exc, StorageError) and not exc.transient:
@@ -280,8 +293,7 @@ class InstanceRegistry:
             await self.close_instance(idle, now=now)
 
     async def _open(self, instance_id: str) -> Instance:
-        path = instance_path(self.data_dir, instance_id)
-        store = await asyncio.to_thread(SqliteInstanceStore, path, durability=self.durability)
+        store = await self.storage.open_instance(instance_id)
         if store.schema_version is None:
             store.schema_version = self.config.schema.schema_version if store.version else None
         inst = Instance(
@@ -297,17 +309,17 @@ class InstanceRegistry:
         try:
             if store.schema_version is None:
                 v = self.config.schema.schema_version
-                await inst.in_writer(lambda s: s.set_schema_version(v))
+                await inst.in_writer(lambda tx: tx.set_schema_version(v))
             else:
                 await inst.migrate_schema()
         except BaseException:
             inst.stop()
             await asyncio.gather(writer, return_exceptions=True)
-            self._close_store(inst)
+            await self._close_store(inst)
             raise
         if inst.state != "open":  # failed while migrating (its batch failed): nothing opened
             await asyncio.gather(writer, return_exceptions=True)
-            self._close_store(inst)
+            await self._close_store(inst)
             raise inst.error or InstanceUnavailableError(f"instance {instance_id} failed")
         # Failures from now on go through _on_failed (a failure while opening is get()'s).
         inst.on_failed = self._on_failed
@@ -316,7 +328,7 @@ class InstanceRegistry:
         self.failed.pop(instance_id, None)
         for cb in self.on_open:
             cb(inst)
-        log.info("opened instance %s at %s", instance_id, path)
+        log.info("opened instance %s at %s", instance_id, self.storage.location(instance_id))
         return inst
 
     # -- closing and failing ---------------------------------------------------------------
@@ -335,13 +347,13 @@ class InstanceRegistry:
         due: float | None = None
         try:
             try:
-                due = inst.store.next_due()
+                due = await inst.store.next_due()
             except Exception as exc:  # a failing database still gets closed
                 log.warning("instance %s: reading its jobs failed: %s", iid, exc)
             inst.stop()
             await self._writer_stopped(inst)
         finally:
-            self._close_store(inst)
+            await self._close_store(inst)
             del self._closing[iid]
             closed.set_result(None)
         self._compacted.pop(iid, None)
@@ -355,9 +367,9 @@ class InstanceRegistry:
         if writer is not None:
             await asyncio.gather(writer, return_exceptions=True)
 
-    def _close_store(self, inst: Instance) -> None:
+    async def _close_store(self, inst: Instance) -> None:
         try:
-            inst.close()
+            await inst.close()
         except Exception as exc:  # a failed database may not even close cleanly
             log.warning("instance %s: closing its database failed: %s", inst.instance_id, exc)
 
@@ -375,7 +387,7 @@ class InstanceRegistry:
 
         async def finish() -> None:
             await self._writer_stopped(inst)
-            self._close_store(inst)
+            await self._close_store(inst)
 
         self.spawn(finish(), f"close-failed:{inst.instance_id}")
 
@@ -461,10 +473,10 @@ class InstanceRegistry:
         for step in range(max_steps):
             keep = set(inst.sessions)
 
-            def run(
-                s: SqliteInstanceStore, first: bool = step == 0, keep: set[str] = keep
+            async def run(
+                tx: WriterTx, first: bool = step == 0, keep: set[str] = keep
             ) -> Compaction:
-                return s.compact(
+                return await tx.compact(
                     now,
                     tombstones=r.tombstones,
                     done_jobs=r.done_jobs,

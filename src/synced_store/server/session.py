@@ -14,7 +14,7 @@ and catches the client up from the database instead. Once its queue is drained, 
 session follows again from the next flush.
 
 Catch-ups (connect, reconnect, overflow, a client's ``pull``) are read from the database in
-parts of ``catch_up_part_bytes`` (storage/sqlite_catchup.py) and sent as one multi-part poke;
+parts of ``catch_up_part_bytes`` (``InstanceStore.catch_up``) and sent as one multi-part poke;
 each part is read only once the socket took the previous one, so a connection holds at most
 about two parts, however large the instance. Flushes that land meanwhile queue as usual and
 travel in the final part, so the client applies the whole catch-up at one consistent version.
@@ -38,7 +38,8 @@ from ..errors import StorageError
 from ..protocol.codec import encode
 from ..protocol.codes import CloseCode
 from ..protocol.messages import Binding, MutationErrorReport, Poke, ServerMessage, raw_ops
-from ..storage.sqlite import CatchUp, SqliteInstanceStore
+from ..protocol.ops import op_text
+from ..storage.base import CatchUp, InstanceStore
 from ..types import RowKey
 from .fanout import Change, Fanout
 from .limits import ServerLimits
@@ -69,14 +70,14 @@ class Session:
         wire: Wire,
         fanout: Fanout,
         close: Callable[[int, str], Awaitable[None]],
-        store: SqliteInstanceStore,
+        store: InstanceStore,
         user_id: str,
         client_id: str,
         cookie: int | None,
         known_lmid: int,
         schema_version: int | None = None,
         limits: ServerLimits = _DEFAULT_LIMITS,
-        lmid_of: Callable[[], int] | None = None,
+        lmid_of: Callable[[], Awaitable[int]] | None = None,
         abort: Callable[[int, str], None] | None = None,
         end: Callable[[int, str], None] | None = None,
     ) -> None:
@@ -125,8 +126,8 @@ class Session:
         self.bytes_sent = 0
         self.actions_in_flight = 0
 
-    def _stored_lmid(self) -> int:
-        owner = self._store.client(self.client_id)
+    async def _stored_lmid(self) -> int:
+        owner = await self._store.client(self.client_id)
         return 0 if owner is None else owner[1]
 
     # -- following the fan-out (called by it, synchronously) ------------------------------
@@ -327,14 +328,15 @@ class Session:
 
     # -- catch-ups -------------------------------------------------------------------------
 
-    def _start_phase(self, base: int | None) -> tuple[CatchUp, int]:
+    async def _start_phase(self, base: int | None) -> tuple[CatchUp, int]:
         """Begin reading a catch-up from ``base`` to the committed version. From here on,
         what commits is queued in ``_pending`` (and sent with the final part)."""
         self._need_pull = False
         self._drop_pending()
         self._pending_lmid = None
         self._pending_errors = []
-        return self._store.catch_up(base, self.user_id), self._lmid_of()
+        cu = self._store.catch_up(base, namespaces=("", self.own_ns), encode=op_text)
+        return cu, await self._lmid_of()
 
     async def _send_catch_up(self) -> None:
         """Send everything since the client's cookie as one multi-part poke (module doc)."""
@@ -343,16 +345,16 @@ class Session:
         self._sent_bytes = 0
         self._sent_stale = False
         part_bytes = self._limits.catch_up_part_bytes
-        cu, lmid = self._start_phase(base)
-        errors = self._errors_between(self.known_lmid, lmid)
+        cu, lmid = await self._start_phase(base)
+        errors = await self._errors_between(self.known_lmid, lmid)
         first = True  # no part sent yet
         reset: bool | None = None  # the first phase's, final after its first read
         phase_started = True
         try:
             while not self.closed:
-                ops = await asyncio.to_thread(cu.next_part, part_bytes)
+                ops = await cu.next_part(part_bytes)
                 if reset is None:
-                    reset = cu.reset  # final once the first part is read (sqlite_catchup.py)
+                    reset = cu.reset  # final once the first part is read (storage/base.py)
                 elif phase_started and cu.reset:
                     # Compacted past this catch-up while it ran: the client reconnects and
                     # gets a reset.
@@ -363,11 +365,11 @@ class Session:
                 if cu.done:
                     # The queue overflowed while we read: go on with what changed since, in
                     # the same poke, so the client still applies one consistent version.
-                    cu.close()
+                    await cu.close()
                     known = lmid
-                    cu, lmid = self._start_phase(cu.upto)
+                    cu, lmid = await self._start_phase(cu.upto)
                     phase_started = True
-                    errors += self._errors_between(known, lmid)
+                    errors += await self._errors_between(known, lmid)
                     if not ops:
                         continue
                 part = Poke(final=False, reset=bool(reset and first), patch=raw_ops(ops))
@@ -380,7 +382,7 @@ class Session:
                 await self._send_text(text)
                 del text
         finally:
-            cu.close()
+            await cu.close()
         if self.closed:
             return
         # The final part: the last rows read, plus everything committed since the phase began.
@@ -409,10 +411,10 @@ class Session:
         self.synced_to = version
         self.known_lmid = max(self.known_lmid, lmid)
 
-    def _errors_between(self, after: int, upto: int) -> list[MutationErrorReport]:
+    async def _errors_between(self, after: int, upto: int) -> list[MutationErrorReport]:
         return [
             MutationErrorReport(**e)
-            for e in self._store.errors_between(self.client_id, after, upto)
+            for e in await self._store.errors_between(self.client_id, after, upto)
         ]
 
     def _pending_ops(self) -> list[Any]:

@@ -11,42 +11,37 @@ committed transaction; ``durability="full"`` (``synchronous=FULL``) also survive
 
 Failures: every driver error becomes a :class:`~synced_store.errors.StorageError` (errors.py):
 lock contention is transient, anything else fails the instance. An error inside the writer's
-transaction marks the store ``broken`` until the next :meth:`begin`, so a mutator that swallows
-the error cannot commit a half-written transaction.
+transaction marks it ``broken`` (sqlite_tx.py), so a mutator that swallows the error cannot
+commit a half-written transaction.
 """
 
 from __future__ import annotations
 
-import re
+import contextlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
-import orjson
-
-from ..errors import PermissionDeniedError, QuotaExceededError, StorageError, ValidationError
-from ..types import EntryKey, RowKey
-from .base import Row
 from .errors import storage_error
-from .sqlite_catchup import CatchUp
-from .sqlite_compact import Compaction, CompactMixin
-from .sqlite_jobs import JobsMixin
+from .ids import validate_instance_id
+from .records import ClientState, OpEncoder, RejectedMutation
+from .sqlite_catchup import SqliteCatchUp
+from .sqlite_rows import SqliteReader, open_reader
+from .sqlite_tx import ERROR_MESSAGE_CHARS, SqliteWriterTx
 
 __all__ = [
-    "CatchUp",
-    "Compaction",
+    "ERROR_MESSAGE_CHARS",
+    "STORAGE_VERSION",
     "SqliteInstanceStore",
-    "SqliteReader",
     "instance_path",
     "storage_error",
     "validate_instance_id",
 ]
 
+T = TypeVar("T")
+
 STORAGE_VERSION = 2
-_INSTANCE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-#: Characters of a rejected mutation's message kept for its client.
-ERROR_MESSAGE_CHARS = 500
 #: The write-ahead log is truncated back to this size after a checkpoint.
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
 
@@ -82,83 +77,27 @@ CREATE TABLE IF NOT EXISTS checkpoints (at REAL PRIMARY KEY, version INTEGER NOT
 """
 
 
-def validate_instance_id(instance_id: str) -> str:
-    """Return ``instance_id`` if it is 1-128 chars of ``[A-Za-z0-9_.-]`` not starting with a
-    dot, dash or underscore; raise :class:`ValidationError` otherwise (no path tricks)."""
-    if (
-        not isinstance(instance_id, str)
-        or not _INSTANCE_RE.fullmatch(instance_id)
-        or ".." in instance_id
-    ):
-        raise ValidationError(f"invalid instance id {instance_id!r:.80}")
-    return instance_id
-
-
 def instance_path(data_dir: Path, instance_id: str) -> Path:
     """The database file of an instance."""
     return Path(data_dir) / f"{validate_instance_id(instance_id)}.sqlite3"
 
 
-class _RowReader:
-    """Reading rows through ``self.conn`` (the writer's connection or a reader's own)."""
-
-    conn: sqlite3.Connection
-
-    def read(self, key: RowKey) -> Row | None:
-        try:
-            r = self.conn.execute(
-                "SELECT sk, value FROM rows WHERE ns = ? AND tbl = ? AND item = ? AND deleted = 0",
-                key,
-            ).fetchone()
-        except sqlite3.Error as exc:
-            raise self._failed(exc) from exc
-        return None if r is None else (r[0], orjson.loads(r[1]))
-
-    def _failed(self, exc: sqlite3.Error) -> StorageError:
-        return storage_error(exc)
-
-    def iterate(
-        self, ns: str, table: str, start: EntryKey | None, *, exclusive: bool, reverse: bool
-    ) -> Iterator[tuple[EntryKey, Any]]:
-        pos = start
-        excl = exclusive
-        while True:
-            args: tuple[str, ...]
-            if pos is None:
-                where, args = "", ()
-            else:
-                op = ("<" if excl else "<=") if reverse else (">" if excl else ">=")
-                where, args = f" AND (sk, item) {op} (?, ?)", (pos[0], pos[1])
-            order = "DESC" if reverse else "ASC"
-            try:
-                rows = self.conn.execute(
-                    "SELECT sk, item, value FROM rows WHERE ns = ? AND tbl = ? AND deleted = 0"
-                    f"{where} ORDER BY sk {order}, item {order} LIMIT 128",
-                    (ns, table, *args),
-                ).fetchall()
-            except sqlite3.Error as exc:
-                raise self._failed(exc) from exc
-            for sk, item, value in rows:
-                pos = EntryKey(sk, item)
-                yield pos, orjson.loads(value)
-            if len(rows) < 128:
-                return
-            excl = True
-
-
-class SqliteInstanceStore(JobsMixin, CompactMixin, _RowReader):
-    """The database of one instance. The writer methods run on the event loop thread.
+class SqliteInstanceStore:
+    """The database of one instance (storage/base.py's ``InstanceStore``). The writer's
+    transaction runs on the event loop thread, on the store's one connection.
 
     Opening raises :class:`~synced_store.errors.InstanceUnavailableError` when the file cannot
     be created, opened or read (read-only directory, full disk, corrupt file).
+    ``busy_timeout_ms``: how long a statement waits for another connection's lock before the
+    batch is retried (the server keeps it short: it never blocks its event loop for long).
     """
 
-    def __init__(self, path: Path | str, *, durability: str = "normal") -> None:
+    def __init__(
+        self, path: Path | str, *, durability: str = "normal", busy_timeout_ms: int = 20
+    ) -> None:
         self.path = Path(path)
         self._sync = {"normal": "NORMAL", "full": "FULL", "off": "OFF"}[durability]
-        #: The error that broke the current transaction, if any (see the module doc).
-        self.broken: StorageError | None = None
-        self._in_tx = False
+        self._busy_ms = int(busy_timeout_ms)
         conn: sqlite3.Connection | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -187,7 +126,7 @@ class SqliteInstanceStore(JobsMixin, CompactMixin, _RowReader):
         conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         # The writer runs on the event loop: never block it long on a lock. A busy database is
         # a transient error; the instance retries the batch with asynchronous backoff.
-        conn.execute("PRAGMA busy_timeout=20")
+        conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
         return conn
 
     @staticmethod
@@ -206,239 +145,116 @@ class SqliteInstanceStore(JobsMixin, CompactMixin, _RowReader):
             )
         return meta
 
-    def _failed(self, exc: sqlite3.Error) -> StorageError:
-        err = storage_error(exc)
-        if self._in_tx:
-            self.broken = err
-        return err
+    # -- the writer ------------------------------------------------------------------------
 
-    def _exec(self, sql: str, args: Any = ()) -> sqlite3.Cursor:
-        try:
-            return self.conn.execute(sql, args)
-        except sqlite3.Error as exc:
-            raise self._failed(exc) from exc
-
-    def _exec_many(self, sql: str, rows: Any) -> sqlite3.Cursor:
-        try:
-            return self.conn.executemany(sql, rows)
-        except sqlite3.Error as exc:
-            raise self._failed(exc) from exc
-
-    # -- writer transaction ----------------------------------------------------------------
-
-    def begin(self) -> None:
-        """Start the writer's transaction (``BEGIN IMMEDIATE``: the write lock at once)."""
-        self.broken = None
+    async def begin(self) -> SqliteWriterTx:
+        """Open the writer's transaction (``BEGIN IMMEDIATE``: the write lock at once)."""
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             raise storage_error(exc) from exc
-        self._in_tx = True
+        return SqliteWriterTx(
+            self.conn,
+            self.version,
+            on_commit=self._committed,
+            on_horizon=self._horizon_is,
+            on_schema_version=self._schema_version_is,
+        )
 
-    def commit(self, version: int) -> None:
-        """Record ``version`` as committed and commit (a transaction that keeps the version,
-        such as job bookkeeping on an idle instance, rewrites no meta row). Raises the error
-        that broke the transaction, if one did: nothing is committed then."""
-        if self.broken is not None:
-            raise self.broken
-        if version != self.version:
-            self._exec("UPDATE meta SET value = ? WHERE key = 'version'", (version,))
-        self._exec("COMMIT")
-        self._in_tx = False
+    def _committed(self, version: int) -> None:
         self.version = version
 
-    def rollback(self) -> None:
-        """Abandon the writer's transaction. Safe when SQLite already rolled it back itself
-        (it does on some errors, such as a full disk) and on a closed connection."""
-        self._in_tx = False
+    def _horizon_is(self, horizon: int) -> None:
+        self.horizon = horizon
+
+    def _schema_version_is(self, version: int) -> None:
+        self.schema_version = version
+
+    # -- committed reads -------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _committed_conn(self) -> Iterator[sqlite3.Connection]:
+        """The writer's connection when no transaction is open on it; else (a mutator awaits
+        a service in the middle of a batch) a short-lived connection of its own, so a read
+        never sees uncommitted work."""
         try:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass  # nothing to undo: the transaction is gone either way
-
-    def savepoint(self) -> None:
-        self._exec("SAVEPOINT m")
-
-    def release(self) -> None:
-        self._exec("RELEASE m")
-
-    def rollback_savepoint(self) -> None:
-        self._exec("ROLLBACK TO m")
-        self._exec("RELEASE m")
-
-    # -- rows ------------------------------------------------------------------------------
-
-    def write(self, key: RowKey, sort_key: str, encoded: bytes, version: int) -> None:
-        self._exec(
-            "INSERT INTO rows (ns, tbl, item, sk, value, version, deleted) "
-            "VALUES (?, ?, ?, ?, ?, ?, 0) ON CONFLICT (ns, tbl, item) DO UPDATE SET "
-            "sk = excluded.sk, value = excluded.value, version = excluded.version, deleted = 0",
-            (key.ns, key.table, key.item, sort_key, encoded.decode(), version),
-        )
-
-    def remove(self, key: RowKey, version: int) -> bool:
-        cur = self._exec(
-            "UPDATE rows SET deleted = 1, value = NULL, version = ? "
-            "WHERE ns = ? AND tbl = ? AND item = ? AND deleted = 0",
-            (version, key.ns, key.table, key.item),
-        )
-        return cur.rowcount > 0
-
-    # -- clients ---------------------------------------------------------------------------
-
-    def committed_client(self, client_id: str) -> tuple[str, int] | None:
-        """:meth:`client` as committed: while the writer's transaction is open (a mutator
-        awaiting a service), read through a connection of its own."""
-        if not self.conn.in_transaction:
-            return self.client(client_id)
-        try:
-            conn = sqlite3.connect(self.path, isolation_level=None)
+            if not self.conn.in_transaction:
+                yield self.conn
+                return
+            conn = open_reader(self.path)
             try:
-                r = conn.execute(
-                    "SELECT user_id, last_mutation_id FROM clients WHERE client_id = ?",
-                    (client_id,),
-                ).fetchone()
+                yield conn
             finally:
                 conn.close()
         except sqlite3.Error as exc:
             raise storage_error(exc) from exc
-        return None if r is None else (r[0], int(r[1]))
 
-    def clients_of(self, user_id: str) -> int:
-        """How many client ids ``user_id`` has in this instance."""
-        return int(
-            self._exec("SELECT COUNT(*) FROM clients WHERE user_id = ?", (user_id,)).fetchone()[0]
+    def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        with self._committed_conn() as conn:
+            return fn(conn)
+
+    async def client(self, client_id: str) -> ClientState | None:
+        """A client's committed ``(user_id, last_mutation_id)``."""
+        r = self._read(
+            lambda c: c.execute(
+                "SELECT user_id, last_mutation_id FROM clients WHERE client_id = ?",
+                (client_id,),
+            ).fetchone()
         )
+        return None if r is None else ClientState(r[0], int(r[1]))
 
-    def client(self, client_id: str) -> tuple[str, int] | None:
-        """``(user_id, last_mutation_id)`` of a known client."""
-        r = self._exec(
-            "SELECT user_id, last_mutation_id FROM clients WHERE client_id = ?", (client_id,)
-        ).fetchone()
-        return None if r is None else (r[0], int(r[1]))
-
-    def set_client(self, client_id: str, user_id: str, lmid: int, version: int) -> None:
-        """Upsert a client's last_mutation_id (inside the writer transaction)."""
-        self._exec(
-            "INSERT INTO clients VALUES (?, ?, ?, ?) ON CONFLICT (client_id) DO UPDATE SET "
-            "last_mutation_id = excluded.last_mutation_id, version = excluded.version",
-            (client_id, user_id, lmid, version),
-        )
-
-    def register_client(
-        self, client_id: str, user_id: str, told_upto: int, *, max_clients: int | None = None
-    ) -> tuple[str, int]:
-        """Bind a connecting client id to its user (the first user to connect with it owns
-        it) and mark it seen now; forget the error reports it has been told of (mutation ids up
-        to ``told_upto``, at most its ``last_mutation_id``). Inside the writer transaction.
-        Returns ``(owner, last_mutation_id)``; a client of another user is left unchanged.
-        A new client id of a user who has ``max_clients`` already raises
-        :class:`QuotaExceededError`."""
-        owner = self.client(client_id)
-        if owner is None:
-            if max_clients is not None and self.clients_of(user_id) >= max_clients:
-                raise QuotaExceededError(
-                    f"user {user_id} has {max_clients} client ids in this instance (the limit)"
-                )
-            self._exec(
-                "INSERT INTO clients VALUES (?, ?, 0, ?)", (client_id, user_id, self.version)
-            )
-            return user_id, 0
-        if owner[0] != user_id:
-            return owner
-        self._exec(
-            "UPDATE clients SET version = MAX(version, ?) WHERE client_id = ?",
-            (self.version, client_id),
-        )
-        told = min(told_upto, owner[1])
-        if told > 0:
-            self._exec(
-                "DELETE FROM mutation_errors WHERE client_id = ? AND mutation_id <= ?",
-                (client_id, told),
-            )
-        return owner
-
-    def add_error(self, client_id: str, err: dict[str, Any]) -> None:
-        """Record a permanent mutation failure for its client (inside the writer transaction)."""
-        self._exec(
-            "INSERT OR REPLACE INTO mutation_errors VALUES (?, ?, ?, ?, ?)",
-            (client_id, err["id"], err["name"], err["kind"], err["message"][:ERROR_MESSAGE_CHARS]),
-        )
-
-    def prune_errors(self, client_id: str, keep: int) -> None:
-        """Keep only the newest ``keep`` error reports of a client."""
-        self._exec(
-            "DELETE FROM mutation_errors WHERE client_id = ? AND mutation_id <= ("
-            "SELECT mutation_id FROM mutation_errors WHERE client_id = ? "
-            "ORDER BY mutation_id DESC LIMIT 1 OFFSET ?)",
-            (client_id, client_id, keep),
-        )
-
-    def errors_between(self, client_id: str, after: int, upto: int) -> list[dict[str, Any]]:
+    async def errors_between(self, client_id: str, after: int, upto: int) -> list[RejectedMutation]:
         """Error reports of a client for mutation ids in ``(after, upto]``, oldest first."""
-        return [
-            {"id": m, "name": n, "kind": k, "message": msg}
-            for m, n, k, msg in self._exec(
+        rows = self._read(
+            lambda c: c.execute(
                 "SELECT mutation_id, name, kind, message FROM mutation_errors "
                 "WHERE client_id = ? AND mutation_id > ? AND mutation_id <= ? "
                 "ORDER BY mutation_id",
                 (client_id, after, upto),
-            )
-        ]
+            ).fetchall()
+        )
+        return [{"id": m, "name": n, "kind": k, "message": msg} for m, n, k, msg in rows]
 
-    def set_schema_version(self, version: int) -> None:
-        """Record the schema version of the stored data (inside the writer transaction)."""
-        self._exec("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (version,))
-        self.schema_version = version
+    async def next_due(self) -> float | None:
+        """When the earliest committed pending job is due (None: no pending job)."""
+        r = self._read(
+            lambda c: c.execute(
+                "SELECT MIN(next_run_at) FROM jobs WHERE status = 'pending'"
+            ).fetchone()
+        )
+        return None if r is None or r[0] is None else float(r[0])
 
-    def incremental_vacuum(self) -> None:
-        """Return free pages to the file system (databases created with auto_vacuum)."""
-        self._exec("PRAGMA incremental_vacuum")
-
-    # -- readers ---------------------------------------------------------------------------
-
-    def reader(self) -> SqliteReader:
-        """A separate read-only view of committed data (for actions and the CLI)."""
-        return SqliteReader(self.path)
-
-    def catch_up(self, base: int | None, user_id: str) -> CatchUp:
-        """A catch-up of ``user_id``'s client from cookie ``base`` to the committed version,
-        read in parts (sqlite_catchup.py). Call on the loop thread: the version it stops at is
-        the one every session has been told of."""
-        return CatchUp(
-            self.path, base=base, upto=self.version, horizon=self.horizon, user_id=user_id
+    def catch_up(
+        self, base: int | None, *, namespaces: Sequence[str], encode: OpEncoder
+    ) -> SqliteCatchUp:
+        """A catch-up from cookie ``base`` to the committed version, read in parts in a worker
+        thread (sqlite_catchup.py). Call on the loop thread: the version it stops at is the
+        one every session has been told of."""
+        return SqliteCatchUp(
+            self.path,
+            base=base,
+            upto=self.version,
+            horizon=self.horizon,
+            namespaces=namespaces,
+            encode=encode,
         )
 
-    def close(self) -> None:
-        self.rollback()
-        self.conn.close()
+    def reader(self) -> SqliteReader:
+        """A separate read-only view of committed rows (an action's context)."""
+        return SqliteReader(self.path)
 
-
-class SqliteReader(_RowReader):
-    """Committed rows of an instance through its own connection (core ``Tx``, read-only)."""
-
-    copy_on_read = False
-
-    def __init__(self, path: Path) -> None:
+    async def vacuum(self) -> None:
+        """Return free pages to the file system (databases created with auto_vacuum)."""
         try:
-            self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self.conn.execute("PRAGMA query_only=1")
-            self.conn.execute("PRAGMA busy_timeout=5000")
+            self.conn.execute("PRAGMA incremental_vacuum").fetchall()
         except sqlite3.Error as exc:
             raise storage_error(exc) from exc
 
-    def write(self, key: RowKey, sort_key: str, value: Any, encoded: bytes) -> None:
-        raise PermissionDeniedError("action contexts are read-only; write with ctx.mutate()")
-
-    def remove(self, key: RowKey) -> None:
-        raise PermissionDeniedError("action contexts are read-only; write with ctx.mutate()")
-
-    def note_point(self, key: RowKey) -> None:
-        pass
-
-    def note_range(self, ns: str, table: str, low: EntryKey | None, high: EntryKey | None) -> None:
-        pass
-
-    def close(self) -> None:
+    async def close(self) -> None:
+        """Roll back an open transaction and close the connection."""
+        try:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # closing anyway
         self.conn.close()

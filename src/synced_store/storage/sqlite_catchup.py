@@ -1,37 +1,30 @@
 """Catch-ups read in bounded parts: what one client must receive to reach a version.
 
-A :class:`CatchUp` answers one question — "every row change this client may see, from its
+A :class:`SqliteCatchUp` answers one question — "every row change in these namespaces, from a
 cookie (or from nothing: a reset) up to version ``upto``" — in parts of at most ``max_bytes``,
 so a catch-up of a large instance never sits whole in memory. It holds no transaction between
 parts: each part is one short read, and rows changed *after* ``upto`` are left out of every
 part (the server queues those commits for the client and sends them after, or with, the last
 part). So the parts together are exactly the instance at ``upto``, however long the client
-takes to read them, and nothing pins the WAL meanwhile.
+takes to read them, and nothing pins the WAL meanwhile. Each row read becomes text through
+the caller's encoder (the server's builds patch ops: storage knows nothing of the wire).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from ..errors import StorageError
 from .errors import storage_error
+from .records import HistoryCompactedError, OpEncoder
 
-__all__ = ["CatchUp", "HistoryCompactedError"]
-
-
-class HistoryCompactedError(StorageError):
-    """Tombstones a catch-up needed were forgotten while it ran: the client must reconnect
-    (and gets a full reset)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, transient=True)
-
+__all__ = ["SqliteCatchUp"]
 
 #: Rows read per query at most; fewer when rows are large (about one part's worth).
 _BATCH = 512
@@ -40,14 +33,14 @@ _MAX = "\U0010ffff"
 CACHE_KIB = 128
 
 
-class CatchUp:
-    """Parts of a catch-up of ``user_id``'s client to version ``upto`` (see module doc).
+class SqliteCatchUp:
+    """Parts of a catch-up to version ``upto`` of the rows in ``namespaces`` (module doc).
 
     ``base`` is the client's cookie (None, older than the tombstone horizon or newer than the
     instance: a reset, every live row). The horizon is read from the database by the first
     part (``synced-store compact`` may have raised it behind the server's back), so
-    :attr:`reset` is final only after the first :meth:`next_part`. Methods block on SQLite:
-    call them in a worker thread.
+    :attr:`reset` is final only after the first :meth:`next_part`, which reads in a worker
+    thread.
     """
 
     def __init__(
@@ -57,18 +50,21 @@ class CatchUp:
         base: int | None,
         upto: int,
         horizon: int,
-        user_id: str,
+        namespaces: Sequence[str],
+        encode: OpEncoder,
     ) -> None:
         self.upto = upto
         self._base = base
         self._decide(horizon)
         self._checked = False
-        self._own = "u:" + user_id
+        self._encode = encode
+        self._visible = frozenset(namespaces)
         self._conn: sqlite3.Connection | None = None
         self._path = path
-        # Reset: public rows then the user's own, in key order. Incremental: every change after
-        # the base in version order (other users' namespaces are skipped).
-        self._ns = ["", self._own]
+        # Reset: each namespace's rows in key order, one namespace after the other.
+        # Incremental: every change after the base in version order (rows of other namespaces
+        # are skipped).
+        self._ns = list(namespaces)
         self._pos: tuple[Any, ...] | None = None
         self._pending: list[str] = []
         self._batch = 16  # rows per query, adapted to the row sizes seen (about one part)
@@ -95,9 +91,13 @@ class CatchUp:
             self._conn = conn
         return self._conn
 
-    def next_part(self, max_bytes: int) -> list[str]:
-        """The next patch ops (JSON texts) of at most about ``max_bytes`` (at least one op, so
-        one row larger than ``max_bytes`` still travels). Empty once :attr:`done`."""
+    async def next_part(self, max_bytes: int) -> list[str]:
+        """The next encoded rows, about ``max_bytes`` of text (at least one row, so one row
+        larger than ``max_bytes`` still travels). Empty once :attr:`done`. Reads in a worker
+        thread."""
+        return await asyncio.to_thread(self._next_part_locked, max_bytes)
+
+    def _next_part_locked(self, max_bytes: int) -> list[str]:
         with self._busy:
             if self._closed:
                 raise StorageError("catch-up closed", transient=False)
@@ -148,7 +148,8 @@ class CatchUp:
                 ).fetchall()
                 if rows:
                     self._pos = (rows[-1][0], rows[-1][1])
-                    return [op_text(ns, t, i, sk, v, 0) for t, i, sk, v in rows]
+                    enc = self._encode
+                    return [enc(ns, t, i, sk, v, False) for t, i, sk, v in rows]
                 self._ns.pop(0)
                 self._pos = None
             return []
@@ -172,19 +173,16 @@ class CatchUp:
                 return []
             last = rows[-1]
             pos = self._pos = (last[0], last[1], last[2], last[3])
-            own = self._own
-            ops = [
-                op_text(ns, t, i, sk, v, d)
-                for _, ns, t, i, sk, v, d in rows
-                if ns == "" or ns == own
-            ]
+            visible = self._visible
+            enc = self._encode
+            ops = [enc(ns, t, i, sk, v, bool(d)) for _, ns, t, i, sk, v, d in rows if ns in visible]
             if ops:
                 return ops
 
-    def close(self) -> None:
-        """Release the read connection (also after a failure). Safe to call from another
-        thread while :meth:`next_part` runs (a cancelled catch-up): that call then closes the
-        connection when it is done with it."""
+    async def close(self) -> None:
+        """Release the read connection (also after a failure). Safe to call while
+        :meth:`next_part` runs in its thread (a cancelled catch-up): that read then closes
+        the connection when it is done with it."""
         self._closed = True
         self._pending = []
         if self._busy.acquire(blocking=False):
@@ -198,17 +196,3 @@ class CatchUp:
         if conn is not None:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
-
-
-def op_text(ns: str, tbl: str, item: str, sk: str, value: str | None, deleted: int) -> str:
-    """The patch op of a stored row as JSON text (the value is spliced in as stored)."""
-    d = orjson.dumps
-    head = '{"op":"del"' if deleted else '{"op":"set"'
-    s = head + ',"t":' + d(tbl).decode() + ',"k":' + d(item).decode()
-    if ns:
-        s += ',"ns":' + d(ns).decode()
-    if deleted:
-        return s + "}"
-    if sk:
-        s += ',"sk":' + d(sk).decode()
-    return s + ',"v":' + (value or "null") + "}"

@@ -11,66 +11,42 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
 
-__all__ = ["CompactMixin", "Compaction"]
+from .records import Compaction
 
-
-@dataclass
-class Compaction:
-    """What one compaction step removed; ``more`` when it stopped at its limit."""
-
-    tombstones: int = 0
-    done_jobs: int = 0
-    failed_jobs: int = 0
-    clients: int = 0
-    errors: int = 0
-    more: bool = False
-
-    def __iadd__(self, other: Compaction) -> Compaction:
-        self.tombstones += other.tombstones
-        self.done_jobs += other.done_jobs
-        self.failed_jobs += other.failed_jobs
-        self.clients += other.clients
-        self.errors += other.errors
-        self.more = other.more
-        return self
-
-    @property
-    def total(self) -> int:
-        """Rows removed in all."""
-        return self.tombstones + self.done_jobs + self.failed_jobs + self.clients + self.errors
+__all__ = ["CompactMixin"]
 
 
 class CompactMixin:
-    """Compaction methods of :class:`~synced_store.storage.sqlite.SqliteInstanceStore`."""
+    """Compaction methods of :class:`~synced_store.storage.sqlite_tx.SqliteWriterTx`."""
 
-    conn: sqlite3.Connection
-    #: The store's statement runners (driver errors mapped to StorageError).
+    #: The transaction's statement runners (driver errors mapped to StorageError).
     _exec: Callable[..., sqlite3.Cursor]
     _exec_many: Callable[..., sqlite3.Cursor]
+    #: The committed version when the transaction began.
     version: int
-    horizon: int
+    #: Called with the horizon read back after raising it (the store keeps it).
+    _horizon_is: Callable[[int], None]
 
-    def version_at(self, t: float) -> int | None:
+    def _version_at(self, t: float) -> int | None:
         """The instance version at time ``t``, as of the newest checkpoint at or before it."""
         r = self._exec(
             "SELECT version FROM checkpoints WHERE at <= ? ORDER BY at DESC LIMIT 1", (t,)
         ).fetchone()
         return None if r is None else int(r[0])
 
-    def set_horizon(self, horizon: int) -> None:
+    def _set_horizon(self, horizon: int) -> None:
         """Raise the tombstone horizon: clients whose cookie is older get a full reset. Never
         lowers it (another process, ``synced-store compact``, may have raised it further)."""
         self._exec("UPDATE meta SET value = MAX(value, ?) WHERE key = 'horizon'", (horizon,))
         r = self._exec("SELECT value FROM meta WHERE key = 'horizon'").fetchone()
-        self.horizon = int(r[0])
+        self._horizon_is(int(r[0]))
 
-    def compact_tombstones(self, before_version: int, limit: int | None = None) -> int:
+    async def compact_tombstones(self, before_version: int, limit: int | None = None) -> int:
         """Forget deletions at or before ``before_version`` (inside the writer transaction),
         at most ``limit`` of them. The horizon moves first, in the same transaction, so no
         client can catch up across a gap. Returns how many tombstones were removed."""
-        self.set_horizon(before_version)
+        self._set_horizon(before_version)
         if limit is None:
             n = self._exec(
                 "DELETE FROM rows INDEXED BY rows_tombstones WHERE deleted = 1 AND version <= ?",
@@ -84,7 +60,7 @@ class CompactMixin:
             ).rowcount
         return int(n)
 
-    def compact(
+    async def compact(
         self,
         now: float,
         *,
@@ -109,9 +85,9 @@ class CompactMixin:
                 (now, self.version),
             )
         out = Compaction()
-        h = self.version_at(now - tombstones)
+        h = self._version_at(now - tombstones)
         if h is not None:
-            out.tombstones = self.compact_tombstones(h, limit)
+            out.tombstones = await self.compact_tombstones(h, limit)
         for status, age, field in (("done", done_jobs, "done_jobs"), ("failed", failed_jobs, "")):
             n = self._exec(
                 "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE status = ? "
@@ -119,7 +95,7 @@ class CompactMixin:
                 (status, now - age, limit),
             ).rowcount
             setattr(out, field or "failed_jobs", int(n))
-        hc = self.version_at(now - clients)
+        hc = self._version_at(now - clients)
         if hc is not None:
             keep = set(keep_clients)
             stale = [

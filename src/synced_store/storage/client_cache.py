@@ -1,7 +1,9 @@
-"""Local persistence of a client: snapshot, cookie and pending mutations in one SQLite file.
+"""The Python client's local cache: snapshot, cookie and pending mutations in one SQLite file
+(``connect(..., persist_path=...)``; the browser keeps the same in IndexedDB).
 
 Pending mutations are written when they are made (so a crash loses none); the snapshot is
-updated incrementally after each server update.
+updated incrementally after each server update. It lives in storage/ with every other SQL
+statement; nothing else in storage/ uses it.
 """
 
 from __future__ import annotations

@@ -1,0 +1,111 @@
+"""Reading rows of an SQLite instance: point reads and scans, for the writer and for readers."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from pathlib import Path
+
+import orjson
+
+from ..types import EntryKey, RowKey
+from .errors import storage_error
+from .records import Row, ScanRow
+
+__all__ = ["SqliteReader", "read_row", "scan_rows"]
+
+_READ = "SELECT sk, value FROM rows WHERE ns = ? AND tbl = ? AND item = ? AND deleted = 0"
+
+
+def read_row(conn: sqlite3.Connection, key: RowKey) -> Row | None:
+    """``(sort_key, value)`` of a live row (raises sqlite3 errors)."""
+    r = conn.execute(_READ, key).fetchone()
+    return None if r is None else (r[0], orjson.loads(r[1]))
+
+
+def scan_rows(
+    conn: sqlite3.Connection,
+    ns: str,
+    table: str,
+    start: EntryKey | None,
+    *,
+    exclusive: bool,
+    reverse: bool,
+    limit: int,
+) -> list[ScanRow]:
+    """One page of live rows in scan order (raises sqlite3 errors)."""
+    args: tuple[str, ...]
+    if start is None:
+        where, args = "", ()
+    else:
+        op = ("<" if exclusive else "<=") if reverse else (">" if exclusive else ">=")
+        where, args = f" AND (sk, item) {op} (?, ?)", (start[0], start[1])
+    order = "DESC" if reverse else "ASC"
+    rows = conn.execute(
+        "SELECT sk, item, value FROM rows WHERE ns = ? AND tbl = ? AND deleted = 0"
+        f"{where} ORDER BY sk {order}, item {order} LIMIT ?",
+        (ns, table, *args, limit),
+    ).fetchall()
+    loads = orjson.loads
+    return [(EntryKey(sk, item), loads(value)) for sk, item, value in rows]
+
+
+def open_reader(path: Path, *, busy_timeout_ms: int = 5000) -> sqlite3.Connection:
+    """A read-only connection to an instance file that exists (raises sqlite3 errors)."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA query_only=1")
+        conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+    except sqlite3.Error:
+        conn.close()
+        raise
+    return conn
+
+
+class SqliteReader:
+    """Committed rows of an instance through a connection of its own (an action's context).
+    The connection opens on the first read, so an action that reads nothing costs none."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._conn: sqlite3.Connection | None = None
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = open_reader(self._path)
+        return self._conn
+
+    async def read(self, key: RowKey) -> Row | None:
+        try:
+            return read_row(self._connection(), key)
+        except sqlite3.Error as exc:
+            raise storage_error(exc) from exc
+
+    async def scan(
+        self,
+        ns: str,
+        table: str,
+        start: EntryKey | None,
+        *,
+        exclusive: bool,
+        reverse: bool,
+        limit: int,
+    ) -> list[ScanRow]:
+        try:
+            return scan_rows(
+                self._connection(),
+                ns,
+                table,
+                start,
+                exclusive=exclusive,
+                reverse=reverse,
+                limit=limit,
+            )
+        except sqlite3.Error as exc:
+            raise storage_error(exc) from exc
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()

@@ -1,0 +1,149 @@
+"""Contract: rows — point reads, sort keys, scans in both directions from inclusive and
+exclusive starts in bounded pages, namespaces and tables kept apart, tombstones, and values
+kept byte for byte."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from synced_store.protocol.ops import op_text
+from synced_store.storage.base import InstanceStore, RowReader, WriterTx
+from synced_store.types import EntryKey
+
+from .helpers import delete, in_tx, key, put
+
+#: (item, sort key): scan order is by sort key, then item.
+ROWS = [("e", "1"), ("a", "2"), ("c", "2"), ("b", "3"), ("d", "")]
+ORDER = [("", "d"), ("1", "e"), ("2", "a"), ("2", "c"), ("3", "b")]
+
+
+async def _fill(store: InstanceStore) -> None:
+    async def write(tx: WriterTx) -> None:
+        for item, sk in ROWS:
+            await tx.write(key(item), sk, b'{"i":"' + item.encode() + b'"}', 1)
+        await tx.write(key("x", table="other"), "", b"0", 1)
+        await tx.write(key("y", ns="u:alice"), "", b"0", 1)
+
+    await in_tx(store, write, bump=True)
+
+
+def _keys(rows: list[tuple[EntryKey, Any]]) -> list[tuple[str, str]]:
+    return [(ek.sort_key, ek.item_key) for ek, _ in rows]
+
+
+async def _scan(r: RowReader, start: tuple[str, str] | None, **kw: Any) -> list[tuple[str, str]]:
+    ek = None if start is None else EntryKey(*start)
+    return _keys(await r.scan("", "t", ek, **kw))
+
+
+@pytest.fixture(params=["writer", "reader"])
+async def rows(request: pytest.FixtureRequest, store: InstanceStore) -> Any:
+    """The rows above, read through the writer's transaction or a committed reader."""
+    await _fill(store)
+    if request.param == "writer":
+        tx = await store.begin()
+        yield tx
+        await tx.rollback()
+    else:
+        reader = store.reader()
+        yield reader
+        await reader.close()
+
+
+async def test_point_reads(rows: RowReader) -> None:
+    assert await rows.read(key("a")) == ("2", {"i": "a"})
+    assert await rows.read(key("d")) == ("", {"i": "d"})
+    assert await rows.read(key("zz")) is None
+    assert await rows.read(key("a", table="other")) is None
+    assert await rows.read(key("a", ns="u:alice")) is None
+    assert await rows.read(key("y", ns="u:alice")) == ("", 0)
+
+
+@pytest.mark.parametrize(
+    ("start", "exclusive", "reverse", "want"),
+    [
+        (None, True, False, ORDER),
+        (None, True, True, ORDER[::-1]),
+        (("2", "a"), False, False, ORDER[2:]),
+        (("2", "a"), True, False, ORDER[3:]),
+        (("2", "c"), False, True, ORDER[:4][::-1]),
+        (("2", "c"), True, True, ORDER[:3][::-1]),
+        (("2", "b"), True, False, ORDER[3:]),  # a start between rows
+        (("2", "b"), False, True, ORDER[:3][::-1]),
+        (("9", ""), False, False, []),
+        (("", ""), True, True, []),
+    ],
+)
+async def test_scans(
+    rows: RowReader,
+    start: tuple[str, str] | None,
+    exclusive: bool,
+    reverse: bool,
+    want: list[tuple[str, str]],
+) -> None:
+    got = await _scan(rows, start, exclusive=exclusive, reverse=reverse, limit=100)
+    assert got == want
+
+
+async def test_scans_stop_at_their_limit_and_page_on(rows: RowReader) -> None:
+    for reverse in (False, True):
+        order = ORDER[::-1] if reverse else ORDER
+        seen: list[tuple[str, str]] = []
+        start = None
+        while True:
+            page = await _scan(rows, start, exclusive=True, reverse=reverse, limit=2)
+            seen += page
+            if len(page) < 2:
+                break
+            start = page[-1]
+        assert seen == order
+
+
+async def test_scan_values_are_the_rows(rows: RowReader) -> None:
+    got = await rows.scan("", "t", None, exclusive=True, reverse=False, limit=2)
+    assert got == [(EntryKey("", "d"), {"i": "d"}), (EntryKey("1", "e"), {"i": "e"})]
+
+
+async def test_a_write_moves_a_row_to_its_new_sort_key(store: InstanceStore) -> None:
+    await _fill(store)
+    await put(store, "a", {"i": "a2"}, sk="0")
+    tx = await store.begin()
+    assert await tx.read(key("a")) == ("0", {"i": "a2"})
+    got = await tx.scan("", "t", None, exclusive=True, reverse=False, limit=10)
+    assert _keys(got) == [("", "d"), ("0", "a"), ("1", "e"), ("2", "c"), ("3", "b")]
+    await tx.rollback()
+
+
+async def test_tombstones(store: InstanceStore) -> None:
+    await put(store, "a")
+    v = await delete(store, "a")
+    assert v == 2
+    tx = await store.begin()
+    assert await tx.read(key("a")) is None
+    assert await tx.scan("", "t", None, exclusive=True, reverse=False, limit=10) == []
+    assert await tx.remove(key("a"), 3) is False  # already a tombstone
+    assert await tx.remove(key("never"), 3) is False
+    await tx.write(key("a"), "", b'{"back":1}', 3)  # a write revives it
+    assert await tx.remove(key("a"), 3) is True
+    await tx.write(key("a"), "", b'{"back":2}', 3)
+    await tx.commit(3)
+    reader = store.reader()
+    try:
+        assert await reader.read(key("a")) == ("", {"back": 2})
+    finally:
+        await reader.close()
+
+
+async def test_values_are_kept_byte_for_byte(store: InstanceStore) -> None:
+    # Key order, spacing of the writer's own encoding, escapes and big numbers: a catch-up
+    # splices the stored text into the wire, so it must come back exactly as written.
+    raw = '{"z":1,"a":[1.5,-0.0,1e+300],"s":"\\u00e9\\n","n":null,"big":9007199254740993}'
+    await in_tx(store, lambda tx: tx.write(key("v"), "", raw.encode(), 1), bump=True)
+    cu = store.catch_up(None, namespaces=("",), encode=op_text)
+    try:
+        ops = await cu.next_part(1 << 20)
+    finally:
+        await cu.close()
+    assert ops == ['{"op":"set","t":"t","k":"v","v":' + raw + "}"]
