@@ -78,7 +78,7 @@ def test_handles_are_reused_least_recently_used_first() -> None:
     h2 = handles.bind(RowKey("", "t", "2"), "f", "").handle
     assert h2 == h1  # row 1 was the least recently used
     assert handles.get(RowKey("", "t", "1")) is None
-    assert handles.get(RowKey("", "t", "0")) == (h0, "f", "")
+    assert handles.get(RowKey("", "t", "0")) == Binding(h0, "", "t", "0", "f", "")
     handles.drop(RowKey("", "t", "0"))
     assert handles.bind(RowKey("", "t", "3"), "f", "").handle == h0  # a freed number first
     handles.clear()
@@ -90,7 +90,7 @@ def test_rebinding_a_row_keeps_its_number_and_takes_the_new_sort_key() -> None:
     handles = AppendHandles()
     h = handles.bind(A, "text", "1").handle
     assert wire(handles.bind(A, "text", "2")) == [h, "", "messages", "a", "text", "2"]
-    assert handles.get(A) == (h, "text", "2")
+    assert handles.get(A) == Binding(h, "", "messages", "a", "text", "2")
 
 
 @pytest.mark.parametrize(
