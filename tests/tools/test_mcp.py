@@ -6,25 +6,25 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from synced_store.server.auth import Access
-from synced_store.testing import create_test_harness, wait_for_key_exists
+from synced_store.testing import create_test_harness, text_response, wait_for_key_exists
 
 from .mcp_clients import REPO, TRANSPORTS, mcp_client, result_text
 from .notes_app import backend as notes_backend
 
-pytestmark = pytest.mark.e2e
-
-import sys  # noqa: E402
-
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from examples.todo.app import backend as todo_backend  # noqa: E402
+from examples.chat.app import make_backend
+from examples.todo.app import backend as todo_backend
+
+pytestmark = pytest.mark.e2e
 
 TODO = "examples.todo.app:backend"
 NOTES = "tests.tools.notes_app:backend"
@@ -126,3 +126,53 @@ async def test_tables_are_resources_with_subscriptions(tmp_path: Path, transport
                 assert event.uri == uri
             read = await client.read_resource(uri)
             assert [r["key"] for r in json.loads(read.contents[0].text)["rows"]] == ["t1", "t2"]
+
+
+CHAT = "examples.chat.app:backend"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_chat_tools_over_mcp(tmp_path: Path, transport: str) -> None:
+    async with await create_test_harness(
+        make_backend(text_response("unused")), data_dir=tmp_path, instance_id="room", mcp=True
+    ) as h:
+        alice = await h.create_client("alice")
+        await (await alice.mutate.sendMessage(id="a1", text="alice was here")).confirmed
+        async with mcp_client(h, transport, CHAT, user="bob", instance="room") as client:
+            names = [t.name for t in (await client.list_tools()).tools]
+            assert names == [
+                "sendMessage",
+                "cancelMessage",
+                "deleteMessage",
+                "createTodoList",
+                "callBot",
+                "get",
+                "scan",
+                "search",
+            ]
+            res = await client.call_tool("sendMessage", {"id": "m1", "text": "hello from MCP"})
+            assert not res.is_error, result_text(res)
+            row = await wait_for_key_exists(alice, table="messages", key="m1", timeout=10)
+            assert row == {"id": "m1", "text": "hello from MCP", "role": "user", "senderId": "bob"}
+            res = await client.call_tool(
+                "createTodoList", {"id": "l1", "title": "Plan", "items": ["a", "b"]}
+            )
+            assert not res.is_error, result_text(res)
+            todo = await wait_for_key_exists(alice, table="todoLists", key="l1", timeout=10)
+            assert todo["createdBy"] == "bob"
+
+            res = await client.call_tool("createTodoList", {"id": "l2", "title": "x", "items": []})
+            assert res.is_error
+            assert "items: List should have at least 1 item" in result_text(res)
+            res = await client.call_tool("deleteMessage", {"id": "a1"})
+            assert res.is_error
+            assert "only its sender (alice) may delete message a1" in result_text(res)
+            res = await client.call_tool("search", {"table": "messages", "query": "ALICE"})
+            assert [r["key"] for r in res.structured_content["rows"]] == ["a1"]
+        await (await alice.mutate.sendMessage(id="a2", text="still here")).confirmed
+        assert sorted(await alice.query(lambda ctx: _keys(ctx, "messages"))) == ["a1", "a2", "m1"]
+        assert await alice.query(lambda ctx: _keys(ctx, "todoLists")) == ["l1"]
+
+
+async def _keys(ctx: Any, table: str) -> list[str]:
+    return [k.item_key for k in await ctx.table(table).keys()]
