@@ -92,6 +92,23 @@ async def test_a_session_is_bound_to_its_token(tmp_path: Path) -> None:
         assert r.status_code == 200
 
 
+async def test_clients_of_the_older_protocol_call_tools_too(tmp_path: Path) -> None:
+    """A 2025-11-25 client (initialize handshake, one MCP session over several POSTs)."""
+    h = await create_test_harness(backend, data_dir=tmp_path, mcp=True)
+    async with (
+        h,
+        httpx2.AsyncClient(headers={"Authorization": "Bearer alice"}) as http,
+        Client(streamable_http_client(url(h), http_client=http), mode="legacy") as client,
+    ):
+        assert client.protocol_version == "2025-11-25"
+        res = await client.call_tool("addNote", {"id": "n1", "text": "old school"})
+        assert not res.is_error, result_text(res)
+        res = await client.call_tool("addNote", {"id": "n2", "text": ""})
+        assert res.is_error
+        got = await client.call_tool("get", {"table": "notes", "key": "n1"})
+        assert got.structured_content["value"]["owner"] == "alice"
+
+
 async def test_jwt_and_the_instances_claim(tmp_path: Path) -> None:
     async with await create_test_harness(
         backend, data_dir=tmp_path, mcp=True, authenticate=JwtAuthenticator(secret=SECRET)

@@ -112,7 +112,11 @@ class ChangeBus:
         """Register ``listener``; returns an idempotent unsubscribe."""
         token = object()
         self._listeners[token] = listener
-        return lambda: self._listeners.pop(token, None) and None
+
+        def unsubscribe() -> None:
+            self._listeners.pop(token, None)
+
+        return unsubscribe
 
     def updated(self, instance_id: str, table: str) -> None:
         """Publish that a table of an instance changed."""
