@@ -14,7 +14,12 @@ Three writers add todos one at a time, interleaved so they share the same condit
 
 For each write: **call** is the time until the writer's call returned (the tool result; for the
 plain client, the server's confirmation), **visible** the time until the observer's table
-subscription saw the new row. ``python -m benchmarks.mcp_tools [--quick] [--write-doc]``.
+subscription saw the new row. Two pacings: ``paced``, a write every 50 ms or more (each one
+finds the server idle), and ``back-to-back``, the next write as soon as the previous one was
+seen. Every ``addTodo`` also bumps the ``$seq/todos`` counter row (``get_next_sort_key``), and
+the server sends a row at most once per 40 ms window to a client (``ROW_INTERVAL``), so
+back-to-back writes are seen about 40 ms apart whatever the writer.
+``python -m benchmarks.mcp_tools [--quick] [--write-doc]``.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ __all__ = ["doc_section", "run"]
 RAW = ROOT / "benchmarks" / "results" / "mcp-last-run.json"
 INSTANCE = "bench-list"
 WRITERS = ("mcp-http", "mcp-stdio", "client")
+#: ``(name, seconds from one write's start to the next)``: 0 is back to back.
+PACINGS = (("paced", 0.05), ("back-to-back", 0.0))
 
 
 def _serve(port: int, data_dir: str) -> None:
@@ -164,41 +171,46 @@ async def _run(quick: bool) -> dict[str, Any]:
                     fut.set_result(now)
 
         observer.subscribe_to_table("todos", on_change)
-        samples: dict[str, dict[str, list[float]]] = {
-            w: {"call": [], "visible": []} for w in WRITERS
+        samples: dict[str, dict[str, dict[str, list[float]]]] = {
+            p: {w: {"call": [], "visible": []} for w in WRITERS} for p, _ in PACINGS
         }
         async with _mcp_http(port) as http_client, _mcp_stdio(port) as stdio_client:
             clients = {"mcp-http": http_client, "mcp-stdio": stdio_client}
-            for i in range(-3, n):  # 3 warm-up rounds, not recorded
-                for w in WRITERS:
-                    key = f"{w}-{i}"
-                    loop = asyncio.get_running_loop()
-                    fut = seen[key] = loop.create_future()
-                    args = {"id": key, "text": f"todo {i} from {w}"}
-                    t0 = time.perf_counter()
-                    if w == "client":
-                        res = await writer.mutate.addTodo(args)
-                        await res.confirmed
-                    else:
-                        result = await clients[w].call_tool("addTodo", args)
-                        if result.is_error:
-                            raise RuntimeError(f"{w}: {result.content[0].text}")
-                    t_call = time.perf_counter()
-                    try:
-                        t_seen = await asyncio.wait_for(fut, 10)
-                    except TimeoutError:
-                        raise RuntimeError(f"{key} never reached the observer") from None
-                    del seen[key]
-                    if i >= 0:
-                        samples[w]["call"].append((t_call - t0) * 1000)
-                        samples[w]["visible"].append((t_seen - t0) * 1000)
+            for pacing, gap in PACINGS:
+                for i in range(-3, n):  # 3 warm-up rounds, not recorded
+                    for w in WRITERS:
+                        key = f"{pacing}-{w}-{i}"
+                        fut = seen[key] = asyncio.get_running_loop().create_future()
+                        args = {"id": key, "text": f"todo {i} from {w}"}
+                        t0 = time.perf_counter()
+                        if w == "client":
+                            res = await writer.mutate.addTodo(args)
+                            await res.confirmed
+                        else:
+                            result = await clients[w].call_tool("addTodo", args)
+                            if result.is_error:
+                                raise RuntimeError(f"{w}: {result.content[0].text}")
+                        t_call = time.perf_counter()
+                        try:
+                            t_seen = await asyncio.wait_for(fut, 10)
+                        except TimeoutError:
+                            raise RuntimeError(f"{key} never reached the observer") from None
+                        del seen[key]
+                        if i >= 0:
+                            samples[pacing][w]["call"].append((t_call - t0) * 1000)
+                            samples[pacing][w]["visible"].append((t_seen - t0) * 1000)
+                        # Pacing of the benchmark's writes (not a wait for state).
+                        await asyncio.sleep(max(0.0, t0 + gap - time.perf_counter()))
         await observer.close()
         await writer.close()
     return {
         "n_per_writer": n,
         "results": {
-            w: {"call": _stats(s["call"]), "visible": _stats(s["visible"])}
-            for w, s in samples.items()
+            p: {
+                w: {"call": _stats(s["call"]), "visible": _stats(s["visible"])}
+                for w, s in by_writer.items()
+            }
+            for p, by_writer in samples.items()
         },
         "loadavg": os.getloadavg(),
     }
@@ -219,16 +231,17 @@ _LABELS = {
 def table(out: dict[str, Any]) -> str:
     """The results as a Markdown table."""
     rows = [
-        "| writer | call p50 | call p95 | visible p50 | visible p95 | visible p99 |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| pacing | writer | call p50 | call p95 | visible p50 | visible p95 | visible p99 |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
-    for w in WRITERS:
-        r = out["results"][w]
-        rows.append(
-            f"| {_LABELS[w]} | {r['call']['p50']:.2f} ms | {r['call']['p95']:.2f} ms | "
-            f"{r['visible']['p50']:.2f} ms | {r['visible']['p95']:.2f} ms | "
-            f"{r['visible']['p99']:.2f} ms |"
-        )
+    for pacing, _ in PACINGS:
+        for w in WRITERS:
+            r = out["results"][pacing][w]
+            rows.append(
+                f"| {pacing} | {_LABELS[w]} | {r['call']['p50']:.2f} ms | "
+                f"{r['call']['p95']:.2f} ms | {r['visible']['p50']:.2f} ms | "
+                f"{r['visible']['p95']:.2f} ms | {r['visible']['p99']:.2f} ms |"
+            )
     return "\n".join(rows)
 
 
@@ -243,12 +256,17 @@ def doc_section(out: dict[str, Any]) -> str:
             "One server process (uvicorn on 127.0.0.1, the todo example with",
             "`create_app(..., mcp=True)`); in the benchmark process an observer client",
             "subscribed to `todos` and three writers adding one todo at a time, interleaved",
-            f"({out['n_per_writer']} each, after 3 warm-up rounds). **call**: until the writer's",
-            "call returned (the MCP tool result, which the server sends once the mutation is",
-            "committed; for the plain client, its `confirmed`). **visible**: until the observer's",
-            "table subscription saw the row. The MCP writers use the official `mcp` SDK's",
-            "client; `mcp-stdio` goes through `synced-store mcp`, itself a synced-store client",
-            "(optimistic apply, push, wait for the confirmation). Raw data:",
+            f"({out['n_per_writer']} each per pacing, after 3 warm-up rounds). **call**: until the",
+            "writer's call returned (the MCP tool result, which the server sends once the",
+            "mutation is committed; for the plain client, its `confirmed`). **visible**: until",
+            "the observer's table subscription saw the row. The MCP writers use the official",
+            "`mcp` SDK's client; `mcp-stdio` goes through `synced-store mcp`, itself a",
+            "synced-store client (optimistic apply, push, wait for the confirmation). `paced`:",
+            "a write starts every 50 ms (or when the previous one was seen, if later);",
+            "`back-to-back`: as soon as the previous one was seen. Each `addTodo` also bumps the",
+            "`$seq/todos` counter row, and the server sends one row to a client at most once",
+            "per 40 ms (`ROW_INTERVAL`, which merges a streaming reply's updates), so",
+            "back-to-back writes become visible 40 ms apart, whoever writes them. Raw data:",
             "`benchmarks/results/mcp-last-run.json`.",
             "",
             table(out),
