@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
-from .transport import ConnectionLost
+from ..errors import ConnectionLost
 
 __all__ = ["AsgiConnector"]
 
@@ -42,10 +42,10 @@ class _AsgiConnection:
         if t == "websocket.accept":
             self.accepted.set()
         elif t == "websocket.send":
-            text = message.get("text")
-            if text is None:
-                text = (message.get("bytes") or b"").decode()
-            self._from_app.put_nowait({"text": text})
+            frame = message.get("text")
+            if frame is None:
+                frame = message.get("bytes") or b""
+            self._from_app.put_nowait({"frame": frame})
         elif t == "websocket.close":
             self._end(ConnectionLost(int(message.get("code", 1000)), message.get("reason") or ""))
         elif t == "websocket.http.response.start":  # a refusal before the upgrade
@@ -63,17 +63,18 @@ class _AsgiConnection:
 
     # -- the client's side (client.transport.Connection) -------------------------------------
 
-    async def send_text(self, text: str) -> None:
+    async def send_frame(self, frame: bytes) -> None:
         if self.lost is not None:
             raise self.lost
-        self._to_app.put_nowait({"type": "websocket.receive", "text": text})
+        self._to_app.put_nowait({"type": "websocket.receive", "text": frame.decode()})
 
-    async def recv(self) -> str:
+    async def recv(self) -> str | bytes:
         msg = await self._from_app.get()
         if "lost" in msg:
             self._from_app.put_nowait(msg)  # every later recv raises too
             raise msg["lost"]
-        return str(msg["text"])
+        frame: str | bytes = msg["frame"]
+        return frame
 
     async def close(self) -> None:
         if self.lost is None:
@@ -95,13 +96,16 @@ class _Connection:
     def __init__(self, conn: _AsgiConnection) -> None:
         self._conn = conn
 
-    async def send(self, text: str) -> None:
-        await self._conn.send_text(text)
+    async def send(self, frame: bytes) -> None:
+        """Send a frame (UTF-8 JSON) to the app as a text message."""
+        await self._conn.send_frame(frame)
 
-    async def recv(self) -> str:
+    async def recv(self) -> str | bytes:
+        """The app's next frame."""
         return await self._conn.recv()
 
     async def close(self) -> None:
+        """Disconnect (the app sees the client go away)."""
         await self._conn.close()
 
 
