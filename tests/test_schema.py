@@ -18,7 +18,7 @@ from synced_store import (
     singleton_table,
     table,
 )
-from synced_store.schema import ActionDef, MutatorDef, TableDef
+from synced_store.schema import ActionDef, MutatorDef, Searchable, TableDef
 
 
 class Msg(BaseModel):
@@ -416,3 +416,47 @@ def test_define_migration() -> None:
     assert m.migrate_pending_mutation == {}
     with pytest.raises(SchemaError, match="migrate_data must be an async function"):
         define_migration(migrate_data=lambda ctx: None)
+
+
+class Post(BaseModel):
+    text: str
+    at: int
+
+
+def test_searchable_tables() -> None:
+    s = define_schema(
+        1,
+        {
+            "posts": {
+                "schema": table(Post),
+                "searchable": {"textField": "text", "timestampField": "at"},
+            },
+            "plain": table(Post),
+        },
+    )
+    assert s.tables["posts"].searchable == Searchable("text", "at")
+    assert s.tables["plain"].searchable is None
+    ok = define_schema(1, {"p": {"schema": table(Post), "searchable": {"text_field": "text"}}})
+    assert ok.tables["p"].searchable == Searchable("text", None)
+    with pytest.raises(SchemaError, match="not a field of Post"):
+        define_schema(1, {"p": {"schema": table(Post), "searchable": {"text_field": "body"}}})
+    with pytest.raises(SchemaError, match="needs a text_field"):
+        define_schema(1, {"p": {"schema": table(Post), "searchable": {"timestamp_field": "at"}}})
+    with pytest.raises(SchemaError, match="singleton"):
+        define_schema(
+            1,
+            {"p": {"schema": singleton_table(item("a", Post)), "searchable": {"text_field": "x"}}},
+        )
+
+
+def test_backend_expose_list() -> None:
+    s = define_schema(1, {"posts": table(Post)}, mutators={"m": {"input": Post}})
+
+    async def m(ctx: object, input: object) -> None:
+        return None
+
+    assert define_backend_config(s, {"m": m}).expose == {}
+    cfg = define_backend_config(s, {"m": m}, expose={"mutators": ["m", "m"], "tables": ["posts"]})
+    assert cfg.expose == {"mutators": ("m",), "tables": ("posts",)}
+    with pytest.raises(SchemaError, match="not declared"):
+        define_backend_config(s, {"m": m}, expose={"actions": ["m"]})

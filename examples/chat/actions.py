@@ -7,6 +7,12 @@ recorded as failed). A step is every chunk that arrived since the previous commi
 (:class:`~synced_store.bot.StreamedText`): one chunk on an idle server, several when commits are
 slow, so a busy server never falls behind the provider.
 
+The bot is offered one tool, ``createTodoList`` (``tools.BOT_TOOLS``). When it asks for tool
+calls, each runs as a mutation through ``ctx.mutate`` (as the user who asked for the reply, so it
+syncs to every client like theirs would), its result goes back to the bot as a ``tool`` message,
+and the bot is asked again; the text of every round is shown, one after the other, in the same
+reply. The list's id is derived from the reply's id, so a job run twice creates it once.
+
 The action is an idempotent gate, because a job runs at least once (a server killed mid-stream
 runs it again after restart) and a client may also call it directly:
 
@@ -30,14 +36,18 @@ import weakref
 from typing import Any
 
 from synced_store.bot import StreamedText
+from synced_store.tools import ActionTarget
 
 from .mutators import MessageOwnershipError
 from .schema import CallBotInput, parse_mention
+from .tools import BOT_TOOLS
 
-__all__ = ["HISTORY_MESSAGES", "actions", "call_bot"]
+__all__ = ["HISTORY_MESSAGES", "MAX_TOOL_ROUNDS", "actions", "call_bot"]
 
 #: How many earlier messages are sent to the bot as context.
 HISTORY_MESSAGES = 20
+#: How many times one reply may go back to the bot with tool results.
+MAX_TOOL_ROUNDS = 3
 
 _locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = weakref.WeakValueDictionary()
 
@@ -93,24 +103,52 @@ async def _call_bot(ctx: Any, input: CallBotInput) -> dict[str, Any]:
             )
         if row.get("status") != "incomplete":
             return {"success": False, "response": row.get("text", "")}
-    request = {"botName": input.botName, "messages": await _history(ctx, mid)}
-    async with StreamedText(ctx.platform.call("bot.stream", request)) as reply:
-        try:
-            async for text in reply:
-                if await _stopped(ctx, mid):
-                    return {"success": False, "response": text}
-                await ctx.mutate("updateMessage", {"id": mid, "text": text, "status": "incomplete"})
-        except Exception:
-            if not await _stopped(ctx, mid):
-                await ctx.mutate(
-                    "updateMessage", {"id": mid, "text": reply.text, "status": "error"}
-                )
-            raise
-        text = reply.text
+    messages: list[dict[str, Any]] = list(await _history(ctx, mid))
+    shown = ""  # the text of the rounds before this one
+    calls = 0
+    for round_ in range(MAX_TOOL_ROUNDS + 1):
+        request = {"botName": input.botName, "messages": messages, "tools": BOT_TOOLS.openai()}
+        async with StreamedText(ctx.platform.call("bot.stream", request)) as reply:
+            try:
+                async for text in reply:
+                    if await _stopped(ctx, mid):
+                        return {"success": False, "response": _join(shown, text)}
+                    await ctx.mutate(
+                        "updateMessage",
+                        {"id": mid, "text": _join(shown, text), "status": "incomplete"},
+                    )
+            except Exception:
+                if not await _stopped(ctx, mid):
+                    await ctx.mutate(
+                        "updateMessage",
+                        {"id": mid, "text": _join(shown, reply.text), "status": "error"},
+                    )
+                raise
+        shown = _join(shown, reply.text)
+        if not reply.tool_calls or round_ == MAX_TOOL_ROUNDS or await _stopped(ctx, mid):
+            break
+        messages.append(
+            {
+                "role": "assistant",
+                "content": reply.text,
+                "tool_calls": [c.to_openai() for c in reply.tool_calls],
+            }
+        )
+        for call in reply.tool_calls:
+            calls += 1
+            result = await BOT_TOOLS.call(
+                ActionTarget(ctx), call.name, call.arguments, hidden_values={"id": f"{mid}-{calls}"}
+            )
+            messages.append({"role": "tool", "tool_call_id": call.id, "content": result.text()})
     if await _stopped(ctx, mid):
-        return {"success": False, "response": text}
-    await ctx.mutate("updateMessage", {"id": mid, "text": text, "status": "complete"})
-    return {"success": True, "response": text}
+        return {"success": False, "response": shown}
+    await ctx.mutate("updateMessage", {"id": mid, "text": shown, "status": "complete"})
+    return {"success": True, "response": shown}
+
+
+def _join(before: str, text: str) -> str:
+    """The reply's text: earlier rounds' text, then this round's (a blank line between)."""
+    return f"{before}\n\n{text}" if before and text else before or text
 
 
 actions = {"callBot": call_bot}

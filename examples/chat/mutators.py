@@ -13,7 +13,9 @@ optimistic effects):
   (``cancelMessage``) and delete it;
 - ``sendMessage`` never overwrites an existing message, and refuses (as a whole: no message, no
   placeholder, no job) a reply request beyond :data:`MAX_ACTIVE_REPLIES` replies of the same user
-  still streaming in the room.
+  still streaming in the room;
+- ``createTodoList`` creates a list once: called again with the same id by its creator it does
+  nothing (a retried bot job), by anyone else it is refused.
 """
 
 from __future__ import annotations
@@ -23,13 +25,20 @@ from typing import Any
 from synced_store.errors import PermissionDeniedError, SyncedStoreError, ValidationError
 from synced_store.protocol.codes import ErrorKind
 
-from .schema import MessageIdInput, SendMessageInput, UpdateMessageInput, parse_mention
+from .schema import (
+    CreateTodoListInput,
+    MessageIdInput,
+    SendMessageInput,
+    UpdateMessageInput,
+    parse_mention,
+)
 
 __all__ = [
     "MAX_ACTIVE_REPLIES",
     "BotReplyLimitError",
     "MessageOwnershipError",
     "cancel_message",
+    "create_todo_list",
     "delete_message",
     "mutators",
     "send_message",
@@ -196,9 +205,24 @@ async def delete_message(ctx: Any, input: MessageIdInput) -> None:
         await ctx.private_of_user(requester).table(ACTIVE).delete(input.id)
 
 
+async def create_todo_list(ctx: Any, input: CreateTodoListInput) -> None:
+    """Put a todo list in the room, created by ``ctx.user_id`` (a no-op if this user already
+    created it; refused if the id is someone else's list)."""
+    lists = ctx.table("todoLists")
+    current = await lists.get(input.id)
+    if current is not None:
+        if current.get("createdBy") != ctx.user_id:
+            raise PermissionDeniedError(f"todo list {input.id} already exists and is not yours")
+        return
+    items = [{"text": text, "done": False} for text in input.items]
+    row = {"id": input.id, "title": input.title, "items": items, "createdBy": ctx.user_id}
+    await lists.set(input.id, row)
+
+
 mutators = {
     "sendMessage": send_message,
     "updateMessage": update_message,
     "cancelMessage": cancel_message,
     "deleteMessage": delete_message,
+    "createTodoList": create_todo_list,
 }

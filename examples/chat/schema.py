@@ -1,7 +1,8 @@
 """The chat schema: a ``messages`` table, ``sendMessage`` / ``updateMessage`` mutators and the
 ``callBot`` action (the names of the seed page), plus ``cancelMessage`` / ``deleteMessage`` and
 ``activeReplies``, each user's private list of the bot replies they asked for that are still
-streaming (what the per-user cap counts).
+streaming (what the per-user cap counts), and ``todoLists`` with ``createTodoList``: the tool the
+bot (or any agent) uses to put a todo list in the room. ``messages`` is searchable.
 
 Shared with the browser (Pyodide): imports only the standard library, pydantic and synced_store.
 """
@@ -9,9 +10,9 @@ Shared with the browser (Pyodide): imports only the standard library, pydantic a
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from synced_store import define_schema, table
 
@@ -20,10 +21,13 @@ __all__ = [
     "ActiveReply",
     "CallBotInput",
     "CallBotOutput",
+    "CreateTodoListInput",
     "Message",
     "MessageIdInput",
     "SendMessageInput",
     "Status",
+    "TodoItem",
+    "TodoList",
     "UpdateMessageInput",
     "chat_schema",
     "parse_mention",
@@ -85,6 +89,36 @@ class MessageIdInput(BaseModel):
     id: str
 
 
+class TodoItem(BaseModel):
+    """One item of a todo list."""
+
+    text: str
+    done: bool = False
+
+
+class TodoList(BaseModel):
+    """A row of ``todoLists`` (keyed by ``id``): a title, its items, and who created it."""
+
+    id: str
+    title: str
+    items: list[TodoItem]
+    createdBy: str
+
+
+ItemText = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class CreateTodoListInput(BaseModel):
+    """``createTodoList``: a new list in the room. When the bot calls it, the ``callBot`` action
+    fills in ``id`` (derived from the reply's id, so a retried job does not create it twice)."""
+
+    id: str = Field(min_length=1, max_length=128)
+    title: str = Field(min_length=1, max_length=200, description="The list's title.")
+    items: list[ItemText] = Field(
+        min_length=1, max_length=50, description="The items, in order (1 to 50)."
+    )
+
+
 class CallBotInput(BaseModel):
     """``callBot``: which bot, and the placeholder message to stream into."""
 
@@ -102,8 +136,9 @@ class CallBotOutput(BaseModel):
 chat_schema = define_schema(
     schema_version=1,
     tables={
-        "messages": {"schema": table(Message)},
+        "messages": {"schema": table(Message), "searchable": {"text_field": "text"}},
         "activeReplies": {"schema": table(ActiveReply)},
+        "todoLists": {"schema": table(TodoList)},
     },
     mutators={
         "sendMessage": {
@@ -121,6 +156,10 @@ chat_schema = define_schema(
         "deleteMessage": {
             "description": "Delete a message (a streaming reply stops)",
             "input": MessageIdInput,
+        },
+        "createTodoList": {
+            "description": "Create a todo list in the chat room: a title and its items",
+            "input": CreateTodoListInput,
         },
     },
     actions={

@@ -100,4 +100,6 @@ async def delete_todo(ctx: MutationContext, input: DeleteTodo) -> None:
 backend = define_backend_config(
     schema=schema,
     mutators={"addTodo": add_todo, "setDone": set_done, "deleteTodo": delete_todo},
+    # What AI agents may use as tools (synced-store mcp, create_app(..., mcp=True)).
+    expose={"mutators": ["addTodo", "setDone", "deleteTodo"], "tables": ["todos"]},
 )

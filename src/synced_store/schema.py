@@ -26,6 +26,7 @@ __all__ = [
     "Migration",
     "MutatorDef",
     "Schema",
+    "Searchable",
     "TableDef",
     "define_backend_config",
     "define_migration",
@@ -131,11 +132,22 @@ class ItemDef:
 
 
 @dataclass(frozen=True)
+class Searchable:
+    """How a table is searched (``search`` tool, MCP): the string field holding the text and,
+    optionally, the number field that orders results (newest first)."""
+
+    text_field: str
+    timestamp_field: str | None = None
+
+
+@dataclass(frozen=True)
 class TableDef:
     """A table declaration: ``table(Model)`` or ``singleton_table(item(...), ...)``."""
 
     model: Any = None
     items: Mapping[str, ItemDef] | None = None
+    #: Set by ``define_schema(tables={name: {"schema": ..., "searchable": {...}}})``.
+    searchable: Searchable | None = None
     _validators: dict[str, _Validator] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -343,6 +355,36 @@ def _decl(kind: str, name: str, spec: Any) -> dict[str, Any]:
     raise SchemaError(f"{kind} {name!r} must be declared as a dict with an 'input' model")
 
 
+def _searchable(table_name: str, spec: Any) -> Searchable | None:
+    """``{"text_field": ..., "timestamp_field": ...}`` (camelCase accepted) as a Searchable."""
+    if spec is None or isinstance(spec, Searchable):
+        return spec
+    if not isinstance(spec, Mapping):
+        raise SchemaError(f"table {table_name!r}: searchable must be a dict with a text_field")
+    text = spec.get("text_field", spec.get("textField"))
+    stamp = spec.get("timestamp_field", spec.get("timestampField"))
+    if not isinstance(text, str) or not text or not (stamp is None or isinstance(stamp, str)):
+        raise SchemaError(
+            f"table {table_name!r}: searchable needs a text_field (str) and an optional "
+            "timestamp_field (str)"
+        )
+    return Searchable(text, stamp)
+
+
+def _check_search_fields(table_name: str, tdef: TableDef, search: Searchable) -> None:
+    if tdef.is_singleton:
+        raise SchemaError(f"table {table_name!r}: a singleton table cannot be searchable")
+    fields = getattr(tdef.model, "model_fields", None)
+    if fields is None:
+        return  # not a pydantic model: nothing to check the names against
+    for f in (search.text_field, search.timestamp_field):
+        if f is not None and f not in fields:
+            raise SchemaError(
+                f"table {table_name!r}: searchable field {f!r} is not a field of "
+                f"{tdef.model.__name__}"
+            )
+
+
 def define_schema(
     schema_version: int,
     tables: Mapping[str, Any],
@@ -355,7 +397,9 @@ def define_schema(
     Args:
         schema_version: version of the persisted data / mutation contract. A client whose
             version differs is refused (close code 4005) and clears its local data.
-        tables: ``{name: {"schema": table(Model)}}`` or ``{name: table(Model)}``.
+        tables: ``{name: {"schema": table(Model)}}`` or ``{name: table(Model)}``; add
+            ``"searchable": {"text_field": "text", "timestamp_field": "createdAt"}`` to make a
+            table searchable by the ``search`` tool (:mod:`synced_store.tools`).
         mutators: ``{name: {"description": str, "input": Model}}``.
         actions: ``{name: {"description": str, "input": Model, "output": Model}}``.
         migrations: ``{"1to2": define_migration(...), "2to3": ...}``, one per version step.
@@ -369,10 +413,15 @@ def define_schema(
     tdefs: dict[str, TableDef] = {}
     for name, spec in tables.items():
         _check_name("table", name)
+        search: Searchable | None = None
         if isinstance(spec, Mapping):
+            search = _searchable(name, spec.get("searchable"))
             spec = spec.get("schema")
         if not isinstance(spec, TableDef):
             raise SchemaError(f"table {name!r}: use table(Model) or singleton_table(item(...))")
+        if search is not None:
+            _check_search_fields(name, spec, search)
+            spec = TableDef(model=spec.model, items=spec.items, searchable=search)
         tdefs[name] = spec
     mdefs: dict[str, MutatorDef] = {}
     for name, spec in (mutators or {}).items():
@@ -418,6 +467,33 @@ class BackendConfig:
     mutators: Mapping[str, MutatorHandler]
     actions: Mapping[str, ActionHandler] = field(default_factory=dict)
     services: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
+    #: What AI agents may use (:mod:`synced_store.tools`, MCP): ``{"mutators": (...),
+    #: "actions": (...), "tables": (...)}``. Empty: nothing is exposed.
+    expose: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+EXPOSE_KINDS = ("mutators", "actions", "tables")
+
+
+def check_expose(schema: Schema, expose: Mapping[str, Any] | None) -> dict[str, tuple[str, ...]]:
+    """Validate an ``expose`` mapping against ``schema``: its keys are among
+    ``mutators`` / ``actions`` / ``tables`` and every name is declared. Returns it with tuples."""
+    out: dict[str, tuple[str, ...]] = {}
+    if expose is None:
+        return out
+    if not isinstance(expose, Mapping):
+        raise SchemaError("expose must be a dict: {'mutators': [...], 'actions': [...], ...}")
+    declared = {"mutators": schema.mutators, "actions": schema.actions, "tables": schema.tables}
+    for kind, names in expose.items():
+        if kind not in declared:
+            raise SchemaError(f"expose: unknown key {kind!r} (use {', '.join(EXPOSE_KINDS)})")
+        if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+            raise SchemaError(f"expose[{kind!r}] must be a list of names")
+        unknown = sorted(set(names) - set(declared[kind]))
+        if unknown:
+            raise SchemaError(f"expose[{kind!r}]: not declared in the schema: {', '.join(unknown)}")
+        out[kind] = tuple(dict.fromkeys(names))
+    return out
 
 
 def define_backend_config(
@@ -425,11 +501,14 @@ def define_backend_config(
     mutators: Mapping[str, MutatorHandler],
     actions: Mapping[str, ActionHandler] | None = None,
     services: Mapping[str, Callable[..., Any]] | None = None,
+    expose: Mapping[str, Any] | None = None,
 ) -> BackendConfig:
     """Bind handlers to a schema. Every declared mutator needs an async handler, and vice versa.
 
     ``services`` is the registry behind ``ctx.platform.call(name, input)`` (server only).
-    Clients take the same config (actions and services are ignored there).
+    Clients take the same config (actions and services are ignored there). ``expose`` lists
+    the mutators, actions and tables AI agents may use as tools (``synced_store.tools``,
+    ``synced-store mcp``, ``create_app(..., mcp=True)``); nothing is exposed by default.
     """
     for kind, decls, handlers in (
         ("mutator", schema.mutators, mutators),
@@ -449,4 +528,5 @@ def define_backend_config(
         mutators=dict(mutators),
         actions=dict(actions or {}),
         services=dict(services or {}),
+        expose=check_expose(schema, expose),
     )

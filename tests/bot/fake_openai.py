@@ -22,10 +22,21 @@ from starlette.routing import Route
 
 
 @dataclass
+class Turn:
+    """One reply: text ``chunks``, then ``tool_calls`` (``{"id", "name", "arguments"}``, the
+    arguments streamed in three pieces, as real servers split them)."""
+
+    chunks: list[str] = field(default_factory=list)
+    tool_calls: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass
 class FakeOpenAI:
     """What the server replies, and what it received."""
 
     chunks: list[str] = field(default_factory=lambda: ["Hello", ",", " world", "!"])
+    #: Replies to successive requests (the last one repeats); when empty, ``chunks``.
+    turns: list[Turn] = field(default_factory=list)
     status: int = 200
     #: Stop the stream after this many chunks without ``[DONE]`` (a dropped connection).
     cut_after: int | None = None
@@ -54,6 +65,12 @@ def _app(state: FakeOpenAI) -> Starlette:
                 status_code=state.status,
             )
 
+        turn = (
+            state.turns[min(len(state.requests) - 1, len(state.turns) - 1)]
+            if state.turns
+            else Turn(chunks=state.chunks)
+        )
+
         async def events() -> AsyncIterator[str]:
             base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": body["model"]}
             yield (
@@ -61,7 +78,7 @@ def _app(state: FakeOpenAI) -> Starlette:
                 + json.dumps({**base, "choices": [{"index": 0, "delta": {"role": "assistant"}}]})
                 + "\n\n"
             )
-            for i, text in enumerate(state.chunks):
+            for i, text in enumerate(turn.chunks):
                 if state.cut_after is not None and i >= state.cut_after:
                     return
                 if state.error_after is not None and i >= state.error_after:
@@ -82,10 +99,27 @@ def _app(state: FakeOpenAI) -> Starlette:
                     )
                     + "\n\n"
                 )
+            for n, call in enumerate(turn.tool_calls):
+                args = call["arguments"]
+                third = max(1, len(args) // 3)
+                pieces = [args[:third], args[third : 2 * third], args[2 * third :]]
+                for k, piece in enumerate(pieces):
+                    delta: dict[str, Any] = {"index": n, "function": {"arguments": piece}}
+                    if k == 0:
+                        delta.update(id=call["id"], type="function")
+                        delta["function"]["name"] = call["name"]
+                    yield (
+                        "data: "
+                        + json.dumps(
+                            {**base, "choices": [{"index": 0, "delta": {"tool_calls": [delta]}}]}
+                        )
+                        + "\n\n"
+                    )
+            finish = "tool_calls" if turn.tool_calls else "stop"
             yield (
                 "data: "
                 + json.dumps(
-                    {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+                    {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}
                 )
                 + "\n\n"
             )

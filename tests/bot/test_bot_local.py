@@ -10,10 +10,13 @@ from synced_store.bot import (
     BotRequest,
     ChatMessage,
     LocalBot,
+    ToolCall,
+    command_planner,
     local_reply,
     make_bot,
     make_bot_service,
     parse_request,
+    tool_summary,
 )
 
 
@@ -88,3 +91,63 @@ async def test_service_takes_the_wire_input_and_wraps_provider_bugs() -> None:
         parse_request({"botName": "b", "messages": [{"role": "user"}]})
     with pytest.raises(BotError):
         parse_request("nope")
+
+
+TOOL = {"type": "function", "function": {"name": "addTodo", "parameters": {"type": "object"}}}
+
+
+def _tool_req(prompt: str, *, tools: bool = True) -> BotRequest:
+    return BotRequest(
+        bot_name="bot", messages=(ChatMessage("user", prompt),), tools=(TOOL,) if tools else ()
+    )
+
+
+async def test_local_bot_calls_an_offered_tool_by_command() -> None:
+    bot = LocalBot(pace=0, words=5)
+    items = [c async for c in bot.stream(_tool_req('/addTodo {"text": "milk"}'))]
+    assert len(items) == 1
+    call = items[0]
+    assert isinstance(call, ToolCall)
+    assert (call.name, call.arguments) == ("addTodo", '{"text": "milk"}')
+    # The same conversation asks the same call (a rerun of the action is deterministic).
+    again = [c async for c in bot.stream(_tool_req('/addTodo {"text": "milk"}'))]
+    assert again == items
+    # Not offered, or not a command: text, as before.
+    for req in (_tool_req('/addTodo {"text": "milk"}', tools=False), _tool_req("/other {}")):
+        text = [c async for c in bot.stream(req)]
+        assert all(isinstance(c, str) for c in text)
+    assert command_planner(_tool_req("/addTodo")) == [
+        ToolCall(command_planner(_tool_req("/addTodo"))[0].id, "addTodo", "{}")
+    ]
+
+
+async def test_local_bot_sums_up_tool_results() -> None:
+    call = ToolCall("c1", "addTodo", "{}")
+    failed = ToolCall("c2", "setDone", "{}")
+    req = BotRequest(
+        bot_name="bot",
+        messages=(
+            ChatMessage("user", "/addTodo {}"),
+            ChatMessage("assistant", "", tool_calls=(call, failed)),
+            ChatMessage("tool", '{"committed":true}', tool_call_id="c1"),
+            ChatMessage("tool", "Error (invalid_input): bad", tool_call_id="c2"),
+        ),
+        tools=(TOOL,),
+    )
+    text = "".join([c async for c in LocalBot(pace=0).stream(req)])
+    assert text == "Done: addTodo. setDone failed: Error (invalid_input): bad."
+    assert tool_summary(req) == text
+
+
+async def test_a_custom_planner_and_a_planner_writing_bad_json() -> None:
+    def planner(request: BotRequest) -> list[ToolCall]:
+        return [ToolCall("x", "addTodo", "{not json")]
+
+    with pytest.raises(BotError, match="invalid JSON arguments for addTodo"):
+        async for _ in LocalBot(pace=0, planner=planner).stream(_tool_req("anything")):
+            pass
+    service = make_bot_service(
+        BotConfig(pace=0), planner=lambda r: [ToolCall("y", "addTodo", "{}")]
+    )
+    items = [c async for c in service({"botName": "b", "messages": [], "tools": [TOOL]})]
+    assert items == [ToolCall("y", "addTodo", "{}")]

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from synced_store.bot import StreamedText
+from synced_store.bot import StreamedText, ToolCall
 
 END = object()
 
@@ -93,3 +93,18 @@ async def test_leaving_early_stops_reading_and_closes_the_stream() -> None:
             break
     assert p.closed
     assert reply.text == "first"
+
+
+async def test_tool_calls_are_collected_apart_from_the_text() -> None:
+    call = ToolCall("c1", "addTodo", "{}")
+
+    async def stream() -> AsyncIterator[object]:
+        yield "Let me "
+        yield "do that."
+        yield call
+
+    async with StreamedText(stream()) as reply:
+        steps = [text async for text in reply]
+    assert steps[-1] == "Let me do that."
+    assert reply.text == "Let me do that."
+    assert reply.tool_calls == [call]

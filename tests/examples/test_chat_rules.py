@@ -44,6 +44,7 @@ from examples.chat.mutators import (  # noqa: E402
     MessageOwnershipError,
 )
 from examples.chat.schema import (  # noqa: E402
+    CreateTodoListInput,
     MessageIdInput,
     SendMessageInput,
     UpdateMessageInput,
@@ -91,6 +92,12 @@ async def _raw_delete(ctx: Any, input: MessageIdInput) -> None:
     await ctx.table("messages").delete(input.id)
 
 
+async def _raw_create_list(ctx: Any, input: CreateTodoListInput) -> None:
+    items = [{"text": t, "done": False} for t in input.items]
+    row = {"id": input.id, "title": input.title, "items": items, "createdBy": ctx.user_id}
+    await ctx.table("todoLists").set(input.id, row)
+
+
 HOSTILE = define_backend_config(
     schema=chat_schema,
     mutators={
@@ -98,6 +105,7 @@ HOSTILE = define_backend_config(
         "updateMessage": _raw_update,
         "cancelMessage": _raw_cancel,
         "deleteMessage": _raw_delete,
+        "createTodoList": _raw_create_list,
     },
     actions=actions,
 )
@@ -457,3 +465,26 @@ async def test_one_push_of_300_reply_requests_queues_3_jobs(tmp_path: Path) -> N
             await mallory.mutate.cancelMessage(id=key)
         for _ in range(3):
             await asyncio.wait_for(done.get(), TIMEOUT)
+
+
+# -- a todo list is created once, by its creator ----------------------------------------------
+
+
+async def test_another_users_todo_list_cannot_be_overwritten(tmp_path: Path) -> None:
+    async with await harness(tmp_path) as h:
+        alice = await h.create_client("alice")
+        res = await alice.mutate.createTodoList(id="l1", title="Trip", items=["tent", "map"])
+        await asyncio.wait_for(res.confirmed, TIMEOUT)
+        again = await alice.mutate.createTodoList(id="l1", title="Other", items=["x"])
+        await asyncio.wait_for(again.confirmed, TIMEOUT)  # hers: a no-op
+        bob = await h.create_client("bob")
+        mine = await wait_for_key_exists(bob, table="todoLists", key="l1", timeout=TIMEOUT)
+        assert mine["title"] == "Trip"
+        with pytest.raises(PermissionDeniedError, match="not yours"):
+            await bob.mutate.createTodoList(id="l1", title="Mine now", items=["x"])
+        mallory = await hostile_client(h, "mallory")
+        err = await refused(
+            await mallory.mutate.createTodoList(id="l1", title="Mine now", items=["x"])
+        )
+        assert err.error_kind == "permission_denied"
+        assert await bob.query(lambda ctx: ctx.table("todoLists").get("l1")) == mine

@@ -7,14 +7,14 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .base import Bot, BotError, parse_request
-from .local import LocalBot
+from .base import Bot, BotError, StreamItem, parse_request
+from .local import LocalBot, ToolPlanner
 from .openai_compat import DEFAULT_BASE_URL, DEFAULT_MODEL, OpenAICompatibleBot
 
 __all__ = ["PROVIDERS", "BotConfig", "make_bot", "make_bot_service"]
 
 PROVIDERS = ("local", "openai")
-BotService = Callable[[Any], AsyncIterator[str]]
+BotService = Callable[[Any], AsyncIterator[StreamItem]]
 
 
 @dataclass(frozen=True)
@@ -57,11 +57,16 @@ class BotConfig:
         return f"local deterministic bot ({self.pace}s per word, {self.words} words)"
 
 
-def make_bot(config: BotConfig) -> Bot:
-    """The provider for ``config``; raises :class:`ValueError` for an unknown provider."""
+def make_bot(config: BotConfig, *, planner: ToolPlanner | None = None) -> Bot:
+    """The provider for ``config``; raises :class:`ValueError` for an unknown provider.
+
+    ``planner`` decides the local bot's tool calls (:class:`LocalBot`); a real model decides
+    its own."""
     provider = config.provider.lower()
     if provider in ("local", "fake"):
-        return LocalBot(pace=config.pace, words=config.words)
+        if planner is None:
+            return LocalBot(pace=config.pace, words=config.words)
+        return LocalBot(pace=config.pace, words=config.words, planner=planner)
     if provider in ("openai", "openai-compatible"):
         return OpenAICompatibleBot(
             base_url=config.base_url,
@@ -73,16 +78,19 @@ def make_bot(config: BotConfig) -> Bot:
     raise ValueError(f"unknown bot provider {config.provider!r} (choose from {PROVIDERS})")
 
 
-def make_bot_service(config: BotConfig | Bot | None = None) -> BotService:
-    """The ``bot.stream`` service: ``input -> async iterator of text chunks``.
+def make_bot_service(
+    config: BotConfig | Bot | None = None, *, planner: ToolPlanner | None = None
+) -> BotService:
+    """The ``bot.stream`` service: ``input -> async iterator of text chunks (and tool calls)``.
 
-    ``config`` is a :class:`BotConfig`, a ready :class:`Bot`, or None (``BotConfig.from_env()``).
+    ``config`` is a :class:`BotConfig`, a ready :class:`Bot`, or None (``BotConfig.from_env()``);
+    ``planner`` goes to the local bot (:func:`make_bot`).
     """
     if config is None:
         config = BotConfig.from_env()
-    bot = make_bot(config) if isinstance(config, BotConfig) else config
+    bot = make_bot(config, planner=planner) if isinstance(config, BotConfig) else config
 
-    async def bot_stream(data: Any) -> AsyncIterator[str]:
+    async def bot_stream(data: Any) -> AsyncIterator[StreamItem]:
         request = parse_request(data)
         try:
             async for chunk in bot.stream(request):

@@ -3,6 +3,12 @@
 Works with api.openai.com and any compatible server (llama.cpp's server, vLLM, Ollama, ...):
 ``POST {base_url}/chat/completions`` with ``"stream": true``; the response is ``data: {json}``
 lines ending with ``data: [DONE]``; each chunk's text is ``choices[0].delta.content``.
+
+With tools in the request (``"tools": [...]``), the model may answer with tool calls instead:
+``choices[0].delta.tool_calls`` deltas, each ``{"index", "id"?, "function": {"name"?,
+"arguments"?}}``, whose pieces (the arguments arrive a few characters at a time) are joined per
+``index``; the calls are yielded as :class:`ToolCall` once the choice finishes
+(``finish_reason``, normally ``"tool_calls"``).
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from .base import BotError, BotRequest
+from .base import BotError, BotRequest, StreamItem, ToolCall
 
 __all__ = ["OpenAICompatibleBot"]
 
@@ -58,13 +64,17 @@ class OpenAICompatibleBot:
         return f"{self.base_url}/chat/completions"
 
     def _body(self, request: BotRequest) -> dict[str, Any]:
-        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        messages = [m.to_openai() for m in request.messages]
         if self.system_prompt:
             messages.insert(0, {"role": "system", "content": self.system_prompt})
-        return {**self.extra, "model": self.model, "messages": messages, "stream": True}
+        body = {**self.extra, "model": self.model, "messages": messages, "stream": True}
+        if request.tools:
+            body["tools"] = [dict(t) for t in request.tools]
+        return body
 
-    async def stream(self, request: BotRequest) -> AsyncIterator[str]:
-        """Yield the completion's text deltas; raise :class:`BotError` on any failure."""
+    async def stream(self, request: BotRequest) -> AsyncIterator[StreamItem]:
+        """Yield the completion's text deltas, then its tool calls; raise :class:`BotError` on
+        any failure."""
         headers = {"Accept": "text/event-stream"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
@@ -85,9 +95,46 @@ class OpenAICompatibleBot:
             raise BotError(f"{self.url}: {type(exc).__name__}: {exc}") from exc
 
 
-async def _parse_sse(lines: AsyncIterator[str], url: str) -> AsyncIterator[str]:
-    """Text deltas from an SSE stream of chat-completion chunks, up to ``[DONE]``."""
+class _ToolCallParts:
+    """Tool-call deltas joined per ``index`` (an id and name once, arguments in pieces)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.parts: dict[int, dict[str, str]] = {}
+
+    def add(self, deltas: Any) -> None:
+        if not isinstance(deltas, list):
+            raise BotError(f"{self.url}: malformed tool_calls delta: {deltas!r:.200}")
+        for d in deltas:
+            if not isinstance(d, dict) or not isinstance(d.get("index", 0), int):
+                raise BotError(f"{self.url}: malformed tool_calls delta: {d!r:.200}")
+            part = self.parts.setdefault(d.get("index", 0), {"id": "", "name": "", "args": ""})
+            if isinstance(d.get("id"), str) and d["id"]:
+                part["id"] = d["id"]
+            fn = d.get("function") or {}
+            if isinstance(fn.get("name"), str):
+                part["name"] += fn["name"]
+            if isinstance(fn.get("arguments"), str):
+                part["args"] += fn["arguments"]
+
+    def take(self) -> list[ToolCall]:
+        calls = []
+        for index in sorted(self.parts):
+            p = self.parts[index]
+            if not p["name"]:
+                raise BotError(f"{self.url}: a tool call without a function name")
+            calls.append(
+                ToolCall(id=p["id"] or f"call_{index}", name=p["name"], arguments=p["args"] or "{}")
+            )
+        self.parts.clear()
+        return calls
+
+
+async def _parse_sse(lines: AsyncIterator[str], url: str) -> AsyncIterator[StreamItem]:
+    """Text deltas, then tool calls, from an SSE stream of chat-completion chunks, up to
+    ``[DONE]``."""
     finished = False
+    calls = _ToolCallParts(url)
     async for line in lines:
         if not line.startswith("data:"):
             continue  # blank separators, comments (":"), "event:" / "id:" fields
@@ -106,11 +153,16 @@ async def _parse_sse(lines: AsyncIterator[str], url: str) -> AsyncIterator[str]:
         if not choices or not isinstance(choices[0], dict):
             continue  # e.g. a usage-only chunk
         choice = choices[0]
-        if choice.get("finish_reason"):
-            finished = True
-        content = (choice.get("delta") or {}).get("content")
+        delta = choice.get("delta") or {}
+        content = delta.get("content")
         if isinstance(content, str) and content:
             yield content
+        if delta.get("tool_calls") is not None:
+            calls.add(delta["tool_calls"])
+        if choice.get("finish_reason"):
+            finished = True
+            for call in calls.take():
+                yield call
     if not finished:
         raise BotError(f"{url}: the stream ended before [DONE]")
 

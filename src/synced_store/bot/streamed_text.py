@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterable, AsyncIterator
 from types import TracebackType
+from typing import Any
 
 __all__ = ["StreamedText"]
 
@@ -24,12 +25,14 @@ class StreamedText:
     yields the text received so far, each time it grew since the previous step, and ends when
     the stream does (re-raising the stream's error after the text that came before it).
     :attr:`text` is everything received, also after an error. Leaving the block stops reading
-    and closes the stream (``aclose``).
+    and closes the stream (``aclose``). Items that are not text (the tool calls a model asks
+    for, :class:`~synced_store.bot.ToolCall`) are collected in :attr:`tool_calls`.
     """
 
-    def __init__(self, stream: AsyncIterable[str]) -> None:
+    def __init__(self, stream: AsyncIterable[Any]) -> None:
         self._stream = stream
         self.text = ""
+        self.tool_calls: list[Any] = []
         self._changed = asyncio.Event()
         self._done = False
         self._error: BaseException | None = None
@@ -56,8 +59,11 @@ class StreamedText:
     async def _read(self) -> None:
         try:
             async for chunk in self._stream:
-                self.text += chunk
-                self._changed.set()
+                if isinstance(chunk, str):
+                    self.text += chunk
+                    self._changed.set()
+                else:
+                    self.tool_calls.append(chunk)
         except Exception as exc:  # handed to the consumer, after the text before it
             self._error = exc
         finally:

@@ -9,6 +9,7 @@ Commands, one module each::
     synced-store web build                fetch the browser runtime             (web.py)
     synced-store token                    mint a signed token for a user        (tokens.py)
     synced-store demo NAME                run a demo app                        (demo.py)
+    synced-store mcp MODULE:ATTR          an app's tools as an MCP server (stdio) (mcp.py)
 
 Installed packages add commands through entry points (``plugins.py``): the example chat app adds
 ``synced-store demo chat`` and ``synced-store chat`` (``examples/chat/commands.py``).
@@ -31,6 +32,7 @@ from .demo import demo
 from .group import cli
 from .inspect import inspect
 from .loading import CliError, load_backend, load_object
+from .mcp import mcp
 from .serve import serve
 from .serving import (
     connection_options,
@@ -55,7 +57,7 @@ __all__ = [
     "server_options",
 ]
 
-for _command in (serve, inspect, actions, compact, demo, web, token):
+for _command in (serve, inspect, actions, compact, demo, web, token, mcp):
     cli.add_command(_command)
 
 

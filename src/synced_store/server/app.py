@@ -16,10 +16,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
+from ..errors import SchemaError, SyncedStoreError
 from ..schema import BackendConfig
 from ..storage.base import StorageBackend
 from ..storage.sqlite_backend import SqliteBackend
-from .auth import Authenticator, Authorizer, dev_authenticate
+from .auth import Authenticator, Authorizer, dev_authenticate, open_authorize
 from .endpoint import RawSendMiddleware, SyncEndpoint
 from .limits import Retention, ServerLimits
 from .registry import InstanceRegistry
@@ -46,6 +47,7 @@ def create_app(
     retention: Retention | None = None,
     allowed_origins: Sequence[str] = (),
     content_security_policy: str | None = DEFAULT_CSP,
+    mcp: Any = False,
 ) -> Starlette:
     """Build the ASGI app.
 
@@ -69,6 +71,10 @@ def create_app(
             server's own and loopback (``"https://app.example.com"``; ``"*"``: any).
         content_security_policy: the CSP header of every page and file (None: no CSP; the
             other security headers are always sent).
+        mcp: serve the app's tools over MCP (Streamable HTTP) at ``/mcp/{instance_id}``:
+            True for the backend's ``expose`` list, or an ``expose`` dict, or a
+            :class:`~synced_store.tools.ToolSet`. Needs the ``mcp`` extra. Calls are
+            authenticated and authorized like sync connections (docs/ai.md).
 
     The sync endpoint is ``/sync/{instance_id}``; ``/healthz`` reports the process and every
     failed instance (HTTP 503 when the process cannot serve).
@@ -97,12 +103,36 @@ def create_app(
         allowed_origins=allowed_origins,
     )
 
+    mcp_endpoint = (
+        _mcp_endpoint(
+            backend,
+            mcp,
+            registry,
+            actions,
+            authenticate=authenticate,
+            authorize=authorize or open_authorize,
+            limits=limits,
+            allowed_origins=allowed_origins,
+        )
+        if mcp is not False and mcp is not None
+        else None
+    )
+    mcp_routes: list[BaseRoute] = []
+    if mcp_endpoint is not None:
+        mcp_routes.append(
+            Route("/mcp/{instance_id}", mcp_endpoint, methods=["GET", "POST", "DELETE"])
+        )
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with registry:
             actions.start()
             try:
-                yield
+                if mcp_endpoint is None:
+                    yield
+                else:
+                    async with mcp_endpoint.run():
+                        yield
             finally:
                 await actions.stop()
 
@@ -133,6 +163,7 @@ def create_app(
         routes=[
             WebSocketRoute("/sync/{instance_id}", endpoint.handle),
             Route("/healthz", healthz),
+            *mcp_routes,
             *routes,
         ],
         lifespan=lifespan,
@@ -141,7 +172,30 @@ def create_app(
     app.state.registry = registry
     app.state.actions = actions
     app.state.endpoint = endpoint
+    app.state.mcp = mcp_endpoint
+    if mcp_endpoint is not None:
+        mcp_endpoint.app = app
     return app
+
+
+def _mcp_endpoint(backend: BackendConfig, mcp: Any, *args: Any, **kwargs: Any) -> Any:
+    """The MCP endpoint for ``create_app(..., mcp=...)`` (see its docstring)."""
+    try:
+        from ..tools.mcp_http import McpEndpoint
+    except ImportError as exc:
+        raise SyncedStoreError(
+            f"create_app(mcp=...) needs the `mcp` package ({exc}): pip install 'synced-store[mcp]'"
+        ) from None
+    from ..tools import ToolSet, define_tools
+
+    expose = None if mcp is True else mcp
+    tools = mcp if isinstance(mcp, ToolSet) else define_tools(backend, expose)
+    if not len(tools):
+        raise SchemaError(
+            "create_app(mcp=True): the backend exposes nothing; pass "
+            "expose={'mutators': [...], 'tables': [...]} to define_backend_config"
+        )
+    return McpEndpoint(backend, tools, *args, **kwargs)
 
 
 class _StorageProbe:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import shutil
 import socket
 import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +16,11 @@ import uvicorn
 
 from ..client.store import SyncedStoreClient, connect
 from ..client.transport import WebSocketConnector, sync_url
+from ..errors import SyncedStoreError
 from ..schema import BackendConfig
 from ..server.app import create_app
 from ..server.uvicorn_setup import uvicorn_config
+from .seeding import Rows, seed_instance
 from .transport import ControlledConnector, ControlledTransport
 
 __all__ = ["TestHarness", "create_test_harness"]
@@ -43,8 +47,12 @@ class TestHarness:
         data_dir: str | Path | None = None,
         instance_id: str = "test",
         app_options: dict[str, Any] | None = None,
+        services: Mapping[str, Callable[..., Any]] | None = None,
     ) -> None:
-        self.backend = backend
+        #: The platform services the server calls (``ctx.platform.call``): the backend's,
+        #: with ``services`` over them; :meth:`set_service` changes one while running.
+        self.services: dict[str, Callable[..., Any]] = {**backend.services, **(services or {})}
+        self.backend = dataclasses.replace(backend, services=self.services)
         self._own_dir = data_dir is None
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="synced-store-test-"))
         self.instance_id = instance_id
@@ -170,6 +178,35 @@ class TestHarness:
         client.transport = connector.transport  # type: ignore[attr-defined]
         return client, connector.transport
 
+    def set_service(self, name: str, service: Callable[..., Any]) -> None:
+        """Replace (or add) platform service ``name``, for instance the ``bot.stream`` bot
+        (:func:`~synced_store.testing.text_response`); calls from now on use it."""
+        self.services[name] = service
+
+    async def seed_instance(
+        self,
+        rows: Rows | None = None,
+        *,
+        instance_id: str | None = None,
+        private: Mapping[str, Rows] | None = None,
+        server_only: Rows | None = None,
+        schema_version: int | None = None,
+    ) -> int:
+        """:func:`~synced_store.testing.seed_instance` into this server's data directory.
+        The instance must not be open yet: seed before a client connects to it."""
+        iid = instance_id or self.instance_id
+        if self._server is not None and iid in self.app.state.registry.instances:
+            raise SyncedStoreError(f"instance {iid} is open; seed it before a client connects")
+        return await seed_instance(
+            self.backend,
+            self.data_dir,
+            iid,
+            rows=rows,
+            private=private,
+            server_only=server_only,
+            schema_version=schema_version,
+        )
+
     @property
     def error_logs(self) -> list[str]:
         """ERROR log lines from synced-store since the harness started."""
@@ -201,10 +238,24 @@ async def create_test_harness(
     *,
     data_dir: str | Path | None = None,
     instance_id: str = "test",
+    services: Mapping[str, Callable[..., Any]] | None = None,
+    bot: Callable[..., Any] | None = None,
     **app_options: Any,
 ) -> TestHarness:
-    """Start a harness: a real server for ``backend``. Use ``async with`` or ``dispose()``."""
-    h = TestHarness(backend, data_dir=data_dir, instance_id=instance_id, app_options=app_options)
+    """Start a harness: a real server for ``backend``. Use ``async with`` or ``dispose()``.
+
+    ``services`` replace or add platform services; ``bot`` is the ``bot.stream`` service
+    (for instance :func:`~synced_store.testing.text_response`). Other keyword arguments go to
+    :func:`~synced_store.server.create_app` (``mcp=True``, ``authorize=...``, ...).
+    """
+    extra = {**(services or {}), **({"bot.stream": bot} if bot is not None else {})}
+    h = TestHarness(
+        backend,
+        data_dir=data_dir,
+        instance_id=instance_id,
+        app_options=app_options,
+        services=extra,
+    )
     logging.getLogger("synced_store").addHandler(h._errors)
     await h.start_server()
     return h
