@@ -236,7 +236,7 @@ class McpEndpoint:
             return PermissionDeniedError(
                 f"{caller.identity.user_id} is not authorized to open {caller.instance_id}"
             )
-        if access is Access.OPEN and not self.registry.exists(caller.instance_id):
+        if access is Access.OPEN and not await self.registry.exists(caller.instance_id):
             return PermissionDeniedError(
                 f"instance {caller.instance_id} does not exist (not authorized to create it)"
             )
