@@ -41,6 +41,8 @@ class Wire:
         self.sockets: list[Any] = []
         self.pushes: list[tuple[int, list[int]]] = []
         self.refuse_next_push: str | None = None
+        #: Rewrite the last_mutation_id of the next ``connected`` to this value.
+        self.forget_history: int | None = None
         page.route_web_socket("**/sync/**", self._route)
 
     def _route(self, ws: Any) -> None:
@@ -59,8 +61,15 @@ class Wire:
                     return
             server.send(msg)
 
+        def to_page(msg: str | bytes) -> None:
+            if self.forget_history is not None and '"connected"' in str(msg):
+                frame = json.loads(msg)
+                frame["last_mutation_id"], self.forget_history = self.forget_history, None
+                msg = json.dumps(frame)
+            ws.send(msg)
+
         ws.on_message(to_server)
-        server.on_message(ws.send)
+        server.on_message(to_page)
 
     def send_to_page(self, frame: Any) -> None:
         self.sockets[-1].send(json.dumps(frame))
@@ -147,3 +156,31 @@ def test_an_out_of_sequence_frame_makes_the_page_reconnect(
     assert alice.evaluate("chat.store.cookie") > cookie
     assert alice.evaluate("chat.store.rows.has(JSON.stringify(['', 'messages', 'bogus']))") is False
     assert alice.evaluate("chat.store.optimistic") is engine
+
+
+@pytest.mark.parametrize("engine", [False, True])
+def test_a_server_that_lost_the_client_s_history_makes_the_page_start_over(
+    open_chat: Callable[..., Any], engine: bool
+) -> None:
+    alice = open_chat("alice", engine=engine)
+    bob = open_chat("bob", engine=False)
+    send(alice, "confirmed before")
+    expect()(message(alice, "confirmed before")).to_have_attribute("data-pending", "false")
+    old_client = alice.evaluate("chat.store.clientId")
+    assert alice.evaluate("chat.store.lastMutationId") == 1
+    wire = Wire(alice)
+    alice.evaluate("chat.store.setNetworkEnabled(false)")
+    expect()(alice.locator("#status")).not_to_have_attribute("data-status", "connected")
+    send(alice, "pending across the restore")
+    assert alice.evaluate("chat.store.pending.map((m) => m.id)") == [2]
+    # The server answers as if restored from a backup taken before the first mutation.
+    wire.forget_history = 0
+    alice.evaluate("chat.store.setNetworkEnabled(true)")
+    expect()(message(bob, "pending across the restore")).to_have_count(1)
+    mine = message(alice, "pending across the restore")
+    expect()(mine).to_have_attribute("data-pending", "false")
+    assert len(wire.sockets) == 2  # refused history, then the new client
+    assert alice.evaluate("chat.store.clientId") != old_client
+    [(_, ids)] = wire.pushes
+    assert ids == [1]  # renumbered from 1 under the new client id
+    assert message(bob, "confirmed before").count() == 1

@@ -134,6 +134,7 @@ export class SyncedStore {
     this.pendingKeys = new Set();
 
     this._db = null;
+    this._recordPrefix = null; // (instance, user as the page was opened): see persist.js
     this._recordKey = null;
     this._ws = null;
     this._handshakeDone = false;
@@ -307,7 +308,7 @@ export class SyncedStore {
   // -- persistence -----------------------------------------------------------------------
 
   async _restore() {
-    const prefix = recordPrefix(this.instanceId, this.userId);
+    const prefix = this._recordPrefix = recordPrefix(this.instanceId, this.userId);
     let records = [];
     try {
       this._db = await openDb();
@@ -361,7 +362,7 @@ export class SyncedStore {
   _startedOver(clientId, renumbered) {
     const oldKey = this._recordKey;
     this.clientId = clientId;
-    this._recordKey = recordPrefix(this.instanceId, this.userId) + clientId;
+    this._recordKey = this._recordPrefix + clientId;
     tryLock(`synced-store:${this._recordKey}`);
     const confirm = new Map();
     for (const m of this.pending) {
