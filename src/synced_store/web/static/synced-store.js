@@ -262,6 +262,11 @@ export class SyncedStore {
     if (!this.config.actions.includes(name)) throw new Error(`unknown action ${name}`);
     checkDepth(input, this.maxValueDepth, `input for action '${name}'`);
     if (this._handover) await this._handover; // the engine is taking over the connection
+    if (this.status === "connecting") { // (as right after the handover)
+      await new Promise((resolve) => {
+        const off = this.on("status", (s) => { if (s !== "connecting") { off(); resolve(); } });
+      });
+    }
     if (this.status !== "connected") throw new Error(`action ${name} needs the server: offline`);
     await this.waitForSync();
     if (this.status !== "connected") throw new Error(`action ${name}: connection lost`);
