@@ -114,7 +114,7 @@ class Bridge:
         """``state_json``: what the shell restored from IndexedDB and kept since: ``{user_id,
         client_id, next_mutation_id, cookie, last_mutation_id, rows: [[ns, t, k, sk, v]],
         pending: [[id, name, args, schema_version, dedupe_key]]}`` (the fields the Python
-        client persists, client/persistence.py)."""
+        client persists, storage/client_cache.py)."""
         config = load_config(spec_json)
         st = json.loads(state_json)
         self.engine = ClientEngine(

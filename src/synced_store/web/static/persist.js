@@ -1,5 +1,5 @@
 // The page's local copy of a client in IndexedDB: one record per (instance, user, client id)
-// holding what the Python client persists (client/persistence.py): the server snapshot, its
+// holding what the Python client persists (storage/client_cache.py): the server snapshot, its
 // cookie and last mutation id, and the pending mutations as [id, name, args, schema version,
 // dedupe key]. Plain ES module, no dependencies.
 
