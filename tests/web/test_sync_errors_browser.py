@@ -172,12 +172,13 @@ def test_a_server_that_lost_the_client_s_history_makes_the_page_start_over(
     alice.evaluate("chat.store.setNetworkEnabled(false)")
     expect()(alice.locator("#status")).not_to_have_attribute("data-status", "connected")
     send(alice, "pending across the restore")
+    mine = message(alice, "pending across the restore")
+    expect()(mine).to_have_attribute("data-pending", "true")
     assert alice.evaluate("chat.store.pending.map((m) => m.id)") == [2]
     # The server answers as if restored from a backup taken before the first mutation.
     wire.forget_history = 0
     alice.evaluate("chat.store.setNetworkEnabled(true)")
     expect()(message(bob, "pending across the restore")).to_have_count(1)
-    mine = message(alice, "pending across the restore")
     expect()(mine).to_have_attribute("data-pending", "false")
     assert len(wire.sockets) == 2  # refused history, then the new client
     assert alice.evaluate("chat.store.clientId") != old_client
