@@ -46,7 +46,8 @@ def test_the_wheel_carries_every_module_of_the_library(wheel: zipfile.ZipFile) -
     names = _names(wheel)
     sources = {f"synced_store/{p.relative_to(SRC).as_posix()}" for p in SRC.rglob("*.py")}
     assert sources - names == set()  # a new subpackage must be listed in pyproject.toml
-    for data in ("py.typed", "web/static/synced-store.js", "web/static/engine-worker.js"):
+    static = ("synced-store.js", "protocol.js", "persist.js", "engine-worker.js")
+    for data in ("py.typed", *(f"web/static/{name}" for name in static)):
         assert f"synced_store/{data}" in names
 
 

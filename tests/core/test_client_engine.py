@@ -492,6 +492,20 @@ def test_multi_part_reset_poke(app: App) -> None:
     }
 
 
+def test_a_reset_keeps_the_last_op_on_a_row(app: App) -> None:
+    # A row deleted while a reset catch-up was being read travels as a `del` in the final part,
+    # after the part that sent it: it must be gone, from the view and from what is persisted.
+    engine = connected_engine(app, rows=counters(a=1))
+    feed(engine, {"type": "poke", "final": False, "reset": True, "patch": counters(a=2, b=2)})
+    engine.events_received()
+    gone = {"op": "del", "t": "counters", "k": "a"}
+    feed(engine, {"type": "poke", "cookie": 7, "patch": [gone, *counters(b=3)]})
+    assert snapshot(engine) == {("counters", "b"): ("", {"value": 3})}
+    [update] = [e for e in engine.events_received() if isinstance(e, SnapshotUpdated)]
+    assert update.reset
+    assert [(k.item, row) for k, row in update.rows] == [("b", ("", {"value": 3}))]
+
+
 def test_errors_in_non_final_parts_are_reported_with_the_final_part(app: App) -> None:
     # A catch-up in bounded parts may spread the rejected-mutation reports over its parts.
     engine = connected_engine(app, rows=counters(a=1))

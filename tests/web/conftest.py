@@ -6,6 +6,7 @@ environment variable CI is set: then they FAIL, so CI never silently skips them.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -105,9 +106,13 @@ def browsers(browser: Any) -> Iterator[Browsers]:
 
 @pytest.fixture
 def room(request: pytest.FixtureRequest) -> str:
-    """A fresh room (instance) per test."""
+    """A fresh room (instance) per test (parametrized tests included: a long name keeps a
+    hash of the whole)."""
     name: str = request.node.name
-    return "t-" + name.replace("_", "-")[:50].strip("-")
+    slug = "".join(c if c.isalnum() else "-" for c in name)
+    if len(slug) > 50:
+        slug = slug[:41] + "-" + hashlib.sha1(name.encode()).hexdigest()[:8]
+    return "t-" + slug.strip("-")
 
 
 @pytest.fixture

@@ -146,6 +146,27 @@ def test_mutations_before_the_engine_is_ready_go_to_the_server(
     expect()(message(carol, "sent without python")).not_to_have_class("ghost")
 
 
+def test_actions_run_on_the_server_with_and_without_the_engine(
+    open_chat: Callable[..., Any],
+) -> None:
+    alice = open_chat("alice")  # calls through the Python engine
+    carol = open_chat("carol", engine=False)  # the shell sends the action itself
+    send(alice, "@bot hello")
+    reply = alice.locator("#messages li[data-role=assistant][data-status=complete]")
+    expect()(reply).to_have_count(1)
+    reply_id = reply.get_attribute("data-id")
+    text = reply.locator(".bubble").text_content()
+    call = """(id) => chat.store.action("callBot", {botName: "bot", botMessageId: id})"""
+    for page in (alice, carol):
+        assert page.evaluate(call, reply_id) == {"success": True, "response": text}
+        assert page.evaluate(call, "no-such-message") == {"success": False}
+        err = page.evaluate(
+            """() => chat.store.action("callBot", {botName: 5}).then(
+                 () => null, (e) => e.message)"""
+        )
+        assert err is not None
+
+
 def test_invalid_input_is_rejected_in_the_page(open_chat: Callable[..., Any]) -> None:
     alice = open_chat("alice")
     err = alice.evaluate("""async () => {

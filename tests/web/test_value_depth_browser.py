@@ -208,3 +208,33 @@ def test_python_engine_in_the_page_refuses_too_deep_values(open_page: Any) -> No
         "ok": nest(LIMIT),
         "k": nest(LIMIT - 1),
     }
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    return 0
+
+
+@pytest.mark.browser
+def test_msgspec_in_the_page_decodes_pokes_with_values_at_the_limit(open_page: Any) -> None:
+    # The engine in the page decodes every server frame with msgspec compiled to wasm. A poke
+    # carrying a row value at the limit nests 3 more levels (poke, patch, op): decoded, and so
+    # is one as deep as the server's own frame parser accepts (200 levels in all).
+    page = open_page("dee", engine=True)
+    page.evaluate("store.setNetworkEnabled(false)")  # the frames below are fed by hand
+    cookie = page.evaluate("store.cookie")
+    for depth in (LIMIT, 200 - 3):
+        value = nest(depth)
+        op = {"op": "set", "t": "docs", "k": f"d{depth}", "v": value}
+        poke = {"type": "poke", "base_cookie": cookie, "cookie": cookie + 1, "patch": [op]}
+        assert _depth(poke) == depth + 3
+        why = page.evaluate("(f) => store._bridge.call('receive', f)", json.dumps(poke))
+        assert why is None, why
+        cookie += 1
+    assert page.evaluate("store.cookie") == cookie
+    docs = "new Promise((r) => store.subscribe({table: 'docs'}, (rs) => r(JSON.stringify(rs))))"
+    rows = {row["key"]: row["value"] for row in json.loads(page.evaluate(docs))}
+    assert rows == {f"d{LIMIT}": nest(LIMIT), "d197": nest(197)}

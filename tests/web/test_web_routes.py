@@ -17,7 +17,6 @@ from starlette.applications import Starlette
 import synced_store.web
 from synced_store.web import IMMUTABLE, python_bundle, routes
 from synced_store.web.build import load_build
-from synced_store.web.pyodide_bridge import Bridge
 
 REPO = Path(__file__).resolve().parents[2]
 FORBIDDEN = (
@@ -191,84 +190,3 @@ async def _check_runtime_files(chat_backend: Any) -> None:
             assert r.status_code == 200, url
             assert r.headers["content-type"] == "application/zip"
             assert r.headers["cache-control"] == IMMUTABLE
-
-
-def _state(**kw: Any) -> str:
-    st = {
-        "user_id": "alice",
-        "client_id": "c1",
-        "next_mutation_id": 1,
-        "cookie": None,
-        "last_mutation_id": 0,
-        "rows": [],
-        "pending": [],
-    }
-    st.update(kw)
-    return json.dumps(st)
-
-
-def test_bridge_runs_mutators_and_rebases(chat_backend: Any) -> None:
-    spec = json.dumps(python_bundle(chat_backend, "examples.chat").spec)
-    b = Bridge(spec, _state())
-    b.subscribe_table(1, "messages", "public")
-    out = json.loads(b.take_output())
-    assert out["results"]["1"]["rows"] == []
-    b.adopt_connection(0)
-    res = json.loads(b.mutate("sendMessage", json.dumps({"id": "m1", "text": "hi"})))
-    assert res["ok"]
-    assert res["id"] == 1
-    out = json.loads(b.take_output())
-    assert json.loads(out["send"][0]) == {
-        "type": "push",
-        "mutations": [{"id": 1, "name": "sendMessage", "args": {"id": "m1", "text": "hi"}}],
-    }
-    assert out["pending_keys"] == [["", "messages", "m1"]]
-    [row] = out["results"]["1"]["rows"]
-    assert row[0] == "m1"
-    assert row[2]["senderId"] == "alice"
-    bad = json.loads(b.mutate("sendMessage", json.dumps({"id": 5})))
-    assert not bad["ok"]
-    assert "invalid" in bad["error"].lower()
-    value = {"id": "m1", "text": "hi", "role": "user", "senderId": "alice"}
-    b.receive(
-        json.dumps(
-            {
-                "type": "poke",
-                "cookie": 3,
-                "last_mutation_id": 1,
-                "patch": [{"op": "set", "t": "messages", "k": "m1", "v": value}],
-            }
-        )
-    )
-    out = json.loads(b.take_output())
-    assert out["pending_keys"] == []
-    assert out["pending"] == 0
-
-
-def test_bridge_restores_pending_mutations(chat_backend: Any) -> None:
-    spec = json.dumps(python_bundle(chat_backend, "examples.chat").spec)
-    b = Bridge(
-        spec,
-        _state(
-            cookie=2,
-            last_mutation_id=3,
-            next_mutation_id=5,
-            pending=[[4, "sendMessage", {"id": "m9", "text": "later"}]],
-        ),
-    )
-    b.subscribe_table(7, "messages", "public")
-    out = json.loads(b.take_output())
-    assert [r[0] for r in out["results"]["7"]["rows"]] == ["m9"]
-    assert out["pending_keys"] == [["", "messages", "m9"]]
-    assert json.loads(b.connect_message("alice"))["last_mutation_id"] == 3
-    connected = {
-        "type": "connected",
-        "last_mutation_id": 3,
-        "user_id": "alice",
-        "client_id": "c1",
-        "instance_id": "lobby",
-        "schema_version": chat_backend.schema.schema_version,
-    }
-    b.receive(json.dumps(connected))
-    pushed = [json.loads(f) for f in json.loads(b.take_output())["send"]]
-    assert pushed[0]["mutations"][0]["id"] == 4

@@ -467,7 +467,9 @@ class ClientEngine:
         if reset:
             store.clear()
             rows = []
-            for key, row in zip(keys, rows_after, strict=True):
+            # The last op on a row decides (a reset's final part may delete a row an earlier
+            # part sent: it was deleted during the catch-up).
+            for key, row in scratch.items():
                 if row is not None:
                     rows.append((key, row[0], row[1]))
                     applied.append((key, row))

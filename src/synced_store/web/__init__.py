@@ -5,7 +5,8 @@
 
 =========================  ======================================================================
 ``/``                      the app's page (``index.html`` of its static folder), config inlined
-``/_ss/static/*``          the JS shell and the engine worker (revalidated: ``no-cache`` + ETag)
+``/_ss/static/*``          the JS shell (``synced-store.js``, ``protocol.js``, ``persist.js``) and
+                           the engine worker (revalidated: ``no-cache`` + ETag)
 ``/_ss/app/*``             the app's static folder: its page's JS and CSS (revalidated)
 ``/_ss/py/<hash>.json``    Python sources for the page: ``synced_store``'s pure modules (schema,
                            types, errors, core, protocol), the bridge and the app's mutator
@@ -15,7 +16,7 @@
 =========================  ======================================================================
 
 Modules: ``page`` (the routes and the page's config), ``bundle`` (the Python shipped to the
-page), ``pyodide_bridge`` (the engine's JSON face in the page), ``build`` (fetching the
+page), ``pyodide_bridge`` (a thin pump around the engine in the page), ``build`` (fetching the
 runtime), ``serve`` (``python -m synced_store.web.serve APP_MODULE``), ``testing`` (headless
 Chromium helpers). The runtime and wheels come from the build step
 (``python -m synced_store.web.build``, ``scripts/build-web``); without it the page still works,

@@ -144,6 +144,8 @@ def page_config(
     return {
         "title": title,
         "schemaVersion": schema.schema_version,
+        # Older versions whose pending mutations the server still takes (it migrates them).
+        "migratesFrom": [v for v in range(schema.schema_version) if schema.can_migrate_from(v)],
         "syncPath": "/sync/",
         "mutators": sorted(schema.mutators),
         "maxValueDepth": MAX_VALUE_DEPTH,

@@ -1,11 +1,12 @@
-"""The Python side of the page: wraps the sans-I/O :class:`ClientEngine` for the JS shell.
+"""The Python side of the page: a thin pump around the sans-I/O :class:`ClientEngine`.
 
 This module runs **inside Pyodide** (it is shipped to the page as ``_synced_store_bridge``). It
-imports only the standard library, pydantic and the pure parts of ``synced_store`` (never
-starlette, orjson or the asyncio client). Everything crosses the JS/Python boundary as JSON
-text, and Python never calls back into JS: every method returns, or queues for
-:meth:`Bridge.take_output`, what the shell must do (frames to send, subscription results,
-the set of rows pending mutations wrote).
+imports only the standard library, pydantic, msgspec and the pure parts of ``synced_store``
+(never starlette, orjson or the asyncio client). Server frames go to the engine exactly as
+they arrived (:meth:`Bridge.receive`); every frame the engine sends and everything it reports
+comes back through :meth:`Bridge.take_output`. The bridge builds and parses no wire message:
+that is ``synced_store.protocol`` and the engine's job. Everything crosses the JS/Python
+boundary as JSON text, and Python never calls back into JS.
 """
 
 from __future__ import annotations
@@ -14,11 +15,19 @@ import importlib
 import json
 from typing import Any
 
-from synced_store.core.client_engine import ClientEngine, Subscription
+from synced_store.core.client_engine import ClientEngine, PendingMutation, Subscription
 from synced_store.core.context import ReadContext
-from synced_store.errors import SyncedStoreError
-from synced_store.protocol.codec import encode
-from synced_store.protocol.messages import Connected
+from synced_store.core.events import (
+    ActionCompleted,
+    Confirmed,
+    EngineEvent,
+    MutationRejected,
+    ServerError,
+    SessionStarted,
+    SnapshotUpdated,
+    StartedOver,
+)
+from synced_store.errors import ProtocolError, SyncedStoreError
 from synced_store.schema import BackendConfig, Schema
 from synced_store.types import RowKey
 
@@ -46,16 +55,66 @@ def load_config(spec_json: str) -> BackendConfig:
     return BackendConfig(schema=schema, mutators=mutators)
 
 
-def _key_json(key: RowKey) -> list[str]:
-    return [key.ns, key.table, key.item]
+def _event_json(ev: EngineEvent) -> dict[str, Any]:
+    """An engine event as the shell reads it (docs/browser.md, "The bridge")."""
+    if isinstance(ev, Confirmed):
+        return {"type": "confirmed", "ids": list(ev.mutation_ids)}
+    if isinstance(ev, MutationRejected):
+        return {
+            "type": "rejected",
+            "id": ev.mutation_id,
+            "name": ev.name,
+            "kind": ev.kind,
+            "message": ev.message,
+        }
+    if isinstance(ev, SnapshotUpdated):
+        rows = [
+            [k.ns, k.table, k.item] if row is None else [k.ns, k.table, k.item, row[0], row[1]]
+            for k, row in ev.rows
+        ]
+        return {
+            "type": "snapshot",
+            "reset": ev.reset,
+            "rows": rows,
+            "cookie": ev.cookie,
+            "last_mutation_id": ev.last_mutation_id,
+        }
+    if isinstance(ev, ActionCompleted):
+        return {
+            "type": "action_result",
+            "request_id": ev.request_id,
+            "ok": ev.ok,
+            "output": ev.output,
+            "kind": ev.kind,
+            "error": ev.error,
+        }
+    if isinstance(ev, SessionStarted):
+        return {
+            "type": "connected",
+            "user_id": ev.user_id,
+            "client_id": ev.client_id,
+            "last_mutation_id": ev.last_mutation_id,
+        }
+    if isinstance(ev, StartedOver):
+        return {
+            "type": "started_over",
+            "old_client_id": ev.old_client_id,
+            "client_id": ev.client_id,
+            "renumbered": sorted(ev.renumbered.items()),
+        }
+    assert isinstance(ev, ServerError)
+    return {"type": "server_error", "kind": ev.kind, "message": ev.message}
 
 
 class Bridge:
-    """One page's engine: ``mutate``, ``receive``, subscriptions over tables."""
+    """One page's engine: ``connect``/``receive``/``disconnected`` for the socket, ``mutate``
+    and ``call_action`` for the page, table subscriptions, and ``take_output``."""
 
     def __init__(self, spec_json: str, state_json: str) -> None:
-        """``state_json``: ``{user_id, client_id, next_mutation_id, cookie, last_mutation_id,
-        rows: [[ns, t, k, sk, v]], pending: [[id, name, args]]}`` (the shell's mirror)."""
+        """``state_json``: what the shell restored from IndexedDB and kept since: ``{user_id,
+        client_id, next_mutation_id, cookie, last_mutation_id, rows: [[ns, t, k, sk, v]],
+        pending: [[id, name, args, schema_version, dedupe_key]]}`` (the fields the Python
+        client persists, storage/client_cache.py)."""
         config = load_config(spec_json)
         st = json.loads(state_json)
         self.engine = ClientEngine(
@@ -64,59 +123,68 @@ class Bridge:
             client_id=st["client_id"],
             next_mutation_id=int(st.get("next_mutation_id") or 1),
         )
-        self._subs: dict[int, tuple[Subscription, str, str]] = {}
+        self._subs: dict[int, Subscription] = {}
         self._dirty: set[int] = set()
         self._pending_keys: list[list[str]] = []
+        self._first: list[bytes] = []
+        #: Set when a frame of this connection made the engine raise: the rest of its frames
+        #: are not used (the shell is closing it), as the Python client stops reading.
+        self._broken: str | None = None
         if st.get("cookie") is not None or st.get("rows") or st.get("pending"):
             self.engine.restore(
                 cookie=st.get("cookie"),
                 last_mutation_id=int(st.get("last_mutation_id") or 0),
                 rows=[(RowKey(r[0], r[1], r[2]), r[3], r[4]) for r in st.get("rows", ())],
-                pending=[(int(p[0]), str(p[1]), p[2]) for p in st.get("pending", ())],
+                pending=[tuple(p) for p in st.get("pending", ())],
             )
             if st.get("cookie") is not None:
                 self.engine.has_server_data = True
 
-    # -- connection ------------------------------------------------------------------------
+    def _record(self, m: PendingMutation) -> list[Any]:
+        """A pending mutation as the shell stores it (the version it was made under)."""
+        v = self.engine.schema.schema_version if m.schema_version is None else m.schema_version
+        return [m.id, m.name, m.args, v, m.dedupe_key]
 
-    def connect_message(self, token: str) -> str:
-        """The ``connect`` frame to send when the socket opens."""
-        return self.engine.connect_frame(token).decode()
+    def pending(self) -> str:
+        """The pending mutations the engine kept from the restored state, as the shell stores
+        them: ``[[id, name, args, schema_version, dedupe_key], ...]``."""
+        return json.dumps([self._record(m) for m in self.engine.pending])
 
-    def adopt_connection(self, sent_upto: int) -> None:
-        """Take over a connection the shell already handshook (it pushed up to ``sent_upto``)."""
-        e = self.engine
-        e.receive(
-            encode(
-                Connected(
-                    client_id=e.client_id,
-                    user_id=e.user_id,
-                    last_mutation_id=max(sent_upto, e.last_mutation_id),
-                    instance_id="",
-                    schema_version=e.schema.schema_version,
-                )
-            )
-        )
-        e.events_received()
+    # -- the connection --------------------------------------------------------------------
+
+    def connect(self, token: str | None) -> None:
+        """A socket opened: the engine's ``connect`` frame goes out first (take_output)."""
+        self._broken = None
+        self._first.append(self.engine.connect_frame(token))
 
     def disconnected(self) -> None:
         """The socket closed."""
         self.engine.disconnected()
 
-    def receive(self, frame_json: str) -> None:
-        """A complete server frame (``connected``, a final or assembled ``poke``, ...)."""
-        self.engine.receive(frame_json)
-
-    # -- writing ---------------------------------------------------------------------------
-
-    def mutate(self, name: str, args_json: str) -> str:
-        """Run a mutator optimistically: ``{"ok": true, "id", "args", "next_mutation_id"}`` or
-        ``{"ok": false, "error", "kind", "type"}`` (invalid input, unknown name, args nested too
-        deep, mutator raised). ``kind`` is the error's wire kind, as the server would report it
-        (``invalid_input``, ``unknown_name``, ``value_too_deep``, ``mutator_error``, ...);
-        ``type`` the Python exception's class name."""
+    def receive(self, frame: str) -> str | None:
+        """A server frame, exactly as it arrived. Returns why the connection must be made
+        again (a malformed or out-of-sequence frame, an error that asks for it, the server
+        having lost this client's history), else None."""
+        if self._broken is not None:
+            return None
         try:
-            m = self.engine.mutate(name, json.loads(args_json))
+            self.engine.receive(frame)
+        except ProtocolError as exc:
+            self._broken = str(exc)
+            return self._broken
+        return None
+
+    # -- the page --------------------------------------------------------------------------
+
+    def mutate(self, name: str, args_json: str, dedupe_key: str | None = None) -> str:
+        """Run a mutator optimistically: ``{"ok": true, "mutation": [id, name, args,
+        schema_version, dedupe_key], "next_mutation_id"}`` or ``{"ok": false, "error", "kind",
+        "type"}`` (invalid input, unknown name, args nested too deep, mutator raised). ``kind``
+        is the error's wire kind, as the server would report it (``invalid_input``,
+        ``unknown_name``, ``value_too_deep``, ``mutator_error``, ...); ``type`` the Python
+        exception's class name."""
+        try:
+            m = self.engine.mutate(name, json.loads(args_json), dedupe_key=dedupe_key)
         except SyncedStoreError as exc:
             return json.dumps(
                 {"ok": False, "kind": exc.kind, "type": type(exc).__name__, "error": str(exc)}
@@ -133,12 +201,25 @@ class Bridge:
         return json.dumps(
             {
                 "ok": True,
-                "id": m.id,
-                "name": m.name,
-                "args": m.args,
+                "mutation": self._record(m),
                 "next_mutation_id": self.engine.next_mutation_id,
             }
         )
+
+    def call_action(self, name: str, input_json: str) -> str:
+        """Call action ``name``: ``{"ok": true, "request_id"}`` (its result arrives as an
+        ``action_result`` event) or ``{"ok": false, "error", "kind"}`` (offline, invalid
+        input)."""
+        if not self.engine.connected:
+            msg = f"action {name!r} needs the server and this page is offline"
+            return json.dumps({"ok": False, "kind": "offline", "error": msg})
+        try:
+            rid = self.engine.call_action(name, json.loads(input_json))
+        except SyncedStoreError as exc:
+            return json.dumps({"ok": False, "kind": exc.kind, "error": str(exc)})
+        except Exception as exc:
+            return json.dumps({"ok": False, "kind": "invalid_input", "error": str(exc)})
+        return json.dumps({"ok": True, "request_id": rid})
 
     # -- subscriptions ---------------------------------------------------------------------
 
@@ -156,28 +237,33 @@ class Bridge:
         def cb(_result: Any) -> None:
             self._dirty.add(sub_id)
 
-        sub = self.engine.subscribe(q, cb)
-        self._subs[sub_id] = (sub, table, scope)
+        self._subs[sub_id] = self.engine.subscribe(q, cb)
         self._dirty.add(sub_id)
 
     def unsubscribe(self, sub_id: int) -> None:
         """Stop a subscription."""
-        entry = self._subs.pop(sub_id, None)
-        if entry is not None:
-            self.engine.unsubscribe(entry[0])
+        sub = self._subs.pop(sub_id, None)
+        if sub is not None:
+            self.engine.unsubscribe(sub)
         self._dirty.discard(sub_id)
 
     # -- output ----------------------------------------------------------------------------
 
     def take_output(self) -> str:
-        """What the shell must do now: ``{"send": [frame texts], "results": {sub_id: rows},
-        "pending_keys": [[ns, t, k]] | absent if unchanged, "pending": n}``."""
+        """What the shell must do now: ``{"send": [frame texts], "events": [...],
+        "results": {sub_id: {"rows": [[key, sort_key, value]]} | {"error"}}, "pending_keys":
+        [[ns, t, k]] (absent if unchanged)}``. Events: ``confirmed {ids}``, ``rejected {id,
+        name, kind, message}``, ``snapshot {reset, rows: [[ns, t, k, sk, v] | [ns, t, k]],
+        cookie, last_mutation_id}`` (to persist), ``action_result {request_id, ok, output,
+        kind, error}``, ``connected {user_id, client_id, last_mutation_id}``, ``started_over
+        {old_client_id, client_id, renumbered: [[old, new]]}``, ``server_error {kind,
+        message}``."""
+        frames, self._first = self._first + self.engine.frames_to_send(), []
         out: dict[str, Any] = {
-            "send": [f.decode() for f in self.engine.frames_to_send()],
-            "pending": len(self.engine.pending),
+            "send": [f.decode() for f in frames],
+            "events": [_event_json(ev) for ev in self.engine.events_received()],
         }
-        self.engine.events_received()  # confirmations are tracked by the shell's mirror
-        keys = sorted({tuple(_key_json(k)) for m in self.engine.pending for k in m.writes})
+        keys = sorted({(k.ns, k.table, k.item) for m in self.engine.pending for k in m.writes})
         pk = [list(k) for k in keys]
         if pk != self._pending_keys:
             self._pending_keys = pk
@@ -185,10 +271,9 @@ class Bridge:
         if self._dirty:
             results: dict[str, Any] = {}
             for sid in sorted(self._dirty):
-                entry = self._subs.get(sid)
-                if entry is None:
+                sub = self._subs.get(sid)
+                if sub is None:
                     continue
-                sub = entry[0]
                 res = sub.result
                 if isinstance(res, Exception):
                     results[str(sid)] = {"error": str(res)}

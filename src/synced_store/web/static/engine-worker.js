@@ -1,8 +1,10 @@
 // The Python engine in a Web Worker: Pyodide + the sans-I/O ClientEngine + the app's mutators.
 //
 // The page's shell (synced-store.js) talks to it with {id, method, args} messages, handled one
-// at a time in arrival order. Every answer carries the bridge's output (frames to send,
-// subscription results, pending keys), so the shell applies it before the call resolves.
+// at a time in arrival order: the bridge's methods (web/pyodide_bridge.py), server frames
+// passed to `receive` exactly as they arrived. Every answer carries the bridge's output (frames
+// to send, events, subscription results, pending keys), so the shell applies it before the
+// call resolves.
 // Booting Python (seconds of CPU) happens here, off the page's main thread.
 
 let py = null;
@@ -67,18 +69,18 @@ function output() {
 function handle(method, args) {
   switch (method) {
     case "create": {
-      const [spec, state, adoptSentUpto, subs] = args;
+      const [spec, state, subs] = args;
       bridge = mod.Bridge(spec, state);
-      if (adoptSentUpto !== null) bridge.adopt_connection(adoptSentUpto);
       for (const [id, table, scope] of subs) bridge.subscribe_table(id, table, scope);
-      return true;
+      return bridge.pending();
     }
-    case "mutate":
+    case "connect":
     case "receive":
     case "disconnected":
+    case "mutate":
+    case "call_action":
     case "subscribe_table":
     case "unsubscribe":
-    case "adopt_connection":
       return bridge[method](...args) ?? null;
     default:
       throw new Error(`unknown engine method ${method}`);

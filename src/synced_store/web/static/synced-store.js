@@ -1,63 +1,44 @@
 // synced-store browser shell: WebSocket transport, IndexedDB persistence, and the page API.
 //
-// The shell keeps a *mirror* of the server snapshot (rows, cookie, last mutation id) and of the
-// pending mutations, applies pokes to it and persists it in IndexedDB. Until Pyodide is ready it
-// renders from the mirror and sends mutations to the server non-optimistically. Once Pyodide is
-// ready, the sans-I/O Python ClientEngine (the same code as the Python client, running the app's
-// Python mutators) takes over: mutations apply at once, server updates rebase pending work, and
-// subscription results come from the engine. Plain ES module, no dependencies.
+// Two phases (docs/browser.md):
+//
+// 1. Until the Python engine is ready, the shell is a read-only cache of the server snapshot
+//    for first paint: it restores the snapshot and the pending mutations from IndexedDB,
+//    renders them, receives frames through protocol.js (the same checks as the Python engine:
+//    append frames, multi-part pokes, base_cookie sequencing, error kinds) and sends mutations
+//    to the server non-optimistically.
+// 2. Once Pyodide is ready, the sans-I/O Python ClientEngine (the same code as the Python client,
+//    running the app's Python mutators) takes over: the shell hands it the cache, reconnects,
+//    and from then on feeds it every frame raw, exactly as it arrived. Mutations apply at once,
+//    server updates rebase pending work, subscription results come from the engine, and the
+//    shell only persists what the engine reports (snapshot updates, pending mutations).
+//
+// Plain ES module, no dependencies.
 
-const PROTOCOL_VERSION = 1;
-const TERMINAL = { 4000: "kicked", 4001: "auth_failed", 4002: "version_mismatch",
-  4003: "bad_message", 4004: "bad_instance", 4005: "schema_version_mismatch" };
-// Closes after which reconnecting soon would only repeat the problem: 1008 (policy violation:
-// over a rate limit, or too slow to read) and 1013 (try again later: the server is at
-// capacity). The shell reconnects, waiting at least RETRY_LATER_MS, and the backoff keeps
-// growing until a connection stays up for STABLE_MS.
-const RETRY_LATER = new Set([1008, 1013]);
+import {
+  idbAll, idbDelete, idbPut, makeRecord, openDb, randomId, readRecord, recordPrefix, tryLock,
+} from "./persist.js";
+import {
+  ProtocolError, Receiver, actionFrame, closeAction, connectFrame, pushFrames, rowKey,
+} from "./protocol.js";
+
+// After a 1008 or 1013 close (over a rate limit or too slow to read; the server at capacity)
+// the shell waits at least RETRY_LATER_MS, and the backoff keeps growing until a connection
+// stays up for STABLE_MS.
 const RETRY_LATER_MS = 1000;
 const STABLE_MS = 10000;
+// Close codes the shell sends (never the server): it could not use a frame and reconnects;
+// the Python engine takes over the connection.
+const CLOSE_RECONNECT = 4997;
+const CLOSE_HANDOVER = 4996;
 // How deep arrays and objects may nest in a JSON value (mutation args, action input). The
 // same number as MAX_VALUE_DEPTH in synced_store/core/keys.py, which the server enforces
 // (tests/web/test_value_depth_browser.py checks that the two agree); a page config may pass
 // it as `maxValueDepth`.
 const MAX_VALUE_DEPTH = 32;
-const DB_NAME = "synced-store";
-const DB_STORE = "clients";
 
-const keyOf = (ns, t, k) => JSON.stringify([ns, t, k]);
 const cmpStr = (a, b) => (a < b ? -1 : a > b ? 1 : 0);
-
-// Append frames (protocol/append.py): a streamed string's next bytes as
-// [check, cookie_delta, handle, suffix, ...], handles bound per connection by the "bind" list
-// of an ordinary poke; check is the base cookie % 10. expand() rebuilds the poke the frame
-// stands for, applied to a receiver at `cookie`.
-class AppendFrames {
-  constructor() { this.handles = new Map(); }
-
-  observe(poke) {
-    for (const [h, ns, t, k, field, sk] of poke.bind || []) this.handles.set(h, { ns, t, k, field, sk });
-  }
-
-  expand(frame, cookie) {
-    const [check, delta] = frame;
-    if (frame.length < 4 || frame.length % 2 || !Number.isInteger(check) || !Number.isInteger(delta)
-        || delta < 1 || delta % 10 === 0) {
-      throw new Error("malformed append frame");
-    }
-    if (cookie == null || cookie % 10 !== check) throw new Error(`out-of-sequence append frame (check ${check}, have ${cookie})`);
-    const patch = [];
-    for (let i = 2; i < frame.length; i += 2) {
-      const b = this.handles.get(frame[i]);
-      if (!b || typeof frame[i + 1] !== "string") throw new Error(`append frame: unknown handle ${frame[i]}`);
-      const op = { op: "merge", t: b.t, k: b.k, append: { [b.field]: frame[i + 1] } };
-      if (b.ns) op.ns = b.ns;
-      if (b.sk) op.sk = b.sk;
-      patch.push(op);
-    }
-    return { type: "poke", base_cookie: cookie, cookie: cookie + delta, patch };
-  }
-}
+const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 // Throw (kind "value_too_deep", the message of synced_store.core.keys.check_depth) if arrays
 // and objects nest more than `limit` levels deep in `value`: a scalar has depth 0, [1] and
@@ -84,72 +65,18 @@ export function checkDepth(value, limit = MAX_VALUE_DEPTH, what = "value") {
   }
 }
 
-function randomId(bytes = 8) {
-  const a = new Uint8Array(bytes);
-  crypto.getRandomValues(a);
-  return Array.from(a, (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-// -- IndexedDB -------------------------------------------------------------------------------
-
-function openDb() {
-  return new Promise((resolve, reject) => {
-    const req = indexedDB.open(DB_NAME, 1);
-    req.onupgradeneeded = () => req.result.createObjectStore(DB_STORE, { keyPath: "key" });
-    req.onsuccess = () => resolve(req.result);
-    req.onerror = () => reject(req.error);
-  });
-}
-
-function idbAll(db, prefix) {
-  return new Promise((resolve, reject) => {
-    const tx = db.transaction(DB_STORE, "readonly");
-    const req = tx.objectStore(DB_STORE).getAll(IDBKeyRange.bound(prefix, prefix + "\uffff"));
-    req.onsuccess = () => resolve(req.result);
-    req.onerror = () => reject(req.error);
-  });
-}
-
-function idbPut(db, record) {
-  return new Promise((resolve, reject) => {
-    const tx = db.transaction(DB_STORE, "readwrite", { durability: "strict" });
-    tx.objectStore(DB_STORE).put(record);
-    tx.oncomplete = () => resolve();
-    tx.onerror = () => reject(tx.error);
-    tx.onabort = () => reject(tx.error);
-  });
-}
-
-function idbDelete(db, key) {
-  return new Promise((resolve, reject) => {
-    const tx = db.transaction(DB_STORE, "readwrite");
-    tx.objectStore(DB_STORE).delete(key);
-    tx.oncomplete = () => resolve();
-    tx.onerror = () => reject(tx.error);
-  });
-}
-
-// One tab owns a client id at a time (the server would kick the second connection).
-function tryLock(name) {
-  if (!navigator.locks) return Promise.resolve(true);
-  return new Promise((resolve) => {
-    navigator.locks.request(name, { ifAvailable: true }, (lock) => {
-      if (!lock) { resolve(false); return undefined; }
-      resolve(true);
-      return new Promise(() => {}); // held until the page goes away
-    });
-  });
-}
-
 // -- the engine worker -----------------------------------------------------------------------
 
-// Calls into the Python engine running in engine-worker.js; answers arrive in call order.
+// Calls into the Python engine running in engine-worker.js; answers arrive in call order. Each
+// answer carries the bridge's output, handed to `onOutput(output, ws)` before the call settles,
+// with the socket that was current when the call was made (its frames belong to it).
 class EngineWorker {
   constructor(onOutput, log) {
     this.worker = new Worker(new URL("./engine-worker.js", import.meta.url), { type: "module" });
     this.calls = new Map();
     this.nextId = 1;
     this.onOutput = onOutput;
+    this.socket = () => null;
     this.worker.onmessage = (e) => this._onMessage(e.data);
     this.worker.onerror = (e) => {
       log("engine", `worker error: ${e.message}`);
@@ -160,16 +87,17 @@ class EngineWorker {
 
   call(method, ...args) {
     const id = this.nextId++;
+    const ws = this.socket();
     return new Promise((resolve, reject) => {
-      this.calls.set(id, { resolve, reject });
+      this.calls.set(id, { resolve, reject, ws });
       this.worker.postMessage({ id, method, args });
     });
   }
 
   _onMessage(m) {
     if (m.progress) { performance.mark(m.progress); return; }
-    if (m.output) this.onOutput(m.output);
     const c = this.calls.get(m.id);
+    if (m.output) this.onOutput(m.output, c ? c.ws : null);
     if (!c) return;
     this.calls.delete(m.id);
     if (m.error !== undefined) c.reject(new Error(m.error));
@@ -198,37 +126,47 @@ export class SyncedStore {
     this.networkEnabled = true;
 
     this.clientId = null;
-    this.cookie = null;
-    this.lastMutationId = 0;
+    /** The server snapshot (rows, cookie, last mutation id): protocol.js's Receiver. */
+    this.rx = new Receiver();
     this.nextMutationId = 1;
-    this.rows = new Map(); // keyOf(ns,t,k) -> {ns, t, k, sk, v}
-    this.pending = []; // [{id, name, args}]
+    /** Pending mutations, oldest first: {id, name, args, v (schema version), k (dedupe key)}. */
+    this.pending = [];
     this.pendingKeys = new Set();
 
     this._db = null;
+    this._recordPrefix = null; // (instance, user as the page was opened): see persist.js
     this._recordKey = null;
     this._ws = null;
     this._handshakeDone = false;
     this._sentUpto = 0;
-    this._parts = [];
     this._delay = 100;
     this._reconnectTimer = null;
     this._retryLater = false; // the last close was 1008/1013: keep backing off
     this._stableTimer = null;
     this.maxValueDepth = config.maxValueDepth ?? MAX_VALUE_DEPTH;
-    this._subs = new Map(); // id -> {table, scope, cb, rows}
+    this._subs = new Map(); // id -> {table, scope, cb, rows, engineRows}
     this._nextSub = 1;
     this._confirm = new Map(); // mutation id -> {resolve, reject, promise}
-    this._actions = new Map();
+    this._actions = new Map(); // request id -> {resolve, reject, promise}
     this._nextAction = 1;
     this._listeners = { status: new Set(), failed: new Set(), ready: new Set(), change: new Set() };
     this._bridge = null;
+    this._handover = null; // settles when the engine has taken over (or failed to)
     this._saveTimer = null;
     this._saving = Promise.resolve();
     this._log = opts.log || ((tag, msg) => console.debug(`synced-store: ${tag}:`, msg));
     this.ready = new Promise((resolve, reject) => { this._ready = { resolve, reject }; });
     this.ready.catch(() => {});
   }
+
+  /** The server cookie of the snapshot (null: no server data yet). */
+  get cookie() { return this.rx.cookie; }
+
+  /** Highest mutation id whose effects are in the snapshot. */
+  get lastMutationId() { return this.rx.lastMutationId; }
+
+  /** The snapshot's rows: rowKey(ns, t, k) -> {ns, t, k, sk, v}. */
+  get rows() { return this.rx.rows; }
 
   /** Load local data, connect, and start loading the Python engine. */
   async start() {
@@ -237,7 +175,8 @@ export class SyncedStore {
     // the main thread while the shell restores local data, connects and renders.
     let runtime = null;
     if (usePython) {
-      this._worker = new EngineWorker((out) => this._applyOutput(out), this._log);
+      this._worker = new EngineWorker((out, ws) => this._applyOutput(out, ws), this._log);
+      this._worker.socket = () => this._ws;
       runtime = this._worker.call("load", this.config.pyodide, location.href);
       runtime.catch(() => {});
       const wasmURL = new URL(this.config.pyodide.indexURL + "pyodide.asm.wasm", location.href);
@@ -267,12 +206,13 @@ export class SyncedStore {
 
   /**
    * Watch a table: `cb(rows, info)` now and on every change, with rows
-   * `[{key, sortKey, value, pending}]` in table order and info `{optimistic, pending}`
-   * (`pending`: mutations not yet confirmed, `[{id, name, args}]`). Returns unsubscribe.
+   * `[{key, sortKey, value, pending}]` in table order and info `{optimistic, fromServer,
+   * pending}` (`pending`: mutations not yet confirmed, `[{id, name, args}]`). Returns
+   * unsubscribe.
    */
   subscribe({ table, scope = "public" }, cb) {
     const id = this._nextSub++;
-    // rows: from the shell's mirror (before the engine); engineRows: from the engine.
+    // rows: from the cached snapshot (before the engine); engineRows: from the engine.
     const sub = { id, table, scope, cb, rows: null, engineRows: null };
     this._subs.set(id, sub);
     if (this._bridge) this._engineCall("subscribe_table", id, table, scope);
@@ -286,27 +226,29 @@ export class SyncedStore {
   /** Run mutator `name`: optimistic once the Python engine runs, else sent to the server.
    *  Resolves to `{id, confirmed}` once applied locally (`confirmed` settles when the server
    *  confirms or rejects it); rejects at once on invalid input (when the engine runs), and
-   *  always on args nested deeper than the server accepts (`kind: "value_too_deep"`). */
-  async mutate(name, args) {
+   *  always on args nested deeper than the server accepts (`kind: "value_too_deep"`).
+   *  `pendingMutationDedupeKey`: of several unsent mutations with the same key, only the
+   *  first and the last are sent (the Python client's `pending_mutation_dedupe_key`). */
+  async mutate(name, args, { pendingMutationDedupeKey = null } = {}) {
     if (this.endReason) throw new Error(`session ended: ${this.endReason}`);
     if (!this.config.mutators.includes(name)) throw new Error(`unknown mutator ${name}`);
     checkDepth(args, this.maxValueDepth, `input for mutator '${name}'`);
     let m;
     if (this._bridge) {
-      const r = JSON.parse(await this._bridge.call("mutate", name, JSON.stringify(args ?? {})));
+      const r = JSON.parse(await this._bridge.call("mutate", name, JSON.stringify(args ?? {}),
+        pendingMutationDedupeKey));
       if (!r.ok) {
         throw Object.assign(new Error(r.error), { kind: r.kind });
       }
-      m = { id: r.id, name, args: r.args };
+      const [id, n, a, v, k] = r.mutation;
+      m = { id, name: n, args: a, v, k };
       this.nextMutationId = r.next_mutation_id;
       this.pending.push(m);
     } else {
-      m = { id: this.nextMutationId++, name, args: args ?? {} };
+      m = { id: this.nextMutationId++, name, args: args ?? {}, v: this.config.schemaVersion,
+        k: pendingMutationDedupeKey };
       this.pending.push(m);
-      if (this._handshakeDone && this._ws) {
-        this._send({ type: "push", mutations: [{ id: m.id, name: m.name, args: m.args }] });
-        this._sentUpto = m.id;
-      }
+      this._pushPending();
     }
     const confirmed = this._confirmation(m.id);
     this._save(true);
@@ -319,14 +261,24 @@ export class SyncedStore {
   async action(name, input) {
     if (!this.config.actions.includes(name)) throw new Error(`unknown action ${name}`);
     checkDepth(input, this.maxValueDepth, `input for action '${name}'`);
+    if (this._handover) await this._handover; // the engine is taking over the connection
+    if (this.status === "connecting") { // (as right after the handover)
+      await new Promise((resolve) => {
+        const off = this.on("status", (s) => { if (s !== "connecting") { off(); resolve(); } });
+      });
+    }
     if (this.status !== "connected") throw new Error(`action ${name} needs the server: offline`);
     await this.waitForSync();
     if (this.status !== "connected") throw new Error(`action ${name}: connection lost`);
-    const rid = "a" + this._nextAction++;
-    return new Promise((resolve, reject) => {
-      this._actions.set(rid, { resolve, reject });
-      this._send({ type: "action", request_id: rid, name, input });
-    });
+    if (this._bridge) {
+      const r = JSON.parse(await this._bridge.call("call_action", name, JSON.stringify(input ?? null)));
+      if (!r.ok) throw Object.assign(new Error(r.error), { kind: r.kind });
+      return this._actionResult(r.request_id);
+    }
+    const rid = "s" + this._nextAction++;
+    const result = this._actionResult(rid);
+    this._send(actionFrame(rid, name, input ?? null));
+    return result;
   }
 
   /** Resolves when no mutation is pending. */
@@ -361,7 +313,7 @@ export class SyncedStore {
   // -- persistence -----------------------------------------------------------------------
 
   async _restore() {
-    const prefix = `${this.instanceId}\u0000${this.userId}\u0000`;
+    const prefix = this._recordPrefix = recordPrefix(this.instanceId, this.userId);
     let records = [];
     try {
       this._db = await openDb();
@@ -383,25 +335,19 @@ export class SyncedStore {
     }
     this.clientId = rec.clientId;
     this._recordKey = rec.key;
-    if (rec.schemaVersion !== this.config.schemaVersion) return; // stale data: start fresh
-    this.cookie = rec.cookie;
-    this.lastMutationId = rec.lastMutationId;
-    this.nextMutationId = rec.nextMutationId;
-    for (const [ns, t, k, sk, v] of rec.rows) this.rows.set(keyOf(ns, t, k), { ns, t, k, sk, v });
-    this.pending = rec.pending.map(([id, name, args]) => ({ id, name, args }));
+    const st = readRecord(rec, this.config.schemaVersion, this.config.migratesFrom);
+    this.rx = new Receiver(st);
+    this.pending = st.pending;
+    this.nextMutationId = st.nextMutationId;
     for (const m of this.pending) this._confirmation(m.id);
-    this.restoredFromCache = rec.cookie !== null && rec.cookie !== undefined;
+    this.restoredFromCache = st.cookie !== null;
   }
 
   _record() {
-    const rows = [];
-    for (const r of this.rows.values()) rows.push([r.ns, r.t, r.k, r.sk, r.v]);
-    return {
-      key: this._recordKey, clientId: this.clientId, instanceId: this.instanceId,
-      userId: this.userId, schemaVersion: this.config.schemaVersion, cookie: this.cookie,
-      lastMutationId: this.lastMutationId, nextMutationId: this.nextMutationId, rows,
-      pending: this.pending.map((m) => [m.id, m.name, m.args]), updated: Date.now(),
-    };
+    return makeRecord({ key: this._recordKey, clientId: this.clientId,
+      instanceId: this.instanceId, userId: this.userId, schemaVersion: this.config.schemaVersion,
+      cookie: this.rx.cookie, lastMutationId: this.rx.lastMutationId,
+      nextMutationId: this.nextMutationId, rows: this.rx.rows.values(), pending: this.pending });
   }
 
   _save(now = false) {
@@ -414,6 +360,32 @@ export class SyncedStore {
     this._saveTimer = null;
     const rec = this._record();
     this._saving = this._saving.then(() => idbPut(this._db, rec)).catch((e) => this._log("idb", String(e)));
+  }
+
+  // The server lost this client's history (ClientEngine._start_over): continue under
+  // `clientId` with the pending mutations renumbered ({old id: new id}).
+  _startedOver(clientId, renumbered) {
+    const oldKey = this._recordKey;
+    this.clientId = clientId;
+    this._recordKey = this._recordPrefix + clientId;
+    tryLock(`synced-store:${this._recordKey}`);
+    const confirm = new Map();
+    for (const m of this.pending) {
+      const id = renumbered.get(m.id) ?? m.id;
+      const c = this._confirm.get(m.id);
+      if (c) confirm.set(id, c);
+      m.id = id;
+    }
+    this._confirm = confirm;
+    this.nextMutationId = this.pending.length + 1;
+    this._sentUpto = 0;
+    this.rx.cookie = null;
+    this.rx.lastMutationId = 0;
+    this._log("sync", `the server lost this client's history; continuing as client ${clientId}`);
+    this._save(true);
+    if (this._db && oldKey !== this._recordKey) {
+      this._saving = this._saving.then(() => idbDelete(this._db, oldKey)).catch(() => {});
+    }
   }
 
   // -- connection ------------------------------------------------------------------------
@@ -442,35 +414,42 @@ export class SyncedStore {
       this._scheduleReconnect();
       return;
     }
+    ws.binaryType = "arraybuffer";
     this._ws = ws;
-    this._frames = new AppendFrames();
     ws.onopen = () => {
-      this._send({ type: "connect", protocol_version: PROTOCOL_VERSION,
-        schema_version: this.config.schemaVersion, client_id: this.clientId, token: this.token,
-        cookie: this.cookie, last_mutation_id: this.lastMutationId });
+      if (this._ws !== ws) return;
+      if (this._bridge) {
+        this._engineCall("connect", this.token); // its connect frame goes out first
+      } else {
+        this.rx.newConnection();
+        this._send(connectFrame({ schemaVersion: this.config.schemaVersion,
+          clientId: this.clientId, token: this.token, cookie: this.rx.cookie,
+          lastMutationId: this.rx.lastMutationId }));
+      }
     };
     ws.onmessage = (e) => {
+      if (this._ws !== ws || ws.dropped) return;
       try {
-        this._onFrame(e.data);
+        this._onFrame(ws, e.data);
       } catch (err) {
         this._log("frame", `error handling a frame: ${err}\n${err.stack || ""}`);
-        ws.close(4997, "client error");
+        ws.close(CLOSE_RECONNECT, "client error");
       }
     };
     ws.onclose = (e) => {
       if (this._ws !== ws) return;
       this._ws = null;
       this._handshakeDone = false;
-      this._parts = [];
       clearTimeout(this._stableTimer);
       if (this._bridge) this._engineCall("disconnected");
       for (const a of this._actions.values()) a.reject(new Error("connection lost during the action"));
       this._actions.clear();
-      if (TERMINAL[e.code]) {
-        this._end(e.code, e.reason);
+      const close = closeAction(e.code);
+      if (close.terminal) {
+        this._end(close.endReason, e.reason);
         return;
       }
-      if (RETRY_LATER.has(e.code)) {
+      if (close.backOff) {
         this._log("closed", `${e.code} ${e.reason}: reconnecting with backoff`);
         this._retryLater = true;
         this._delay = Math.max(this._delay, Math.min(RETRY_LATER_MS, this.reconnectMax));
@@ -478,6 +457,15 @@ export class SyncedStore {
       this._setStatus("disconnected");
       this._scheduleReconnect();
     };
+  }
+
+  // A frame could not be used (malformed, out of sequence, or the server asked to push
+  // again): drop the rest of this connection's frames and reconnect; the catch-up of the next
+  // connection brings the snapshot up to date and pending mutations are pushed again.
+  _dropConnection(ws, why) {
+    this._log("sync", `reconnecting: ${why}`);
+    ws.dropped = true;
+    ws.close(CLOSE_RECONNECT, "reconnect");
   }
 
   _scheduleReconnect() {
@@ -488,136 +476,125 @@ export class SyncedStore {
     this._reconnectTimer = setTimeout(() => this._connect(), delay);
   }
 
-  async _end(code, reason) {
-    this.endReason = TERMINAL[code];
+  async _end(endReason, reason) {
+    this.endReason = endReason;
     this._setStatus("ended");
     this._log("ended", `${this.endReason}: ${reason}`);
     const err = new Error(`session ended: ${this.endReason}`);
     for (const c of this._confirm.values()) c.reject(err);
-    if (code === 4005 && this._db) {
+    if (endReason === "schema_version_mismatch" && this._db) {
       await idbDelete(this._db, this._recordKey);
       location.reload();
     }
   }
 
-  _send(msg) {
-    if (this._ws && this._ws.readyState === WebSocket.OPEN) this._ws.send(typeof msg === "string" ? msg : JSON.stringify(msg));
+  _send(text) {
+    if (this._ws && this._ws.readyState === WebSocket.OPEN) this._ws.send(text);
   }
 
-  _onFrame(text) {
-    let msg = JSON.parse(text);
-    if (Array.isArray(msg)) {
-      msg = this._frames.expand(msg, this.cookie);
-      text = JSON.stringify(msg);
-    } else if (msg.type === "poke" && msg.bind) {
-      this._frames.observe(msg);
+  _onFrame(ws, data) {
+    if (this._bridge) {
+      // The engine receives every frame raw, exactly as it arrived.
+      let text = data;
+      if (typeof text !== "string") {
+        try {
+          text = utf8.decode(data);
+        } catch (e) {
+          this._dropConnection(ws, "a binary frame that is not UTF-8");
+          return;
+        }
+      }
+      this._bridge.call("receive", text).then(
+        (why) => { if (why) this._dropConnection(ws, why); },
+        (err) => {
+          this._log("frame", `the engine failed on a frame: ${err.message}`);
+          ws.close(CLOSE_RECONNECT, "client error");
+        });
+      return;
     }
-    switch (msg.type) {
+    let r;
+    try {
+      r = this.rx.receive(data);
+    } catch (e) {
+      if (!(e instanceof ProtocolError)) throw e;
+      if (e.startOver) {
+        this._startedOver(randomId(8), new Map(this.pending.map((m, i) => [m.id, i + 1])));
+      }
+      if (e.serverError) this._log("server", `${e.serverError.kind}: ${e.serverError.message}`);
+      this._dropConnection(ws, e.message);
+      return;
+    }
+    switch (r.type) {
       case "connected":
-        this._handshakeDone = true;
-        clearTimeout(this._stableTimer);
-        if (this._retryLater) {
-          // After a 1008/1013 close the backoff resets only once this connection holds.
-          this._stableTimer = setTimeout(() => { this._retryLater = false; this._delay = 100; }, STABLE_MS);
-        } else {
-          this._delay = 100;
-        }
-        if (typeof msg.user_id === "string") this.userId = msg.user_id;
-        if (this._bridge) {
-          this._engineCall("receive", text);
-        } else {
-          this._sentUpto = Math.max(msg.last_mutation_id || 0, this.lastMutationId);
-          const muts = this.pending.filter((m) => m.id > this._sentUpto)
-            .map((m) => ({ id: m.id, name: m.name, args: m.args }));
-          for (let i = 0; i < muts.length; i += 500) this._send({ type: "push", mutations: muts.slice(i, i + 500) });
-          if (muts.length) this._sentUpto = muts[muts.length - 1].id;
-        }
-        this._setStatus("connected");
+        this._onConnected(r.userId);
+        this._sentUpto = Math.max(r.lastMutationId, this.rx.lastMutationId);
+        this._pushPending();
         break;
-      case "poke": {
-        if (msg.final === false) { this._parts.push(msg); return; }
-        let poke = msg;
-        let raw = text;
-        if (this._parts.length) {
-          const parts = this._parts;
-          this._parts = [];
-          // The parts apply as one poke; rejected-mutation reports (`errors`) may be in any part.
-          poke = { ...msg, reset: !!parts[0].reset,
-            patch: [...parts.flatMap((p) => p.patch || []), ...(msg.patch || [])],
-            errors: [...parts.flatMap((p) => p.errors || []), ...(msg.errors || [])] };
-          raw = JSON.stringify(poke);
-        }
-        this._applyPoke(poke);
-        if (this._bridge) this._engineCall("receive", raw);
+      case "poke":
+        this.hasServerData = true;
+        if (this.nextMutationId <= this.rx.lastMutationId) this.nextMutationId = this.rx.lastMutationId + 1;
+        this._settle(r.lastMutationId, r.rejected);
+        this._save(false);
         if (!this.optimistic) this._emitAll();
-        this._settle(poke);
         break;
-      }
-      case "push_response":
-        if (this._bridge) this._engineCall("receive", text);
+      case "action_result":
+        this._actionDone(r.requestId, r.ok, r.output, r.kind, r.error);
         break;
-      case "action_result": {
-        const a = this._actions.get(msg.request_id);
-        if (a) {
-          this._actions.delete(msg.request_id);
-          if (msg.ok) a.resolve(msg.output);
-          else a.reject(Object.assign(new Error(msg.error || "action failed"), { kind: msg.kind }));
-        }
-        break;
-      }
       case "error":
-        this._log("server", `${msg.kind}: ${msg.message}`);
+        this._log("server", `${r.kind}: ${r.message}`);
         break;
-      default:
-        this._log("server", `unexpected frame type ${msg.type}`);
+      default: // buffered, push_response
     }
   }
 
-  // Apply a poke to the mirror (the server snapshot) and drop confirmed mutations.
-  _applyPoke(poke) {
-    if (poke.reset) this.rows.clear();
-    for (const op of poke.patch || []) {
-      const ns = op.ns || "";
-      const key = keyOf(ns, op.t, op.k);
-      if (op.op === "set") {
-        this.rows.set(key, { ns, t: op.t, k: op.k, sk: op.sk || "", v: op.v });
-      } else if (op.op === "del") {
-        this.rows.delete(key);
-      } else if (op.op === "merge") {
-        const cur = this.rows.get(key);
-        if (!cur) throw new Error(`merge op for a row this client does not have: ${key}`);
-        const v = { ...cur.v };
-        for (const [f, suffix] of Object.entries(op.append || {})) v[f] = v[f] + suffix;
-        Object.assign(v, op.set || {});
-        for (const f of op.unset || []) delete v[f];
-        this.rows.set(key, { ns, t: op.t, k: op.k, sk: op.sk || "", v });
-      }
+  _onConnected(userId) {
+    this._handshakeDone = true;
+    clearTimeout(this._stableTimer);
+    if (this._retryLater) {
+      // After a 1008/1013 close the backoff resets only once this connection holds.
+      this._stableTimer = setTimeout(() => { this._retryLater = false; this._delay = 100; }, STABLE_MS);
+    } else {
+      this._delay = 100;
     }
-    this.cookie = poke.cookie;
-    this.hasServerData = true;
-    if (poke.last_mutation_id != null && poke.last_mutation_id > this.lastMutationId) {
-      this.lastMutationId = poke.last_mutation_id;
-    }
-    if (this.nextMutationId <= this.lastMutationId) this.nextMutationId = this.lastMutationId + 1;
-    this._save(false);
+    if (typeof userId === "string" && userId) this.userId = userId;
+    this._setStatus("connected");
   }
 
-  _settle(poke) {
-    const failed = new Map((poke.errors || []).map((e) => [e.id, e]));
-    const keep = [];
-    for (const m of this.pending) {
-      if (m.id > this.lastMutationId) { keep.push(m); continue; }
-      const c = this._confirm.get(m.id);
-      this._confirm.delete(m.id);
-      const e = failed.get(m.id);
-      if (e) {
-        const err = Object.assign(new Error(`${e.name}: ${e.message}`), { kind: e.kind, mutationId: m.id });
-        for (const cb of this._listeners.failed) cb(err, m);
-        if (c) c.reject(err);
-      } else if (c) {
-        c.resolve();
-      }
+  // Before the engine: push the pending mutations not sent on this connection yet.
+  _pushPending() {
+    if (!this._handshakeDone || !this._ws) return;
+    for (const f of pushFrames(this.pending, this._sentUpto, this.config.schemaVersion)) this._send(f);
+    const last = this.pending.length ? this.pending[this.pending.length - 1].id : 0;
+    if (last > this._sentUpto) this._sentUpto = last;
+  }
+
+  // -- confirmations ---------------------------------------------------------------------
+
+  _settle(lastMutationId, rejected) {
+    for (const e of rejected) this._rejected(e);
+    this._confirmed(this.pending.filter((m) => m.id <= lastMutationId).map((m) => m.id));
+  }
+
+  // The server rejected mutation `e.id` for good ({id, name, kind, message}).
+  _rejected(e) {
+    const m = this.pending.find((p) => p.id === e.id);
+    const err = Object.assign(new Error(`${e.name}: ${e.message}`), { kind: e.kind, mutationId: e.id });
+    for (const cb of this._listeners.failed) cb(err, m || { id: e.id, name: e.name, args: null });
+    const c = this._confirm.get(e.id);
+    this._confirm.delete(e.id);
+    if (c) c.reject(err);
+  }
+
+  // Mutations `ids` are confirmed (or were rejected, already reported): drop them.
+  _confirmed(ids) {
+    if (!ids.length) return;
+    const done = new Set(ids);
+    for (const id of ids) {
+      const c = this._confirm.get(id);
+      this._confirm.delete(id);
+      if (c) c.resolve();
     }
+    const keep = this.pending.filter((m) => !done.has(m.id));
     if (keep.length !== this.pending.length) {
       this.pending = keep;
       this._save(false);
@@ -636,27 +613,56 @@ export class SyncedStore {
     return c.promise;
   }
 
+  _actionResult(rid) {
+    const a = {};
+    a.promise = new Promise((resolve, reject) => { a.resolve = resolve; a.reject = reject; });
+    this._actions.set(rid, a);
+    return a.promise;
+  }
+
+  _actionDone(rid, ok, output, kind, error) {
+    const a = this._actions.get(rid);
+    if (!a) return;
+    this._actions.delete(rid);
+    if (ok) a.resolve(output);
+    else a.reject(Object.assign(new Error(error || "action failed"), { kind }));
+  }
+
   // -- the engine ------------------------------------------------------------------------
 
   async _startEngine(runtime) {
+    let handedOver;
     try {
       await runtime;
+      this._handover = new Promise((resolve) => { handedOver = resolve; });
+      // Actions the shell sent are answered on its connection: let them finish first.
+      while (this._actions.size) {
+        await Promise.allSettled(Array.from(this._actions.values(), (a) => a.promise));
+      }
       const state = {
         user_id: this.userId, client_id: this.clientId, next_mutation_id: this.nextMutationId,
-        cookie: this.cookie, last_mutation_id: this.lastMutationId,
-        rows: Array.from(this.rows.values(), (r) => [r.ns, r.t, r.k, r.sk, r.v]),
-        pending: this.pending.map((m) => [m.id, m.name, m.args]),
+        cookie: this.rx.cookie, last_mutation_id: this.rx.lastMutationId,
+        rows: Array.from(this.rx.rows.values(), (r) => [r.ns, r.t, r.k, r.sk, r.v]),
+        pending: this.pending.map((m) => [m.id, m.name, m.args, m.v, m.k]),
       };
       const spec = JSON.stringify({ schema: this.config.pyodide.python.schema,
         mutators: this.config.pyodide.python.mutators });
       const subs = Array.from(this._subs.values(), (sub) => [sub.id, sub.table, sub.scope]);
-      // From this message on, every frame, mutation and subscription goes to the engine (the
-      // worker handles messages in order). It adopts a live connection: it pushes only what
-      // the shell has not sent on it.
-      const created = this._worker.call("create", spec, JSON.stringify(state),
-        this._handshakeDone ? this._sentUpto : null, subs);
+      // From this message on, every mutation, subscription and frame goes to the engine (the
+      // worker handles messages in order). It gets a connection of its own: the shell's is
+      // closed (frames still on their way there are dropped) and a new one opens at once,
+      // which the engine starts with its connect frame; its catch-up continues from the
+      // snapshot handed over, and it pushes every pending mutation the server lacks.
+      const created = this._worker.call("create", spec, JSON.stringify(state), subs);
       this._bridge = this._worker;
-      await created;
+      const ws = this._ws;
+      if (ws) {
+        this._ws = null;
+        this._handshakeDone = false;
+        ws.close(CLOSE_HANDOVER, "the engine takes over");
+        this._reconnectNow();
+      }
+      this._adoptPending(JSON.parse(await created));
       this.optimistic = true;
       this._redeliver();
       performance.mark("synced-store:optimistic-ready");
@@ -671,23 +677,66 @@ export class SyncedStore {
       }
       for (const cb of this._listeners.ready) cb(e);
       this._ready.reject(e);
+    } finally {
+      if (handedOver) handedOver();
+      this._handover = null;
     }
   }
 
-  _engineCall(method, ...args) {
-    this._bridge.call(method, ...args).catch((e) => {
-      this._log("engine", `${method} failed: ${e.message}`);
-      if (method === "receive" && this._ws) this._ws.close(4997, "client error");
-    });
+  // The pending mutations the engine restored (it drops those the snapshot already holds and
+  // those of mutators this app no longer has).
+  _adoptPending(kept) {
+    const ids = new Set(kept.map(([id]) => id));
+    for (const m of this.pending) {
+      if (ids.has(m.id)) continue;
+      const c = this._confirm.get(m.id);
+      this._confirm.delete(m.id);
+      if (!c) continue;
+      if (m.id <= this.rx.lastMutationId) c.resolve();
+      else c.reject(Object.assign(new Error(`unknown mutator ${m.name}`), { kind: "unknown_name" }));
+    }
+    this.pending = kept.map(([id, name, args, v, k]) => ({ id, name, args, v, k }));
+    this._save(false);
   }
 
-  // Apply what the engine says: send its frames, deliver subscription results and marks.
-  _applyOutput(out) {
-    // The engine pushes on its own (it tracks what it sent on this connection).
-    for (const frame of out.send) this._send(frame);
+  _engineCall(method, ...args) {
+    this._bridge.call(method, ...args).catch((e) => this._log("engine", `${method} failed: ${e.message}`));
+  }
+
+  // Apply what the engine reports: send its frames (on the socket they were made for), handle
+  // its events, deliver subscription results and pending marks.
+  _applyOutput(out, ws) {
+    if (ws && ws === this._ws) for (const frame of out.send) this._send(frame);
+    for (const ev of out.events) {
+      switch (ev.type) {
+        case "connected":
+          if (ws && ws === this._ws) this._onConnected(ev.user_id);
+          break;
+        case "snapshot":
+          this._applySnapshot(ev);
+          break;
+        case "rejected":
+          this._rejected(ev);
+          break;
+        case "confirmed":
+          this._confirmed(ev.ids);
+          break;
+        case "action_result":
+          this._actionDone(ev.request_id, ev.ok, ev.output, ev.kind, ev.error);
+          break;
+        case "started_over":
+          this._startedOver(ev.client_id, new Map(ev.renumbered));
+          break;
+        case "server_error":
+          this._log("server", `${ev.kind}: ${ev.message}`);
+          break;
+        default:
+          this._log("engine", `unknown event ${ev.type}`);
+      }
+    }
     let pkChanged = false;
     if (out.pending_keys) {
-      this.pendingKeys = new Set(out.pending_keys.map(([ns, t, k]) => keyOf(ns, t, k)));
+      this.pendingKeys = new Set(out.pending_keys.map(([ns, t, k]) => rowKey(ns, t, k)));
       pkChanged = true;
     }
     const results = out.results || {};
@@ -697,7 +746,7 @@ export class SyncedStore {
         if (r.error) { this._log("query", r.error); continue; }
         const ns = sub.scope === "private" ? "u:" + this.userId : "";
         sub.engineRows = r.rows.map(([k, sk, v]) => ({ key: k, sortKey: sk, value: v,
-          pending: this.pendingKeys.has(keyOf(ns, sub.table, k)) }));
+          pending: this.pendingKeys.has(rowKey(ns, sub.table, k)) }));
         if (this.optimistic) this._deliver(sub);
       } else if (pkChanged && sub.engineRows && this.optimistic) {
         this._markPending(sub);
@@ -706,10 +755,25 @@ export class SyncedStore {
     }
   }
 
+  // A server update the engine applied: keep the cached snapshot (what IndexedDB holds) equal
+  // to the engine's.
+  _applySnapshot(ev) {
+    const rows = this.rx.rows;
+    if (ev.reset) rows.clear();
+    for (const [ns, t, k, sk, v] of ev.rows) {
+      if (sk === undefined) rows.delete(rowKey(ns, t, k));
+      else rows.set(rowKey(ns, t, k), { ns, t, k, sk, v });
+    }
+    this.rx.cookie = ev.cookie;
+    this.rx.lastMutationId = ev.last_mutation_id;
+    this.hasServerData = true;
+    this._save(false);
+  }
+
   _markPending(sub) {
     const ns = sub.scope === "private" ? "u:" + this.userId : "";
     sub.engineRows = sub.engineRows.map((row) => ({ ...row,
-      pending: this.pendingKeys.has(keyOf(ns, sub.table, row.key)) }));
+      pending: this.pendingKeys.has(rowKey(ns, sub.table, row.key)) }));
   }
 
   _redeliver() {
@@ -728,7 +792,7 @@ export class SyncedStore {
     if (this.optimistic) { this._deliver(sub); return; }
     const ns = sub.scope === "private" ? "u:" + this.userId : "";
     const rows = [];
-    for (const r of this.rows.values()) {
+    for (const r of this.rx.rows.values()) {
       if (r.ns === ns && r.t === sub.table) rows.push(r);
     }
     rows.sort((a, b) => cmpStr(a.sk, b.sk) || cmpStr(a.k, b.k));

@@ -1,0 +1,57 @@
+// protocol.js beyond the shared vectors: frame size, the frames the shell sends, push chunking,
+// and row values whose keys are special to JavaScript objects.
+
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { loadProtocol } from "./load.mjs";
+
+const P = await loadProtocol();
+
+test("a frame above MAX_FRAME_BYTES is refused, as text or as bytes", () => {
+  const pad = (n) => `{"type":"push_response","last_mutation_id":1,"x":"${"é".repeat(n)}"}`;
+  const fits = pad((P.MAX_FRAME_BYTES - 60) / 2);
+  assert.equal(P.decodeServerMessage(fits).type, "push_response");
+  const over = pad(P.MAX_FRAME_BYTES / 2); // ~4 Mi characters, 8 MiB + of UTF-8
+  assert.ok(over.length < P.MAX_FRAME_BYTES);
+  assert.throws(() => P.decodeServerMessage(over), P.ProtocolError);
+  assert.throws(() => P.decodeServerMessage(new TextEncoder().encode(over)), P.ProtocolError);
+  assert.equal(P.decodeServerMessage(new TextEncoder().encode(fits)).type, "push_response");
+  assert.throws(() => P.decodeServerMessage(new Uint8Array([0x5b, 0xff, 0x5d])), P.ProtocolError);
+});
+
+test("connect leaves out what the client does not have", () => {
+  assert.deepStrictEqual(JSON.parse(P.connectFrame({ schemaVersion: 3, clientId: "c1" })),
+    { type: "connect", protocol_version: 1, schema_version: 3, client_id: "c1" });
+  assert.deepStrictEqual(JSON.parse(P.connectFrame({ schemaVersion: 3, clientId: "c1",
+    token: "t", cookie: 0, lastMutationId: 0 })),
+  { type: "connect", protocol_version: 1, schema_version: 3, client_id: "c1", token: "t",
+    cookie: 0, last_mutation_id: 0 });
+  assert.deepStrictEqual(JSON.parse(P.actionFrame("a1", "callBot", { x: [1] })),
+    { type: "action", request_id: "a1", name: "callBot", input: { x: [1] } });
+});
+
+test("pushes travel in frames of at most 500 mutations and about 1 MiB", () => {
+  const pending = Array.from({ length: 1201 }, (_, i) => ({ id: i + 1, name: "n", args: {}, v: 1, k: null }));
+  const frames = P.pushFrames(pending, 0, 1).map((f) => JSON.parse(f).mutations.map((m) => m.id));
+  assert.deepStrictEqual(frames.map((ids) => ids.length), [500, 500, 201]);
+  assert.deepStrictEqual(frames.flat(), pending.map((m) => m.id));
+  const big = "é".repeat(200 * 1024); // 400 KiB of UTF-8 each
+  const large = [1, 2, 3, 4].map((id) => ({ id, name: "n", args: { big }, v: 1, k: null }));
+  const sizes = P.pushFrames(large, 0, 1).map((f) => JSON.parse(f).mutations.length);
+  assert.deepStrictEqual(sizes, [2, 2]);
+  const huge = [{ id: 1, name: "n", args: { big: big + big + big }, v: 1, k: null }];
+  assert.equal(P.pushFrames(huge, 0, 1).length, 1); // a single larger mutation travels alone
+});
+
+test("row values keep keys such as __proto__ as plain data", () => {
+  const rx = new P.Receiver({ cookie: 1, rows: [["", "t", "r", "", JSON.parse('{"__proto__": "a"}')]] });
+  rx.receive('{"type":"poke","base_cookie":1,"cookie":2,"patch":[{"op":"merge","t":"t","k":"r",'
+    + '"append":{"__proto__":"b"},"set":{"constructor":1}}]}');
+  const v = rx.rows.get(P.rowKey("", "t", "r")).v;
+  assert.equal(Object.getPrototypeOf(v), Object.prototype);
+  assert.deepStrictEqual(Object.keys(v).sort(), ["__proto__", "constructor"]);
+  assert.equal(JSON.stringify(v), '{"__proto__":"ab","constructor":1}');
+  assert.throws(() => rx.receive('{"type":"poke","base_cookie":2,"cookie":3,"patch":'
+    + '[{"op":"merge","t":"t","k":"r","append":{"toString":"x"}}]}'), P.ProtocolError);
+});
