@@ -21,6 +21,7 @@ from synced_store.core.keys import (
     encode_value,
     is_visible_to,
     private_ns,
+    unique_id,
 )
 from synced_store.types import RowKey
 
@@ -126,3 +127,14 @@ def test_encode_value_limit_is_inclusive() -> None:
 def test_encode_value_rejects_non_json() -> None:
     with pytest.raises(ValidationError, match="not JSON"):
         encode_value(KEY, {"x": object()})
+
+
+def test_unique_ids_sort_in_the_order_they_were_made() -> None:
+    ids = [unique_id("3f9a", n) for n in range(1, 50_000)]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+    assert unique_id("c", 9) < unique_id("c", 10) < unique_id("c", 35) < unique_id("c", 36)
+    assert unique_id("c", 36**5 - 1) < unique_id("c", 36**5)
+    assert unique_id("c", 1) == "c-a1"
+    with pytest.raises(ValueError, match=">= 1"):
+        unique_id("c", 0)

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from ..core.events import (
     SnapshotUpdated,
     StartedOver,
 )
-from ..core.keys import PUBLIC, private_ns
+from ..core.keys import PUBLIC, private_ns, unique_id
 from ..errors import (
     ActionError,
     ClientClosedError,
@@ -35,6 +35,7 @@ from ..protocol.codes import END_REASONS, TERMINAL_CODES, CloseCode
 from ..schema import BackendConfig
 from ..storage.client_cache import Persistence
 from ..types import ConnectionStatus, EntryKey
+from .proxies import ActionProxy, MutateProxy, MutationResult
 from .transport import Connection, ConnectionLost, Connector, WebSocketConnector, sync_url
 
 __all__ = ["MutationResult", "SyncedStoreClient", "connect"]
@@ -46,60 +47,6 @@ log = logging.getLogger("synced_store.client")
 BACK_OFF_CODES = frozenset({CloseCode.POLICY_VIOLATION, CloseCode.TRY_AGAIN_LATER})
 BACK_OFF_MIN = 1.0
 BACK_OFF_HOLD = 10.0
-
-
-class MutationResult:
-    """What ``await store.mutate.X(...)`` returns: the mutation ``id`` and ``confirmed``.
-
-    ``await result.confirmed`` returns once the server committed the mutation and this client
-    rebased onto it; it raises :class:`MutationFailedError` if the server rejected it.
-    """
-
-    __slots__ = ("confirmed", "id", "name")
-
-    def __init__(self, mutation_id: int, name: str, confirmed: asyncio.Future[None]) -> None:
-        self.id = mutation_id
-        self.name = name
-        self.confirmed = confirmed
-
-    def __repr__(self) -> str:
-        return f"MutationResult(id={self.id}, name={self.name!r})"
-
-
-class _MutateProxy:
-    def __init__(self, client: SyncedStoreClient) -> None:
-        self._client = client
-
-    def __getattr__(self, name: str) -> Callable[..., Awaitable[MutationResult]]:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        client = self._client
-        client.config.schema.mutator(name)  # unknown names fail here, clearly
-
-        async def call(
-            args: Any = None, /, *, pending_mutation_dedupe_key: str | None = None, **kwargs: Any
-        ) -> MutationResult:
-            return client._mutate(
-                name, kwargs if args is None else args, pending_mutation_dedupe_key
-            )
-
-        return call
-
-
-class _ActionProxy:
-    def __init__(self, client: SyncedStoreClient) -> None:
-        self._client = client
-
-    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        client = self._client
-        client.config.schema.action(name)
-
-        async def call(args: Any = None, /, **kwargs: Any) -> Any:
-            return await client._action(name, kwargs if args is None else args)
-
-        return call
 
 
 class SyncedStoreClient:
@@ -123,8 +70,8 @@ class SyncedStoreClient:
         self.engine = ClientEngine(config, user_id=user_id, client_id=client_id)
         self.client_id = client_id
         self.persistence = persistence
-        self.mutate = _MutateProxy(self)
-        self.action = _ActionProxy(self)
+        self.mutate = MutateProxy(self)
+        self.action = ActionProxy(self)
         #: ``"disconnected"``, ``"connecting"`` or ``"connected"`` (a :class:`ConnectionStatus`).
         self.connection_status = ConnectionStatus.DISCONNECTED
         self.end_reason: str | None = None
@@ -367,11 +314,12 @@ class SyncedStoreClient:
         return None
 
     async def make_unique_id(self) -> str:
-        """A unique, per-client increasing id such as ``"3f9a1c2b7d4e8a01-42"``."""
+        """A unique id such as ``"3f9a1c2b7d4e8a01-a7"``: this client's ids sort in the order
+        they were made (:func:`~synced_store.core.keys.unique_id`)."""
         self._unique += 1
         if self.persistence is not None:
             self.persistence.set_meta(unique_counter=self._unique)
-        return f"{self.client_id}-{self._unique}"
+        return unique_id(self.client_id, self._unique)
 
     async def _action(self, name: str, args: Any) -> Any:
         adef = self.config.schema.action(name)

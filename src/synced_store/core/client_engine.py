@@ -63,9 +63,9 @@ from .events import (
     SnapshotUpdated,
     StartedOver,
 )
-from .patch import op_key, op_row
 from .pending import ClientTx, PendingMutation, Row, gc_paused
 from .readset import ReadSet
+from .rebase import apply_rows, restore_snapshot, rows_after_patch, snapshot_rows
 from .store import MemoryStore
 from .subscriptions import Subscription, Subscriptions, TableCallback, TableSubscription
 
@@ -434,20 +434,8 @@ class ClientEngine:
     ) -> None:
         store = self.store
         old_view: dict[RowKey, Any] = {}
-        keys = [op_key(op) for op in patch]
         # Work out every row first, so a malformed op changes nothing (no half-applied poke).
-        rows_after: list[Row | None] = []
-        scratch: dict[RowKey, Row | None] = {}
-        originals = self._originals
-        for key, op in zip(keys, patch, strict=True):
-            if key in scratch:
-                cur_row = scratch[key]
-            elif reset:
-                cur_row = None
-            else:
-                cur_row = originals[key] if key in originals else store.get(key)
-            scratch[key] = op_row(op, cur_row)
-            rows_after.append(scratch[key])
+        keys, rows_after, last = rows_after_patch(store, self._originals, patch, reset)
         lmid = self.last_mutation_id
         if last_mutation_id is not None and last_mutation_id > lmid:
             lmid = last_mutation_id
@@ -462,29 +450,7 @@ class ClientEngine:
                     touched.update(m.writes)
         self._restore_snapshot(old_view, touched)
         # 2. Apply the patch.
-        dirty: dict[RowKey, tuple[str | None, ...]] = {}
-        applied: list[tuple[RowKey, Row | None]] = []
-        if reset:
-            store.clear()
-            rows = []
-            # The last op on a row decides (a reset's final part may delete a row an earlier
-            # part sent: it was deleted during the catch-up).
-            for key, row in scratch.items():
-                if row is not None:
-                    rows.append((key, row[0], row[1]))
-                    applied.append((key, row))
-            store.load(rows)
-        else:
-            for key, row in zip(keys, rows_after, strict=True):
-                cur = store.get(key)
-                if key not in old_view:
-                    old_view[key] = cur
-                if row is None:
-                    store.delete(key)
-                else:
-                    store.put(key, row[0], row[1])
-                applied.append((key, row))
-                dirty[key] = (None if cur is None else cur[0], None if row is None else row[0])
+        applied, dirty = apply_rows(store, keys, rows_after, last, reset, old_view)
         self.cookie = cookie
         self.has_server_data = True
         # 3. Drop what the server processed.
@@ -541,21 +507,8 @@ class ClientEngine:
         self.subscriptions.notify(self._diff(old_view), reset)
 
     def _restore_snapshot(self, old_view: dict[RowKey, Any], only: set[RowKey] | None) -> None:
-        """Undo the pending overlay on the rows in ``only`` (on every row if None), noting
-        their current view values in ``old_view``."""
-        store = self.store
-        originals = self._originals
-        if only is None:
-            items = list(originals.items())
-            self._originals = {}
-        else:
-            items = [(key, originals.pop(key)) for key in only if key in originals]
-        for key, orig in items:
-            old_view[key] = store.get(key)
-            if orig is None:
-                store.delete(key)
-            else:
-                store.put(key, orig[0], orig[1])
+        """Undo the pending overlay on the rows in ``only`` (every row if None)."""
+        self._originals = restore_snapshot(self.store, self._originals, old_view, only)
 
     # -- misc ------------------------------------------------------------------------------
 
@@ -631,12 +584,4 @@ class ClientEngine:
 
     def snapshot_rows(self) -> list[tuple[RowKey, str, Any]]:
         """The server snapshot (without pending effects) as rows, for persistence."""
-        rows = []
-        for key, sk, value in self.store.rows():
-            if key in self._originals:
-                continue
-            rows.append((key, sk, value))
-        for key, orig in self._originals.items():
-            if orig is not None:
-                rows.append((key, orig[0], orig[1]))
-        return rows
+        return snapshot_rows(self.store, self._originals)

@@ -29,6 +29,7 @@ __all__ = [
     "encode_value",
     "is_visible_to",
     "private_ns",
+    "unique_id",
 ]
 
 MAX_KEY_BYTES = 256
@@ -160,3 +161,21 @@ def check_value_size(key: RowKey, data: bytes) -> None:
         raise ValueTooLargeError(
             f"value for {key.table}/{key.item} is {len(data)} bytes (limit {MAX_VALUE_BYTES})"
         )
+
+
+_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def unique_id(client_id: str, counter: int) -> str:
+    """The ``counter``-th unique id of a client: ``"<client id>-<n>"``, where ``n`` is the
+    counter in base 36 after a letter giving its length (``a`` one digit, ``b`` two, ...), so a
+    client's ids sort in the order they were made as plain strings ("…-a9" < "…-aa" <
+    "…-b10"), whatever their number."""
+    if counter < 1:
+        raise ValueError("counter must be >= 1")
+    digits = ""
+    n = counter
+    while n:
+        n, d = divmod(n, 36)
+        digits = _DIGITS[d] + digits
+    return f"{client_id}-{chr(ord('a') + len(digits) - 1)}{digits}"

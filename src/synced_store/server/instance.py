@@ -15,23 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
-from ..core.context import MutationContext
-from ..core.keys import check_depth
 from ..core.sequencing import Sequence, classify
 from ..errors import (
     InstanceUnavailableError,
-    QuotaExceededError,
     SchemaError,
     StorageError,
-    SyncedStoreError,
-    UnknownNameError,
 )
 from ..protocol.codes import CloseCode, ErrorKind
 from ..protocol.messages import SKIP, Error, Mutation, MutationErrorReport, PushResponse
@@ -40,9 +34,10 @@ from ..schema import BackendConfig
 from ..storage.base import InstanceStore, WriterTx
 from ..storage.records import ClientState, RejectedMutation
 from ..types import RowKey
-from .batch import Direct, Op, Push, ServerTx, Written, call_in_tx
+from .batch import Direct, Op, Push, Written, call_in_tx
 from .fanout import Change, Fanout
 from .limits import Retention, ServerLimits
+from .mutations import MutationRunner
 from .platform import ServerPlatform
 from .session import Session
 
@@ -88,6 +83,7 @@ class Instance:
         #: Loop time of the last attach, detach or write (idle instances are closed).
         self.last_used = self.opened_at = asyncio.get_running_loop().time()
         self.platform = ServerPlatform(config.services)
+        self._mutations = MutationRunner(config, self.platform, self.limits)
         self.sessions: dict[str, Session] = {}
         #: Sends each commit to the sessions (merged, encoded and framed once per group).
         self.fanout = Fanout(self.sessions, deltas=append_deltas)
@@ -425,7 +421,7 @@ class Instance:
                 direct_results.append((item, res))
                 continue
             if isinstance(item, Direct):
-                err, n = await self._run_one(
+                err, n = await self._mutations.run(
                     tx,
                     item.user_id,
                     item.name,
@@ -461,7 +457,7 @@ class Instance:
                 if m.name == SKIP:  # superseded by a later mutation with its dedupe key
                     last = m.id
                     continue
-                err, n = await self._run_one(
+                err, n = await self._mutations.run(
                     tx,
                     session.user_id,
                     m.name,
@@ -495,91 +491,6 @@ class Instance:
                 await tx.set_client(cid, session.user_id, last, version)
             replies.append((session, PushResponse(last_mutation_id=last)))
         return version, changes, lmids, errors, direct_results, replies, jobs
-
-    async def _run_one(
-        self,
-        tx: WriterTx,
-        user_id: str,
-        name: str,
-        args: Any,
-        source: dict[str, Any],
-        version: int,
-        changes: dict[RowKey, Change],
-        *,
-        from_version: int | None = None,
-        system: Any = None,
-        after: Any = None,
-    ) -> tuple[BaseException | None, int]:
-        """Run one mutation in a savepoint. Returns (permanent error or None, jobs enqueued).
-
-        A mutation made under an older schema version is first rewritten by the schema's
-        ``migrate_pending_mutation`` steps (into zero, one or several mutations); ``system`` runs
-        a system function (a data migration) instead of a named mutator.
-        """
-        schema = self.config.schema
-        calls: list[tuple[str, Any]] = [] if system is not None else [(name, args)]
-        try:
-            if system is None:
-                check_depth(args, what=f"input for mutator {name!r}")
-            if from_version is not None and from_version != schema.schema_version:
-                calls = schema.migrate_mutation(name, args, from_version)
-        except Exception as exc:
-            return exc, 0
-        if system is None:
-            for n, _ in calls:
-                if n not in self.config.mutators:
-                    return UnknownNameError(f"unknown mutator {n!r}"), 0
-        stx = ServerTx(tx, version)
-        jobs: list[tuple[str, Any]] = []
-        await tx.savepoint()
-        try:
-            if system is not None:
-                ctx = MutationContext(
-                    schema, stx, user_id, is_server=True, source=source, platform=self.platform
-                )
-                await system(ctx)
-            for n, a in calls:
-                value = schema.mutator(n).parse_input(a)
-                ctx = MutationContext(
-                    schema, stx, user_id, is_server=True, source=source, platform=self.platform
-                )
-                await self.config.mutators[n](ctx, value)
-                jobs.extend(ctx.enqueued)
-            if jobs:
-                await self._check_job_quota(tx, user_id, len(jobs))
-                now = time.time()
-                for job_name, job_input in jobs:
-                    await tx.add_job(job_name, job_input, user_id, now)
-            if after is not None:
-                await call_in_tx(after, tx)
-        except StorageError:
-            raise
-        except Exception as exc:
-            if tx.broken is not None:  # the mutator swallowed a storage error
-                raise tx.broken from exc
-            await tx.rollback_savepoint()
-            if not isinstance(exc, SyncedStoreError):
-                log.info("mutator %s raised on the server: %r", name, exc)
-            return exc, 0
-        await tx.release()
-        changes.update(stx.changes)
-        return None, len(jobs)
-
-    async def _check_job_quota(self, tx: WriterTx, user_id: str, adding: int) -> None:
-        """Raise :class:`QuotaExceededError` if ``adding`` more unfinished jobs would put
-        ``user_id`` or the instance over its quota (the mutation is rejected as a whole)."""
-        limits = self.limits
-        mine, total = await tx.unfinished_jobs(user_id)
-        if mine + adding > limits.max_queued_jobs_per_user:
-            raise QuotaExceededError(
-                f"user {user_id} already has {mine} unfinished action jobs in this instance "
-                f"(limit {limits.max_queued_jobs_per_user})"
-            )
-        if total + adding > limits.max_queued_jobs_per_instance:
-            raise QuotaExceededError(
-                f"this instance already has {total} unfinished action jobs "
-                f"(limit {limits.max_queued_jobs_per_instance})"
-            )
 
     async def migrate_schema(self) -> None:
         """Bring the stored data up to the schema version (``migrate_data`` steps), once."""
