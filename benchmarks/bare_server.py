@@ -32,6 +32,10 @@ class _Room:
     def __init__(self) -> None:
         self.sends: list[Any] = []
         self.started = False
+        #: The socket that pushed the user's message, and the id it pushed (confirmed to it
+        #: in the stream's first poke, as the real server does).
+        self.pusher: Any = None
+        self.pushed_id = 0
 
 
 class BareApp:
@@ -93,6 +97,8 @@ class BareApp:
                 frame = json.loads(msg.get("text") or msg.get("bytes") or b"{}")
                 if frame.get("type") == "push" and not room.started:
                     room.started = True
+                    room.pusher = send
+                    room.pushed_id = frame["mutations"][-1]["id"]
                     asyncio.get_running_loop().create_task(self._stream(room_id, room))
         finally:
             room.sends.remove(send)
@@ -112,7 +118,12 @@ class BareApp:
             ],
             "bind": [[0, "", "messages", "bot", "text", ""]],
         }
-        await self._broadcast(room, json.dumps(bind, separators=(",", ":")))
+        await self._broadcast(
+            room,
+            json.dumps(bind, separators=(",", ":")),
+            own=json.dumps({**bind, "last_mutation_id": room.pushed_id}, separators=(",", ":")),
+            to=room.pusher,
+        )
         cookie = 2
         start = time.time()
         times: list[float] = []
@@ -139,10 +150,10 @@ class BareApp:
         tmp.rename(self.record_dir / f"{room_id}.json")
 
     @staticmethod
-    async def _broadcast(room: _Room, text: str) -> None:
+    async def _broadcast(room: _Room, text: str, own: str = "", to: Any = None) -> None:
         for send in list(room.sends):
             with contextlib.suppress(Exception):  # the client went away
-                await send({"type": "websocket.send", "text": text})
+                await send({"type": "websocket.send", "text": own if send is to else text})
 
 
 async def _send(send: Any, msg: dict[str, Any]) -> None:
