@@ -527,7 +527,7 @@ async def _variant(
                     _open(
                         url,
                         room,
-                        "sender",
+                        f"sender-{room}",  # a user per room: within the per-user connect rate
                         _CountingConnector(f"{url}/sync/{room}", deflate=False),
                         gate,
                     )
