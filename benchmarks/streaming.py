@@ -182,10 +182,20 @@ def _serve(args: argparse.Namespace) -> None:
     )
 
     lag = LoopLag()
+    # SS_PROFILE=FILE: profile the server (cProfile, written at the end): where the time goes.
+    profile_to = os.environ.get("SS_PROFILE")
+    profiler: Any = None
+    if profile_to:
+        import cProfile
+
+        profiler = cProfile.Profile()
 
     def write_lag(*_: Any) -> None:
         lag.stop()
         (Path(args.record_dir) / "server-lag.json").write_text(json.dumps(lag.samples))
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(profile_to)
 
     # uvicorn re-raises the SIGTERM it stopped on once it has shut down; this handler then
     # writes the lag samples and lets the process end normally.
@@ -193,6 +203,8 @@ def _serve(args: argparse.Namespace) -> None:
 
     async def serve() -> None:
         lag.start()
+        if profiler is not None:
+            profiler.enable()
         await uvicorn.Server(config).serve()
 
     # The event loop uvicorn would pick (uvloop when it is installed, as ``synced-store serve``).

@@ -32,6 +32,7 @@ process are serialized, so the second one sees the first one's result.
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 from typing import Any
 
@@ -76,9 +77,31 @@ async def _history(ctx: Any, bot_message_id: str) -> list[dict[str, str]]:
 
 
 async def _stopped(ctx: Any, message_id: str) -> bool:
-    """True if the placeholder was deleted or cancelled (checked between chunks)."""
+    """True if the placeholder was deleted or cancelled."""
     row = await ctx.table("messages").get(message_id)
     return row is None or row.get("status") == "cancelled"
+
+
+#: Seconds between two cancellation checks while a reply streams. ``updateMessage`` never
+#: writes a cancelled or deleted reply anyway; the check only stops asking the model early.
+STOP_CHECK_INTERVAL = 0.1
+
+
+class _StopCheck:
+    """``_stopped`` at most every ``STOP_CHECK_INTERVAL`` seconds (a read of the whole reply
+    per chunk costs more than the chunk's commit)."""
+
+    def __init__(self, ctx: Any, message_id: str) -> None:
+        self._ctx = ctx
+        self._id = message_id
+        self._next = 0.0
+
+    async def __call__(self) -> bool:
+        now = time.monotonic()
+        if now < self._next:
+            return False
+        self._next = now + STOP_CHECK_INTERVAL
+        return await _stopped(self._ctx, self._id)
 
 
 async def call_bot(ctx: Any, input: CallBotInput) -> dict[str, Any]:
@@ -108,10 +131,11 @@ async def _call_bot(ctx: Any, input: CallBotInput) -> dict[str, Any]:
     calls = 0
     for round_ in range(MAX_TOOL_ROUNDS + 1):
         request = {"botName": input.botName, "messages": messages, "tools": BOT_TOOLS.openai()}
+        stopped = _StopCheck(ctx, mid)
         async with StreamedText(ctx.platform.call("bot.stream", request)) as reply:
             try:
                 async for text in reply:
-                    if await _stopped(ctx, mid):
+                    if await stopped():
                         return {"success": False, "response": _join(shown, text)}
                     await ctx.mutate(
                         "updateMessage",
