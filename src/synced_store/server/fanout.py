@@ -171,6 +171,11 @@ class Fanout:
         self._timer = None
         self.flush()
 
+    def held_errors(self, client_id: str) -> list[MutationErrorReport]:
+        """Error reports of ``client_id`` in commits the window still holds (a catch-up that
+        confirms those mutations carries them too: the database keeps only the newest)."""
+        return list(self._errors.get(client_id, ()))
+
     @property
     def deltas(self) -> bool:
         """False when rows always travel whole (``create_app(append_deltas=False)``)."""
@@ -293,6 +298,8 @@ class Fanout:
         own = session.own_ns
         lmid = f.lmids.get(cid)
         errors = f.errors.get(cid)
+        if errors and errors[0].id <= session.known_lmid:  # a catch-up already told of these
+            errors = [e for e in errors if e.id > session.known_lmid] or None
         private = f.private.get(own)
         if not session.follows(before):
             session.enqueue(f.version, _visible(f.changes, own), lmid, errors)

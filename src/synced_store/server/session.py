@@ -330,11 +330,12 @@ class Session:
 
     async def _start_phase(self, base: int | None) -> tuple[CatchUp, int]:
         """Begin reading a catch-up from ``base`` to the committed version. From here on,
-        what commits is queued in ``_pending`` (and sent with the final part)."""
+        what commits is queued in ``_pending`` (and sent with the final part). Queued error
+        reports stay: they travel with the catch-up (the database keeps only the newest
+        ``errors_per_client``, and a connected client is told of every one)."""
         self._need_pull = False
         self._drop_pending()
         self._pending_lmid = None
-        self._pending_errors = []
         cu = self._store.catch_up(base, namespaces=("", self.own_ns), encode=op_text)
         return cu, await self._lmid_of()
 
@@ -346,7 +347,7 @@ class Session:
         self._sent_stale = False
         part_bytes = self._limits.catch_up_part_bytes
         cu, lmid = await self._start_phase(base)
-        errors = await self._errors_between(self.known_lmid, lmid)
+        errors = _merged(self._take_errors(), await self._errors_between(self.known_lmid, lmid))
         first = True  # no part sent yet
         reset: bool | None = None  # the first phase's, final after its first read
         phase_started = True
@@ -369,7 +370,11 @@ class Session:
                     known = lmid
                     cu, lmid = await self._start_phase(cu.upto)
                     phase_started = True
-                    errors += await self._errors_between(known, lmid)
+                    errors = _merged(
+                        errors,
+                        self._take_errors(),
+                        await self._errors_between(known, lmid),
+                    )
                     if not ops:
                         continue
                 part = Poke(final=False, reset=bool(reset and first), patch=raw_ops(ops))
@@ -394,9 +399,11 @@ class Session:
             version = max(version, self._pending_version)
             if self._pending_lmid is not None:
                 lmid = max(lmid, self._pending_lmid)
-            errors.extend(self._pending_errors)
             self._pending_lmid = None
-            self._pending_errors = []
+        # Reports of commits the fan-out still holds whose mutations this poke confirms (the
+        # database may have pruned them already); the flush tells of the later ones.
+        held = [e for e in self._fanout.held_errors(self.client_id) if e.id <= lmid]
+        errors = _merged(errors, self._take_errors(), held)
         final = Poke(
             final=True,
             reset=bool(reset and first),
@@ -410,6 +417,10 @@ class Session:
         self.cookie = version
         self.synced_to = version
         self.known_lmid = max(self.known_lmid, lmid)
+
+    def _take_errors(self) -> list[MutationErrorReport]:
+        errors, self._pending_errors = self._pending_errors, []
+        return errors
 
     async def _errors_between(self, after: int, upto: int) -> list[MutationErrorReport]:
         return [
@@ -486,3 +497,12 @@ class Session:
         self.cookie = version
         self.synced_to = version
         await self._send_text(encode(msg))
+
+
+def _merged(*lists: list[MutationErrorReport]) -> list[MutationErrorReport]:
+    """Error reports of several sources, each mutation once, in id order."""
+    by_id: dict[int, MutationErrorReport] = {}
+    for errors in lists:
+        for e in errors:
+            by_id.setdefault(e.id, e)
+    return [by_id[i] for i in sorted(by_id)]
