@@ -23,12 +23,13 @@ from hypothesis import strategies as st
 
 from synced_store.core.patch import op_key, op_row, set_op
 from synced_store.protocol.append import AppendDecoder, AppendHandles
-from synced_store.protocol.codec import decode_server_message, encode
-from synced_store.protocol.messages import Poke, PushResponse
+from synced_store.protocol.codec import MAX_FRAME_BYTES, decode_server_message, encode
+from synced_store.protocol.messages import MutationErrorReport, Poke, PushResponse
 from synced_store.server import fanout as fanout_mod
 from synced_store.server.fanout import Fanout
+from synced_store.server.limits import ServerLimits
 from synced_store.server.session import Session
-from synced_store.server.wire import SharedFrame
+from synced_store.server.wire import AsgiWire, SharedFrame, wire_for
 from synced_store.storage.sqlite import SqliteInstanceStore
 from synced_store.types import RowKey
 
@@ -128,6 +129,12 @@ async def _no_close(code: int, reason: str) -> None:
     raise AssertionError(f"session closed: {code} {reason}")
 
 
+def _idle(s: Session) -> bool:
+    """Nothing left to send (or its socket is paused with nothing but rows queued)."""
+    busy = s._need_pull or s._sending or s._has_poke() or bool(s._extras)
+    return not busy or (getattr(s._wire, "paused", False) and not s._need_pull)
+
+
 class FakeClock:
     """The fan-out's clock and timers, moved by the test."""
 
@@ -210,10 +217,7 @@ class Room:
                 if t.done():
                     t.result()
                     raise AssertionError("a sender stopped")
-            if all(
-                not s._lagging() or (s._wire.paused and not s._need_pull)  # type: ignore[attr-defined]
-                for s in self.sessions.values()
-            ):
+            if all(_idle(s) for s in self.sessions.values()):
                 return
             await asyncio.sleep(0)
         raise AssertionError("the sessions never settled")
@@ -612,3 +616,283 @@ def test_a_failed_write_ends_the_sender_not_the_commit(tmp_path: Path, how: str)
         await room.store.close()
 
     asyncio.run(main())
+
+
+# -- found in review: catch-ups around a held window, ordering, sizes -----------------------
+
+
+class _Gate:
+    """Holds the next catch-up's first read until ``open`` is set (a slow first part)."""
+
+    def __init__(self, store: Any) -> None:
+        self.open = asyncio.Event()
+        self.entered = asyncio.Event()
+        real = store.catch_up
+
+        def catch_up(base: Any, **kw: Any) -> Any:
+            cu = real(base, **kw)
+            first_read = cu.next_part
+
+            async def next_part(n: int) -> Any:
+                self.entered.set()
+                await self.open.wait()
+                cu.next_part = first_read
+                return await first_read(n)
+
+            cu.next_part = next_part
+            store.catch_up = real
+            return cu
+
+        store.catch_up = catch_up
+
+
+@pytest.mark.parametrize("returning", [True, False])
+def test_a_catch_up_that_ends_while_a_commit_is_held_leaves_no_stale_delta(
+    tmp_path: Path, returning: bool
+) -> None:
+    """The catch-up stops at V and leaves out rows changed after it; a commit at V+1 still held
+    by the window must reach the client as a whole row, not as a delta against a value it never
+    got (a returning client would append to an older text and diverge for good; a new one would
+    fail on a merge for a row it does not have)."""
+
+    async def main() -> None:
+        room = Room(tmp_path)
+        _, w1 = room.join("c1", "alice")
+        await room.settled()
+        v0 = await room.commit(changed(KEYS[0], row("x")))
+        room.clock.advance(0.05)
+        await room.commit(changed(KEYS[0], row("xa")))
+        gate = _Gate(room.store)
+        rx = Receiver("bob")
+        if returning:  # it saw v0
+            rx.rows, rx.cookie = {KEYS[0]: ("", row("x"))}, v0
+        wire = FakeWire(rx)
+        s2 = Session(
+            wire=wire,
+            fanout=room.fanout,
+            close=_no_close,
+            store=room.store,
+            user_id="bob",
+            client_id="c2",
+            cookie=rx.cookie,
+            known_lmid=0,
+        )
+        room.sessions["c2"] = s2
+        room.senders["c2"] = asyncio.get_running_loop().create_task(s2.run_sender())
+        await gate.entered.wait()  # the catch-up stops at the version committed now
+        room.clock.advance(0.010)
+        await room.commit(changed(KEYS[0], row("xab")))  # held by the row's window
+        assert room.fanout.holding
+        gate.open.set()
+        await room.settled()
+        room.clock.advance(0.05)  # the held flush
+        await room.settled()
+        for text in ("xabc", "xabcd"):
+            room.clock.advance(0.05)
+            await room.commit(changed(KEYS[0], row(text)))
+            await room.settled()
+        assert wire.rx.rows == w1.rx.rows == {KEYS[0]: ("", row("xabcd"))}
+        await room.close()
+
+    asyncio.run(main())
+
+
+class _NeverAtOnce(FakeWire):
+    """A wire that never writes at once (any server but uvicorn's sans-I/O one)."""
+
+    direct = False
+
+    def try_write(self, frame: SharedFrame) -> bool:
+        return False
+
+
+def test_a_reply_waits_for_held_commits_on_a_lagging_session_too(tmp_path: Path) -> None:
+    async def main() -> None:
+        room = Room(tmp_path)
+        rx = Receiver("alice")
+        s = Session(
+            wire=_NeverAtOnce(rx),
+            fanout=room.fanout,
+            close=_no_close,
+            store=room.store,
+            user_id="alice",
+            client_id="c",
+            cookie=None,
+            known_lmid=0,
+        )
+        room.sessions["c"] = s
+        room.senders["c"] = asyncio.get_running_loop().create_task(s.run_sender())
+        await room.settled()
+        await room.commit(changed(KEYS[0], row("a")))
+        await room.settled()
+        room.clock.advance(0.010)
+        await room.commit(changed(KEYS[0], row("ab")))  # an action's last write: held
+        s.send_message(PushResponse(last_mutation_id=9))  # the action's result, say
+        await room.settled()
+        assert rx.replies == []
+        room.clock.advance(0.05)
+        await room.settled()
+        assert rx.rows[KEYS[0]][1]["text"] == "ab"
+        assert rx.replies == [PushResponse(last_mutation_id=9)]
+        await room.close()
+
+    asyncio.run(main())
+
+
+def test_a_reply_never_overtakes_a_poke_queued_before_it(tmp_path: Path) -> None:
+    async def main() -> None:
+        room = Room(tmp_path)
+        s, w = room.join("c", "alice")
+        await room.settled()
+        order: list[str] = []
+        apply = w.rx.apply
+
+        def record(payload: bytes) -> None:
+            order.append(payload.decode())
+            apply(payload)
+
+        w.rx.apply = record  # type: ignore[method-assign]
+        w.pause()  # the client reads slowly for a moment
+        s.send_message(PushResponse(last_mutation_id=1))  # the sender waits for the socket
+        await asyncio.sleep(0)
+        room.clock.advance(0.05)
+        await room.commit(changed(KEYS[0], row("hi")), lmids={"c": 2})  # queued
+        s.send_message(PushResponse(last_mutation_id=2))  # answered after it
+        w.resume()
+        await room.settled()
+        kinds = [("poke" if '"poke"' in t else "push_response:" + t[-2]) for t in order]
+        assert kinds == ["push_response:1", "poke", "push_response:2"]
+        await room.close()
+
+    asyncio.run(main())
+
+
+def test_a_report_told_by_a_catch_up_is_not_told_again(tmp_path: Path) -> None:
+    """The catch-up's final part carries the reports of held commits; a flush that lands while
+    that part waits for the socket must not repeat them."""
+
+    async def main() -> None:
+        room = Room(tmp_path)
+        s, w = room.join("c", "alice")
+        await room.settled()
+        await room.commit(changed(KEYS[0], row("a")))
+        room.clock.advance(0.010)
+        tx = await room.store.begin()
+        v = tx.version + 1
+        await tx.write(KEYS[0], "", encode(row("ab")), v)
+        await tx.set_client("c", "alice", 1, v)
+        await tx.add_error("c", {"id": 1, "name": "m", "kind": "mutator_error", "message": "no"})
+        await tx.commit(v)
+        err = MutationErrorReport(id=1, name="m", kind="mutator_error", message="no")
+        room.fanout.on_commit(v, changed(KEYS[0], row("ab")), {"c": 1}, {"c": [err]})
+        assert room.fanout.holding
+        reported: list[int] = []
+        apply = w.rx.apply
+
+        def record(payload: bytes) -> None:
+            msg = decode_server_message(payload)
+            if type(msg) is Poke and msg.errors:
+                reported.extend(e.id for e in msg.errors)
+            apply(payload)
+
+        w.rx.apply = record  # type: ignore[method-assign]
+        w.pause()
+        s.request_pull()  # a catch-up, whose final part waits for the socket
+        await asyncio.sleep(0.05)
+        room.clock.advance(0.05)  # meanwhile the held flush goes out
+        w.resume()
+        await room.settled()
+        assert reported == [1]
+        assert w.rx.rows[KEYS[0]][1]["text"] == "ab"
+        await room.close()
+
+    asyncio.run(main())
+
+
+def test_a_flush_larger_than_a_frame_reaches_followers_in_parts(tmp_path: Path) -> None:
+    async def main() -> None:
+        room = Room(tmp_path)
+        _, w = room.join("c", "alice")
+        await room.settled()
+        sizes: list[int] = []
+        apply = w.rx.apply
+
+        def record(payload: bytes) -> None:
+            sizes.append(len(payload))
+            apply(payload)
+
+        w.rx.apply = record  # type: ignore[method-assign]
+        big = {}
+        for i in range(12):  # 12 rows of ~0.8 MB, each under the 1 MiB row limit
+            big.update(changed(RowKey("", "docs", f"d{i}"), {"body": "x" * 800_000}))
+        await room.commit(big)
+        await room.settled()
+        assert len(w.rx.rows) == 12
+        assert max(sizes) <= MAX_FRAME_BYTES
+        await room.close()
+
+    asyncio.run(main())
+
+
+def test_reports_stay_when_a_lagging_queue_overflows(tmp_path: Path) -> None:
+    """More rejected mutations than the database keeps (100), then enough other writes to
+    overflow the connection's queue: the catch-up that follows still tells of every one."""
+
+    async def main() -> None:
+        room = Room(tmp_path)
+        s = Session(
+            wire=FakeWire(Receiver("alice")),
+            fanout=room.fanout,
+            close=_no_close,
+            store=room.store,
+            user_id="alice",
+            client_id="c",
+            cookie=None,
+            known_lmid=0,
+            limits=ServerLimits(max_outbound_bytes=20_000),
+        )
+        w = s._wire
+        room.sessions["c"] = s
+        room.senders["c"] = asyncio.get_running_loop().create_task(s.run_sender())
+        await room.settled()
+        reported: list[int] = []
+        apply = w.rx.apply  # type: ignore[attr-defined]
+
+        def record(payload: bytes) -> None:
+            msg = decode_server_message(payload)
+            if type(msg) is Poke and msg.errors:
+                reported.extend(e.id for e in msg.errors)
+            apply(payload)
+
+        w.rx.apply = record  # type: ignore[attr-defined]
+        w.pause()  # type: ignore[attr-defined]
+        errs = [
+            MutationErrorReport(id=i, name="m", kind="mutator_error", message="no")
+            for i in range(1, 151)
+        ]
+        room.fanout.on_commit(room.version, {}, {"c": 150}, {"c": errs})
+        for i in range(10):
+            room.clock.advance(0.05)
+            await room.commit(changed(RowKey("", "docs", f"d{i}"), {"body": "y" * 5000}))
+        assert s._need_pull  # the queue overflowed
+        w.resume()  # type: ignore[attr-defined]
+        await room.settled()
+        assert sorted(set(reported)) == list(range(1, 151))
+        await room.close()
+
+    asyncio.run(main())
+
+
+def test_a_server_other_than_uvicorns_sans_io_one_gets_the_waiting_wire() -> None:
+    class Wsproto:  # what uvicorn's wsproto protocol looks like from here
+        writable = asyncio.Event()
+        close_sent = False
+        conn = object()
+
+        async def send(self, message: Any) -> None:
+            pass
+
+    async def send_text(text: str) -> None:
+        pass
+
+    assert isinstance(wire_for(Wsproto().send, send_text), AsgiWire)

@@ -27,9 +27,11 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from ..core.patch import del_op, make_merge
 from ..protocol.append import AppendHandles, append_frame
-from ..protocol.codec import encode
+from ..protocol.codec import MAX_FRAME_BYTES, encode
 from ..protocol.messages import Binding, MergeOp, MutationErrorReport, Poke
 from ..types import RowKey
 from .wire import SharedFrame
@@ -38,12 +40,14 @@ if TYPE_CHECKING:
     from .session import Session
 
 __all__ = [
+    "FRAME_BUDGET",
     "MAX_FANOUT_ROWS",
     "ROW_INTERVAL",
     "STREAM_GAP",
     "VALUE_CACHE_ROWS",
     "Change",
     "Fanout",
+    "ops_bytes",
 ]
 
 #: A committed row change: ``(sort key, value, its set op as stored JSON, that op's size)``, or
@@ -60,6 +64,10 @@ VALUE_CACHE_ROWS = 4096
 VALUE_CACHE_BYTES = 8 << 20
 #: Rows queued past this are flushed at once, window or not.
 MAX_FANOUT_ROWS = 20_000
+#: A frame the server builds stays under this (clients refuse frames over
+#: ``MAX_FRAME_BYTES``, 8 MiB): a flush larger than this reaches every connection through its
+#: own queue, which turns it into a catch-up in parts.
+FRAME_BUDGET = MAX_FRAME_BYTES * 3 // 4
 
 
 class _Flush:
@@ -152,7 +160,7 @@ class Fanout:
         for cid, errs in errors.items():
             self._errors.setdefault(cid, []).extend(errs)
         self._version = version
-        if self._timer is not None:
+        if self._timer is not None and len(pending) < MAX_FANOUT_ROWS:
             return  # a flush is due; it takes this commit too
         wait = self._window_left()
         if wait > 0 and len(pending) < MAX_FANOUT_ROWS:
@@ -170,6 +178,10 @@ class Fanout:
     def _on_timer(self) -> None:
         self._timer = None
         self.flush()
+
+    def holds_after(self, version: int) -> bool:
+        """True if commits newer than ``version`` wait for a flush."""
+        return bool(self._pending or self._lmids or self._errors) and self._version > version
 
     def held_errors(self, client_id: str) -> list[MutationErrorReport]:
         """Error reports of ``client_id`` in commits the window still holds (a catch-up that
@@ -338,6 +350,10 @@ class Fanout:
             poke.last_mutation_id = lmid
             poke.errors = errors
             frame = SharedFrame(encode(poke))
+        if len(frame.payload) > FRAME_BUDGET:
+            # Too large for one frame: the session's queue sends it as a catch-up in parts.
+            session.enqueue(f.version, _visible(f.changes, own), lmid, errors)
+            return
         if session.write_now(frame):
             session.cookie = f.version
             session.synced_to = f.version
@@ -383,3 +399,8 @@ def _single_append(op: MergeOp | None) -> tuple[str, str] | None:
         return None
     ((field, suffix),) = append.items()
     return field, suffix
+
+
+def ops_bytes(ops: list[Any]) -> int:
+    """About how many bytes ``ops`` encode to (stored JSON: exact; others: estimated)."""
+    return sum(len(o) if type(o) is msgspec.Raw else 256 for o in ops)

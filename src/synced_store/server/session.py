@@ -41,7 +41,7 @@ from ..protocol.messages import Binding, MutationErrorReport, Poke, ServerMessag
 from ..protocol.ops import op_text
 from ..storage.base import CatchUp, InstanceStore
 from ..types import RowKey
-from .fanout import Change, Fanout
+from .fanout import FRAME_BUDGET, Change, Fanout, ops_bytes
 from .limits import ServerLimits
 from .wire import SharedFrame, Wire
 
@@ -105,6 +105,7 @@ class Session:
         self._pending_version = 0
         self._pending_lmid: int | None = None
         self._pending_errors: list[MutationErrorReport] = []
+        self._errors_bytes = 0
         self._extras: list[bytes] = []
         self._extras_bytes = 0
         self._after_flush: list[bytes] = []
@@ -186,18 +187,22 @@ class Session:
             size += _bytes(change)
         if errors:
             self._pending_errors.extend(errors)
-            size += sum(len(e.message) + 64 for e in errors)
+            self._errors_bytes += sum(len(e.message) + 64 for e in errors)
         self._pending_bytes = size
         self._pending_version = version
         if lmid is not None:
             self._pending_lmid = lmid
-        if len(pending) > MAX_PENDING_ROWS or size > self._limits.max_outbound_bytes:
-            # Too much to hold for this connection: read it from the database instead (the
-            # catch-up also carries the newest error reports, a bounded number).
+        if len(pending) > MAX_PENDING_ROWS or size > min(
+            self._limits.max_outbound_bytes, FRAME_BUDGET
+        ):
+            # Too much to hold (or to send as one frame): read it from the database instead.
+            # The error reports stay (the database keeps only the newest of them).
             self._drop_pending()
             self._pending_lmid = None
-            self._pending_errors = []
             self._need_pull = True
+        if self._errors_bytes > self._limits.max_outbound_bytes:
+            self.abort(CloseCode.POLICY_VIOLATION, "too many unread error reports")
+            return
         if self._has_poke() or self._need_pull:
             self._wake.set()
 
@@ -232,8 +237,9 @@ class Session:
         if self.closed:
             return
         text = encode(message)
-        if not self._lagging() and self._fanout.holding:
-            # The commits before it wait for the fan-out's window: after them.
+        if self._fanout.holding:
+            # The commits before it wait for the fan-out's window: after them (the flush goes
+            # to this session first, directly or into its queue).
             self._after_flush.append(text)
             self._fanout.reply_after_flush(self)
             return
@@ -308,15 +314,20 @@ class Session:
                 self._sending = False
 
     async def _send_all(self) -> None:
-        if self._need_pull:
-            await self._send_catch_up()
-        if self._has_poke():
-            await self._send_pending()
-        while self._extras:
-            extras, self._extras = self._extras, []
-            self._extras_bytes = 0
-            for text in extras:
-                await self._send_text(text)
+        """Send until nothing is due: a catch-up first, then the queued poke, then the replies
+        queued so far (a reply never overtakes a poke queued before it)."""
+        while not self.closed:
+            if self._need_pull:
+                await self._send_catch_up()
+            elif self._has_poke():
+                await self._send_pending()
+            elif self._extras:
+                extras, self._extras = self._extras, []
+                self._extras_bytes = 0
+                for text in extras:
+                    await self._send_text(text)
+            else:
+                return
 
     async def _send_text(self, text: bytes) -> None:
         self.bytes_sent += len(text)
@@ -404,6 +415,16 @@ class Session:
         # database may have pruned them already); the flush tells of the later ones.
         held = [e for e in self._fanout.held_errors(self.client_id) if e.id <= lmid]
         errors = _merged(errors, self._take_errors(), held)
+        if patch and ops_bytes(patch) > FRAME_BUDGET // 2:
+            # The last rows read and the commits queued meanwhile: as a part of their own,
+            # so that the final part stays far under a frame's limit.
+            part = Poke(final=False, reset=bool(reset and first), patch=patch)
+            first = False
+            if errors:
+                part.errors, errors = errors[:ERRORS_PER_PART], errors[ERRORS_PER_PART:]
+            patch = []
+            await self._send_text(encode(part))
+            del part
         final = Poke(
             final=True,
             reset=bool(reset and first),
@@ -413,13 +434,21 @@ class Session:
             errors=errors or None,
             patch=patch,
         )
-        await self._send_text(encode(final))
+        # The client holds all of this once the frame is written: a flush that lands while the
+        # socket takes it must already see it (what it may skip, where it stands).
         self.cookie = version
         self.synced_to = version
         self.known_lmid = max(self.known_lmid, lmid)
+        if self._fanout.holds_after(version):
+            # Commits after ``version`` wait for the fan-out's window: this catch-up left their
+            # rows out, so the client does not hold what the flush's deltas are against. Take
+            # that flush from the queue (whole rows) before following.
+            self.synced_to = -1
+        await self._send_text(encode(final))
 
     def _take_errors(self) -> list[MutationErrorReport]:
         errors, self._pending_errors = self._pending_errors, []
+        self._errors_bytes = 0
         return errors
 
     async def _errors_between(self, after: int, upto: int) -> list[MutationErrorReport]:
@@ -488,12 +517,14 @@ class Session:
             self._remember_sent(key, value, size)
         version = max(self._pending_version, self.cookie or 0)
         msg = Poke(base_cookie=self.cookie, cookie=version, patch=ops)
+        told = self.known_lmid  # reports up to it reached the client already (a catch-up)
         if self._pending_lmid is not None:
             msg.last_mutation_id = self._pending_lmid
-            self.known_lmid = self._pending_lmid
+            self.known_lmid = max(told, self._pending_lmid)
             self._pending_lmid = None
-        if self._pending_errors:
-            msg.errors, self._pending_errors = self._pending_errors, []
+        errors = [e for e in self._take_errors() if e.id > told]
+        if errors:
+            msg.errors = errors
         self.cookie = version
         self.synced_to = version
         await self._send_text(encode(msg))

@@ -17,12 +17,13 @@ other server: it never writes at once and awaits the framework's ``send_text``.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import InvalidState
 from websockets.frames import Frame, Opcode
+from websockets.protocol import State
 
 __all__ = ["AsgiWire", "SharedFrame", "UvicornWire", "Wire", "wire_for"]
 
@@ -87,7 +88,7 @@ class UvicornWire:
         frame = SharedFrame(payload)
         p = self._proto
         while not self.try_write(frame):
-            if p.close_sent or p.transport.is_closing():
+            if p.close_sent or p.transport.is_closing() or p.conn.state is not State.OPEN:
                 raise ConnectionError("the connection is closing")
             await p.writable.wait()
 
@@ -109,14 +110,9 @@ class AsgiWire:
 
 def wire_for(raw_send: Any, send_text: Callable[[str], Awaitable[None]]) -> Wire:
     """The fastest wire for a WebSocket: :class:`UvicornWire` when the raw ASGI ``send`` belongs
-    to uvicorn's sans-I/O protocol, else :class:`AsgiWire`."""
+    to uvicorn's websockets sans-I/O protocol (the one ``synced-store serve`` runs), else
+    :class:`AsgiWire` (any other implementation, such as uvicorn's wsproto one)."""
     proto = getattr(raw_send, "__self__", None)
-    if (
-        proto is not None
-        and hasattr(proto, "conn")
-        and hasattr(proto, "writable")
-        and isinstance(getattr(proto, "writable", None), asyncio.Event)
-        and hasattr(proto, "close_sent")
-    ):
+    if isinstance(proto, WebSocketsSansIOProtocol):
         return UvicornWire(proto)
     return AsgiWire(send_text)
