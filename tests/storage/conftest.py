@@ -4,7 +4,8 @@ A backend entry is an async context manager factory ``(tmp_path) -> Backend``: t
 :class:`~synced_store.storage.base.StorageBackend` under test, plus ``damage(instance_id)``,
 which breaks one instance's job storage behind the backend's back so that its next job
 statement fails (the contract's "a failed statement" case). Adding a backend is adding one
-entry here.
+entry here. PostgreSQL runs on the server of ``SYNCED_STORE_TEST_POSTGRES`` (a local one with
+trust auth by default), each test in a database of its own, dropped afterwards.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from synced_store.storage.base import InstanceStore, StorageBackend
+from synced_store.storage.postgres import PostgresBackend
 from synced_store.storage.sqlite_backend import SqliteBackend
+from synced_store.testing.postgres import temporary_database
 
 
 @dataclass
@@ -42,8 +46,25 @@ async def _sqlite(tmp_path: Path) -> AsyncIterator[Backend]:
     yield Backend(storage, damage)
 
 
+@contextlib.asynccontextmanager
+async def _postgres(tmp_path: Path) -> AsyncIterator[Backend]:
+    async with temporary_database() as dsn:
+        storage = PostgresBackend(dsn)
+
+        async def damage(instance_id: str) -> None:
+            # Every instance shares the jobs table: this database is the test's own.
+            conn = await asyncpg.connect(dsn)
+            try:
+                await conn.execute("ALTER TABLE synced_store.jobs RENAME TO jobs_damaged")
+            finally:
+                await conn.close()
+
+        yield Backend(storage, damage)
+
+
 BACKENDS: dict[str, Callable[[Path], contextlib.AbstractAsyncContextManager[Backend]]] = {
     "sqlite": _sqlite,
+    "postgres": _postgres,
 }
 
 

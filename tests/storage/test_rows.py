@@ -20,13 +20,7 @@ ORDER = [("", "d"), ("1", "e"), ("2", "a"), ("2", "c"), ("3", "b")]
 
 
 async def _fill(store: InstanceStore) -> None:
-    async def write(tx: WriterTx) -> None:
-        for item, sk in ROWS:
-            await tx.write(key(item), sk, b'{"i":"' + item.encode() + b'"}', 1)
-        await tx.write(key("x", table="other"), "", b"0", 1)
-        await tx.write(key("y", ns="u:alice"), "", b"0", 1)
-
-    await in_tx(store, write, bump=True)
+    await in_tx(store, _write_rows, bump=True)
 
 
 def _keys(rows: list[tuple[EntryKey, Any]]) -> list[tuple[str, str]]:
@@ -38,9 +32,34 @@ async def _scan(r: RowReader, start: tuple[str, str] | None, **kw: Any) -> list[
     return _keys(await r.scan("", "t", ek, **kw))
 
 
-@pytest.fixture(params=["writer", "reader"])
+async def _write_rows(tx: WriterTx) -> None:
+    for item, sk in ROWS:
+        await tx.write(key(item), sk, b'{"i":"' + item.encode() + b'"}', 1)
+    await tx.write(key("x", table="other"), "", b"0", 1)
+    await tx.write(key("y", ns="u:alice"), "", b"0", 1)
+
+
+@pytest.fixture(params=["writer", "reader", "uncommitted", "mixed"])
 async def rows(request: pytest.FixtureRequest, store: InstanceStore) -> Any:
-    """The rows above, read through the writer's transaction or a committed reader."""
+    """The rows above, read through the writer's transaction or a committed reader; or
+    written by the writer's own open transaction (all of them, or over older committed rows
+    with other sort keys): a transaction reads its own writes in the same order."""
+    if request.param in ("uncommitted", "mixed"):
+        if request.param == "mixed":
+
+            async def older(tx: WriterTx) -> None:
+                for item, _ in ROWS[::2]:
+                    await tx.write(key(item), "9", b"0", 1)
+                await tx.write(key("gone"), "2", b"0", 1)
+
+            await in_tx(store, older, bump=True)
+        tx = await store.begin()
+        if request.param == "mixed":
+            await tx.remove(key("gone"), 2)
+        await _write_rows(tx)
+        yield tx
+        await tx.rollback()
+        return
     await _fill(store)
     if request.param == "writer":
         tx = await store.begin()
@@ -147,3 +166,20 @@ async def test_values_are_kept_byte_for_byte(store: InstanceStore) -> None:
     finally:
         await cu.close()
     assert ops == ['{"op":"set","t":"t","k":"v","v":' + raw + "}"]
+
+
+async def test_keys_sort_by_code_point(store: InstanceStore) -> None:
+    """Every client orders keys by code point; so must every backend (not by a locale)."""
+    items = ["b", "B", "a", "Z", "é", "e", "😀", "ﬀ", "a b", "ab", ""]
+
+    async def write(tx: WriterTx) -> None:
+        for i, item in enumerate(items):
+            await tx.write(key(item or "empty"), item, str(i).encode(), 1)
+
+    await in_tx(store, write, bump=True)
+    reader = store.reader()
+    try:
+        got = await reader.scan("", "t", None, exclusive=False, reverse=False, limit=100)
+    finally:
+        await reader.close()
+    assert [ek.sort_key for ek, _ in got] == sorted(items)

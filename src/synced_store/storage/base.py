@@ -11,11 +11,18 @@ Guarantees every backend gives (``tests/storage/`` is the contract suite):
 
 * **One writer per instance, serializable.** At most one :class:`WriterTx` of an instance is
   open at a time (a backend shared by several processes serializes them with a lock taken in
-  :meth:`InstanceStore.begin`). What it wrote is visible to its own reads at once and to
-  anyone else only after :meth:`WriterTx.commit`; :meth:`WriterTx.rollback` leaves no trace.
+  :meth:`InstanceStore.begin`, and :attr:`WriterTx.version` is then the version another
+  process may have committed meanwhile). What it wrote is visible to its own reads at once and
+  to anyone else only after :meth:`WriterTx.commit`; :meth:`WriterTx.rollback` leaves no
+  trace.
 * **Versions.** An instance has one version, raised only by a commit that passes a new one.
   Every row write and tombstone records the version that made it; a commit that keeps the
   version (job bookkeeping) changes no row.
+* **Shared backends** (:attr:`StorageBackend.shared`: several server processes serve the same
+  instances) tell each open store when another process committed (:meth:`InstanceStore.watch`)
+  and hand out the changes (:meth:`InstanceStore.changes_since`); claimed jobs carry a lease
+  that the running process renews (:meth:`InstanceStore.renew_jobs`) and another process
+  re-claims once it ended.
 * **Values verbatim.** A row's value is stored as the JSON bytes the writer passed and read
   back as exactly those bytes (catch-ups splice them into the wire unchanged), so a backend
   must store text, never a re-encoding (no ``jsonb``).
@@ -29,12 +36,13 @@ Guarantees every backend gives (``tests/storage/`` is the contract suite):
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, Protocol
 
 from ..errors import StorageError
 from ..types import EntryKey, RowKey
 from .records import (
+    Changes,
     ClaimedJob,
     ClientInfo,
     ClientState,
@@ -55,13 +63,18 @@ __all__ = [
     "CommittedReader",
     "InstanceInspector",
     "InstanceStore",
+    "RemoteCommits",
     "RowReader",
     "StorageBackend",
     "WriterTx",
 ]
 
-#: Seconds a claimed job belongs to its runner before a shared backend may hand it to another.
+#: Seconds a claimed job belongs to its runner before a shared backend may hand it to another
+#: (the runner renews it while the job runs: see :meth:`InstanceStore.renew_jobs`).
 DEFAULT_JOB_LEASE = 300.0
+#: What :meth:`InstanceStore.watch` calls: with the version another process committed, or
+#: with None when notifications may have been missed (the watcher then reads what changed).
+RemoteCommits = Callable[[int | None], None]
 
 
 class RowReader(Protocol):
@@ -101,6 +114,8 @@ class WriterTx(RowReader, Protocol):
 
     #: The instance's committed version when the transaction began (a commit passes a new one).
     version: int
+    #: The schema version of the stored data as this transaction sees it (None: not recorded).
+    schema_version: int | None
     #: The storage error that failed a statement of this transaction, if one did.
     broken: StorageError | None
 
@@ -118,6 +133,13 @@ class WriterTx(RowReader, Protocol):
     async def rollback(self) -> None:
         """Abandon the transaction. Never raises; safe after a failed commit or a driver that
         already rolled back."""
+
+    async def changes_since(self, after: int, *, limit: int) -> Changes:
+        """The rows changed after version ``after`` up to :attr:`version` (what other
+        processes committed before this transaction took the lock), read inside the
+        transaction; ``rows`` is None if more than ``limit`` changed. Raises
+        :class:`~synced_store.storage.records.HistoryCompactedError` if tombstones after
+        ``after`` may have been forgotten (the horizon is above it)."""
 
     async def savepoint(self) -> None:
         """Open the savepoint (one at a time: the writer opens one per mutation)."""
@@ -211,7 +233,7 @@ class WriterTx(RowReader, Protocol):
     # -- schema and retention --------------------------------------------------------------
 
     async def set_schema_version(self, version: int) -> None:
-        """Record the schema version of the stored data."""
+        """Record the schema version of the stored data (:attr:`schema_version` too)."""
 
     async def compact_tombstones(self, before_version: int, limit: int | None = None) -> int:
         """Raise the tombstone horizon to ``before_version`` (never lowers it), then forget up
@@ -269,8 +291,12 @@ class CatchUp(Protocol):
 class InstanceStore(Protocol):
     """One instance's storage, opened by :meth:`StorageBackend.open_instance`."""
 
-    #: The newest committed version this process knows of.
+    #: The newest committed version this process has taken in: set by :meth:`WriterTx.commit`
+    #: and, on a shared backend, by the server when it takes in what other processes committed
+    #: (catch-ups stop here, so a session never runs ahead of the server's fan-out).
     version: int
+    #: True if other processes may write this instance too (see :attr:`StorageBackend.shared`).
+    shared: bool
     #: The tombstone horizon this process knows of (compaction raises it).
     horizon: int
     #: The schema version of the stored data (None: not recorded yet, a new instance).
@@ -287,6 +313,22 @@ class InstanceStore(Protocol):
 
     async def next_due(self) -> float | None:
         """When the earliest committed pending job is due (None: no pending job)."""
+
+    def watch(self, callback: RemoteCommits) -> None:
+        """Call ``callback`` (on the event loop, never re-entrantly) when another process
+        committed a new version of this instance, or with None when such news may have been
+        lost (a reconnect); until :meth:`close`. A backend with one process per instance never
+        calls it."""
+
+    async def changes_since(self, after: int, *, limit: int) -> Changes:
+        """The committed rows changed after version ``after``, up to the newest committed
+        version, in one consistent read (``rows`` None if more than ``limit`` changed). Raises
+        :class:`~synced_store.storage.records.HistoryCompactedError` if tombstones after
+        ``after`` may have been forgotten."""
+
+    async def renew_jobs(self, job_ids: Collection[int], *, now: float, lease: float) -> None:
+        """Extend the lease of jobs this process is running to ``now + lease`` (a backend with
+        one process per instance needs no lease: a no-op there)."""
 
     def catch_up(
         self, base: int | None, *, namespaces: Sequence[str], encode: OpEncoder
@@ -330,6 +372,10 @@ class StorageBackend(Protocol):
 
     #: Where the instances are, for people (``data dir ./data``).
     description: str
+    #: True if several server processes may serve the same instances at once (PostgreSQL):
+    #: they then learn of each other's commits through :meth:`InstanceStore.watch`, do not
+    #: cache what another process may change, and look for jobs whose lease ended.
+    shared: bool
 
     def validate_instance_id(self, instance_id: str) -> str:
         """``instance_id`` if this backend can store it, else raise
@@ -353,6 +399,10 @@ class StorageBackend(Protocol):
     async def instances_with_unfinished_jobs(self) -> list[str]:
         """Ids of instances whose outbox holds pending or running jobs (opened at start-up
         so their jobs resume); instances that cannot be read are left out."""
+
+    async def instances_with_due_jobs(self, now: float) -> list[str]:
+        """Ids of instances holding a pending job due by ``now``, or (shared backends) a
+        running job whose lease ended before ``now``: what a process should open to claim."""
 
     async def open_instance(
         self, instance_id: str, *, create: bool = True, lock_timeout: float | None = None

@@ -10,10 +10,13 @@ from ..errors import StorageError, ValidationError
 from ..types import EntryKey, JobStatus
 
 __all__ = [
+    "ChangedRow",
+    "Changes",
     "ClaimedJob",
     "ClientInfo",
     "ClientState",
     "Compaction",
+    "DatabaseSchemaError",
     "HistoryCompactedError",
     "InstanceSummary",
     "JobInfo",
@@ -36,6 +39,30 @@ ScanRow = tuple[EntryKey, Any]
 #: row's value exactly as it was written (None for a tombstone). The server passes
 #: :func:`synced_store.protocol.ops.op_text`: storage itself knows nothing of the wire.
 OpEncoder = Callable[[str, str, str, str, str | None, bool], str]
+
+
+class ChangedRow(NamedTuple):
+    """A committed row change, as :meth:`InstanceStore.changes_since` reads it back."""
+
+    #: The version that made the change.
+    version: int
+    ns: str
+    table: str
+    item: str
+    sort_key: str
+    #: The value's JSON text exactly as written; None for a tombstone.
+    value: str | None
+
+
+@dataclass(frozen=True)
+class Changes:
+    """Every row changed after a version, up to :attr:`upto` (one consistent read)."""
+
+    #: The instance's committed version the read stopped at.
+    upto: int
+    #: The changed rows, latest change of each row only; None when more rows changed than the
+    #: caller's ``limit`` (the caller then starts over from the database instead).
+    rows: list[ChangedRow] | None
 
 
 class ClientState(NamedTuple):
@@ -85,6 +112,17 @@ class HistoryCompactedError(StorageError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, transient=True)
+
+
+class DatabaseSchemaError(StorageError):
+    """The database has no synced-store schema, or one of a version this code does not know:
+    a server refuses to start on it (run ``synced-store db upgrade``, or upgrade synced-store).
+    """
+
+    kind = "database_schema"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, transient=False)
 
 
 @dataclass

@@ -19,15 +19,16 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from .base import RemoteCommits
 from .errors import storage_error
 from .ids import validate_instance_id
-from .records import ClientState, OpEncoder, RejectedMutation
+from .records import Changes, ClientState, OpEncoder, RejectedMutation
 from .sqlite_catchup import SqliteCatchUp
-from .sqlite_rows import SqliteReader, open_reader
+from .sqlite_rows import SqliteReader, changes_since, open_reader
 from .sqlite_tx import ERROR_MESSAGE_CHARS, SqliteWriterTx
 
 __all__ = [
@@ -91,6 +92,9 @@ class SqliteInstanceStore:
     ``busy_timeout_ms``: how long a statement waits for another connection's lock before the
     batch is retried (the server keeps it short: it never blocks its event loop for long).
     """
+
+    #: One process serves a data dir: nobody else commits behind this store's back.
+    shared = False
 
     def __init__(
         self, path: Path | str, *, durability: str = "normal", busy_timeout_ms: int = 20
@@ -156,6 +160,7 @@ class SqliteInstanceStore:
         return SqliteWriterTx(
             self.conn,
             self.version,
+            self.schema_version,
             on_commit=self._committed,
             on_horizon=self._horizon_is,
             on_schema_version=self._schema_version_is,
@@ -223,6 +228,16 @@ class SqliteInstanceStore:
             ).fetchone()
         )
         return None if r is None or r[0] is None else float(r[0])
+
+    def watch(self, callback: RemoteCommits) -> None:
+        """Nothing to watch: only this process writes the file."""
+
+    async def changes_since(self, after: int, *, limit: int) -> Changes:
+        """Committed rows changed after ``after`` (one read transaction)."""
+        return self._read(lambda c: changes_since(c, after, None, limit))
+
+    async def renew_jobs(self, job_ids: Collection[int], *, now: float, lease: float) -> None:
+        """No leases: one process runs an instance's jobs (requeued when it reopens)."""
 
     def catch_up(
         self, base: int | None, *, namespaces: Sequence[str], encode: OpEncoder

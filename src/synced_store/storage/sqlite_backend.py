@@ -24,6 +24,8 @@ class SqliteBackend:
     ``StorageBackend``). ``durability``: ``"normal"`` survives a killed process, ``"full"``
     also power loss (``synchronous=FULL``). One process serves a data dir."""
 
+    shared = False
+
     def __init__(self, data_dir: str | Path, *, durability: str = "normal") -> None:
         if durability not in ("normal", "full", "off"):
             raise ValueError(f"durability must be 'normal' or 'full', not {durability!r}")
@@ -84,9 +86,9 @@ class SqliteBackend:
         return out
 
     async def instances_with_unfinished_jobs(self) -> list[str]:
-        return await asyncio.to_thread(self._with_unfinished_jobs)
+        return await asyncio.to_thread(self._scan_jobs, "status IN ('pending', 'running')", ())
 
-    def _with_unfinished_jobs(self) -> list[str]:
+    def _scan_jobs(self, where: str, args: tuple[float, ...]) -> list[str]:
         if not self.data_dir.is_dir():
             return []
         found = []
@@ -97,9 +99,7 @@ class SqliteBackend:
             except (SyncedStoreError, sqlite3.Error):
                 continue
             try:
-                row = conn.execute(
-                    "SELECT 1 FROM jobs WHERE status IN ('pending', 'running') LIMIT 1"
-                ).fetchone()
+                row = conn.execute(f"SELECT 1 FROM jobs WHERE {where} LIMIT 1", args).fetchone()
             except sqlite3.Error:
                 row = None  # not an instance database, or no jobs table yet
             finally:
@@ -107,6 +107,12 @@ class SqliteBackend:
             if row is not None:
                 found.append(instance_id)
         return found
+
+    async def instances_with_due_jobs(self, now: float) -> list[str]:
+        """Instances with a pending job due by ``now`` (running jobs belong to this process)."""
+        return await asyncio.to_thread(
+            self._scan_jobs, "status = 'pending' AND next_run_at <= ?", (now,)
+        )
 
     async def open_instance(
         self, instance_id: str, *, create: bool = True, lock_timeout: float | None = None

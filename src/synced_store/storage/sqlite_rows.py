@@ -10,9 +10,9 @@ import orjson
 
 from ..types import EntryKey, RowKey
 from .errors import storage_error
-from .records import Row, ScanRow
+from .records import ChangedRow, Changes, HistoryCompactedError, Row, ScanRow
 
-__all__ = ["SqliteReader", "read_row", "scan_rows"]
+__all__ = ["SqliteReader", "changes_since", "read_row", "scan_rows"]
 
 _READ = "SELECT sk, value FROM rows WHERE ns = ? AND tbl = ? AND item = ? AND deleted = 0"
 
@@ -48,6 +48,33 @@ def scan_rows(
     ).fetchall()
     loads = orjson.loads
     return [(EntryKey(sk, item), loads(value)) for sk, item, value in rows]
+
+
+def changes_since(conn: sqlite3.Connection, after: int, upto: int | None, limit: int) -> Changes:
+    """Rows changed after version ``after`` up to ``upto`` (None: the committed version), in
+    one read transaction of ``conn`` (raises sqlite3 errors, and HistoryCompactedError)."""
+    own = not conn.in_transaction
+    if own:
+        conn.execute("BEGIN")
+    try:
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        if int(meta.get("horizon", 0)) > after:
+            raise HistoryCompactedError(f"tombstones after version {after} were forgotten")
+        end = int(meta["version"]) if upto is None else upto
+        rows = conn.execute(
+            "SELECT version, ns, tbl, item, sk, value, deleted FROM rows "
+            "WHERE version > ? AND version <= ? ORDER BY version LIMIT ?",
+            (after, end, limit + 1),
+        ).fetchall()
+    finally:
+        if own:
+            conn.execute("COMMIT")
+    if len(rows) > limit:
+        return Changes(end, None)
+    return Changes(
+        end,
+        [ChangedRow(int(v), ns, t, i, sk, None if d else val) for v, ns, t, i, sk, val, d in rows],
+    )
 
 
 def open_reader(path: Path, *, busy_timeout_ms: int = 5000) -> sqlite3.Connection:

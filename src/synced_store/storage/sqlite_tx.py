@@ -15,10 +15,10 @@ from typing import Any
 from ..errors import QuotaExceededError, StorageError
 from ..types import EntryKey, RowKey
 from .errors import storage_error
-from .records import ClientState, RejectedMutation, Row, ScanRow
+from .records import Changes, ClientState, RejectedMutation, Row, ScanRow
 from .sqlite_compact import CompactMixin
 from .sqlite_jobs import JobsMixin
-from .sqlite_rows import read_row, scan_rows
+from .sqlite_rows import changes_since, read_row, scan_rows
 
 __all__ = ["ERROR_MESSAGE_CHARS", "SqliteWriterTx"]
 
@@ -43,6 +43,7 @@ class SqliteWriterTx(JobsMixin, CompactMixin):
         self,
         conn: sqlite3.Connection,
         version: int,
+        schema_version: int | None = None,
         *,
         on_commit: Callable[[int], None],
         on_horizon: Callable[[int], None],
@@ -50,6 +51,7 @@ class SqliteWriterTx(JobsMixin, CompactMixin):
     ) -> None:
         self.conn = conn
         self.version = version
+        self.schema_version = schema_version
         self.broken: StorageError | None = None
         self._open = True
         self._on_commit = on_commit
@@ -101,6 +103,14 @@ class SqliteWriterTx(JobsMixin, CompactMixin):
                 self.conn.execute("ROLLBACK")
         except sqlite3.Error:
             pass  # nothing to undo: the transaction is gone either way
+
+    async def changes_since(self, after: int, *, limit: int) -> Changes:
+        """Rows changed after ``after`` up to this transaction's version (none, with one
+        process per file, unless the caller is behind it)."""
+        try:
+            return changes_since(self.conn, after, self.version, limit)
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from exc
 
     async def savepoint(self) -> None:
         self._exec("SAVEPOINT m")
@@ -222,4 +232,5 @@ class SqliteWriterTx(JobsMixin, CompactMixin):
     async def set_schema_version(self, version: int) -> None:
         """Record the schema version of the stored data."""
         self._exec("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (version,))
+        self.schema_version = version
         self._on_schema_version(version)

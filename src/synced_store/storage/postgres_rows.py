@@ -1,0 +1,155 @@
+"""Reading rows of a PostgreSQL instance: point reads, scans, and what changed since a version
+(for the writer, for readers, and for a process taking in another's commits)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import asyncpg
+import orjson
+
+from ..types import EntryKey, RowKey
+from .postgres_errors import DRIVER_ERRORS, Conn, pg_error
+from .postgres_schema import SCHEMA
+from .records import ChangedRow, Changes, HistoryCompactedError, Row, ScanRow
+
+if TYPE_CHECKING:
+    from .postgres import PostgresBackend
+
+__all__ = ["PostgresReader", "changed_rows", "read_row", "scan_rows", "scan_sql"]
+
+S = SCHEMA
+_READ = (
+    f"SELECT sk, value FROM {S}.rows WHERE inst = $1 AND ns = $2 AND tbl = $3 AND item = $4 "
+    "AND NOT deleted"
+)
+_CHANGES = (
+    f"SELECT i.version, i.horizon, r.version, r.ns, r.tbl, r.item, r.sk, r.value, r.deleted "
+    f"FROM {S}.instances i LEFT JOIN LATERAL (SELECT version, ns, tbl, item, sk, value, deleted "
+    f"FROM {S}.rows WHERE inst = i.key AND version > $2 AND version <= i.version "
+    "ORDER BY version LIMIT $3) r ON true WHERE i.key = $1"
+)
+_CHANGES_UPTO = (
+    f"SELECT version, ns, tbl, item, sk, value, deleted FROM {S}.rows WHERE inst = $1 "
+    "AND version > $2 AND version <= $3 ORDER BY version LIMIT $4"
+)
+
+
+async def read_row(conn: Conn, inst: int, key: RowKey) -> Row | None:
+    """``(sort_key, value)`` of a live row (raises driver errors)."""
+    r = await conn.fetchrow(_READ, inst, key.ns, key.table, key.item)
+    return None if r is None else (r[0], orjson.loads(r[1]))
+
+
+def scan_sql(start: bool, exclusive: bool, reverse: bool) -> str:
+    """The scan statement: ``$1..$3`` instance, namespace, table; with ``start`` ``$4, $5``
+    its sort and item key; the limit last."""
+    where, n = "", 4
+    if start:
+        op = ("<" if exclusive else "<=") if reverse else (">" if exclusive else ">=")
+        where, n = f" AND (sk, item) {op} ($4, $5)", 6
+    order = "DESC" if reverse else "ASC"
+    return (
+        f"SELECT sk, item, value FROM {S}.rows WHERE inst = $1 AND ns = $2 AND tbl = $3 "
+        f"AND NOT deleted{where} ORDER BY sk {order}, item {order} LIMIT ${n}"
+    )
+
+
+async def scan_rows(
+    conn: Conn,
+    inst: int,
+    ns: str,
+    table: str,
+    start: EntryKey | None,
+    *,
+    exclusive: bool,
+    reverse: bool,
+    limit: int,
+) -> list[ScanRow]:
+    """One page of live rows in scan order (raises driver errors)."""
+    sql = scan_sql(start is not None, exclusive, reverse)
+    args: tuple[str, ...] = () if start is None else (start[0], start[1])
+    rows = await conn.fetch(sql, inst, ns, table, *args, limit)
+    loads = orjson.loads
+    return [(EntryKey(sk, item), loads(value)) for sk, item, value in rows]
+
+
+def _changed(rows: list[asyncpg.Record], limit: int, offset: int) -> list[ChangedRow] | None:
+    if len(rows) > limit:
+        return None
+    return [
+        ChangedRow(
+            int(r[offset]),
+            r[offset + 1],
+            r[offset + 2],
+            r[offset + 3],
+            r[offset + 4],
+            None if r[offset + 6] else r[offset + 5],
+        )
+        for r in rows
+        if r[offset] is not None
+    ]
+
+
+async def changed_rows(
+    conn: Conn, inst: int, after: int, *, upto: int | None, horizon: int, limit: int
+) -> Changes:
+    """Rows changed after ``after``: up to ``upto`` (inside the writer's transaction, which
+    knows its version and horizon), or with ``upto`` None up to the committed version, read
+    with the horizon in one statement (one snapshot). Raises driver errors and
+    :class:`HistoryCompactedError`."""
+    if upto is not None:
+        if horizon > after:
+            raise HistoryCompactedError(f"tombstones after version {after} were forgotten")
+        rows = await conn.fetch(_CHANGES_UPTO, inst, after, upto, limit + 1)
+        return Changes(upto, _changed(rows, limit, 0))
+    rows = await conn.fetch(_CHANGES, inst, after, limit + 1)
+    if not rows:
+        raise HistoryCompactedError("the instance is gone")
+    if int(rows[0][1]) > after:
+        raise HistoryCompactedError(f"tombstones after version {after} were forgotten")
+    return Changes(int(rows[0][0]), _changed(rows, limit, 2))
+
+
+class PostgresReader:
+    """Committed rows of an instance, each read on a pooled connection (an action's context;
+    ``CommittedReader`` of storage/base.py)."""
+
+    def __init__(self, backend: PostgresBackend, inst: int) -> None:
+        self._backend = backend
+        self._inst = inst
+
+    async def read(self, key: RowKey) -> Row | None:
+        try:
+            async with self._backend.connection() as conn:
+                return await read_row(conn, self._inst, key)
+        except DRIVER_ERRORS as exc:
+            raise pg_error(exc) from exc
+
+    async def scan(
+        self,
+        ns: str,
+        table: str,
+        start: EntryKey | None,
+        *,
+        exclusive: bool,
+        reverse: bool,
+        limit: int,
+    ) -> list[ScanRow]:
+        try:
+            async with self._backend.connection() as conn:
+                return await scan_rows(
+                    conn,
+                    self._inst,
+                    ns,
+                    table,
+                    start,
+                    exclusive=exclusive,
+                    reverse=reverse,
+                    limit=limit,
+                )
+        except DRIVER_ERRORS as exc:
+            raise pg_error(exc) from exc
+
+    async def close(self) -> None:
+        """Nothing held between reads."""
