@@ -6,6 +6,7 @@ Commands, one module each::
     synced-store inspect                  list instances, or dump one instance  (inspect.py)
     synced-store actions list|retry       the jobs of an instance's outbox      (actions.py)
     synced-store compact                  run retention on instances by hand    (compact.py)
+    synced-store db upgrade|copy          PostgreSQL: its schema, SQLite -> it  (db.py)
     synced-store web build                fetch the browser runtime             (web.py)
     synced-store token                    mint a signed token for a user        (tokens.py)
     synced-store demo NAME                run a demo app                        (demo.py)
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 from .actions import actions
 from .compact import compact
+from .db import db
 from .demo import demo
 from .group import cli
 from .inspect import inspect
@@ -57,7 +59,7 @@ __all__ = [
     "server_options",
 ]
 
-for _command in (serve, inspect, actions, compact, demo, web, token, mcp):
+for _command in (serve, inspect, actions, compact, db, demo, web, token, mcp):
     cli.add_command(_command)
 
 

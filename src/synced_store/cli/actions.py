@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from pathlib import Path
 from typing import Any
 
 import click
@@ -16,13 +15,12 @@ from ..types import JobStatus
 from .files import (
     JOB_STATUSES,
     console,
-    data_dir_option,
     echo_json,
     json_option,
-    open_storage,
     require_instance,
     run_storage,
     short_json,
+    storage_options,
 )
 from .loading import CliError
 
@@ -45,13 +43,14 @@ def actions() -> None:
     Example:
         synced-store actions list --data-dir ./data room1 --status failed
         synced-store actions retry --data-dir ./data room1 --all-failed
+        synced-store actions retry --database postgresql://postgres@127.0.0.1/app room1 7
     """
 
 
 async def _list_jobs(
-    storage: StorageBackend, data_dir: Path, instance_id: str, status: str | None
+    storage: StorageBackend, instance_id: str, status: str | None
 ) -> list[dict[str, Any]]:
-    await require_instance(storage, data_dir, instance_id)
+    await require_instance(storage, instance_id)
     try:
         reader = await storage.inspect(instance_id)
         try:
@@ -64,9 +63,9 @@ async def _list_jobs(
 
 
 async def _retry_jobs(
-    storage: StorageBackend, data_dir: Path, instance_id: str, job_ids: tuple[int, ...] | None
+    storage: StorageBackend, instance_id: str, job_ids: tuple[int, ...] | None
 ) -> list[int]:
-    await require_instance(storage, data_dir, instance_id)
+    await require_instance(storage, instance_id)
     now = time.time()
     try:
         store = await storage.open_instance(instance_id, create=False, lock_timeout=LOCK_WAIT)
@@ -96,25 +95,27 @@ def _fmt_time(ts: float) -> str:
 
 
 @actions.command("list")
-@data_dir_option
+@storage_options
 @click.argument("instance_id", metavar="INSTANCE")
 @click.option(
     "--status", type=click.Choice(JOB_STATUSES), default=None, help="Only jobs with this status."
 )
 @json_option
-def actions_list(data_dir: Path, instance_id: str, status: str | None, as_json: bool) -> None:
+def actions_list(
+    storage: StorageBackend, instance_id: str, status: str | None, as_json: bool
+) -> None:
     """List the action jobs of INSTANCE, oldest first.
 
-    Read-only: the database is opened with SQLite's mode=ro.
+    Read-only: SQLite files are opened with mode=ro, PostgreSQL read in a read-only
+    transaction.
 
     \b
     Example:
         synced-store actions list --data-dir ./data room1
         synced-store actions list --data-dir ./data room1 --status failed --json
+        synced-store actions list --database postgresql://postgres@127.0.0.1/app room1
     """
-    jobs = run_storage(
-        open_storage(data_dir), lambda st: _list_jobs(st, data_dir, instance_id, status)
-    )
+    jobs = run_storage(storage, lambda st: _list_jobs(st, instance_id, status))
     if as_json:
         echo_json(jobs)
         return
@@ -138,12 +139,12 @@ def actions_list(data_dir: Path, instance_id: str, status: str | None, as_json: 
 
 
 @actions.command("retry")
-@data_dir_option
+@storage_options
 @click.argument("instance_id", metavar="INSTANCE")
 @click.argument("job_ids", metavar="[JOB_ID]...", nargs=-1, type=int)
 @click.option("--all-failed", is_flag=True, help="Retry every failed job of INSTANCE.")
 def actions_retry(
-    data_dir: Path, instance_id: str, job_ids: tuple[int, ...], all_failed: bool
+    storage: StorageBackend, instance_id: str, job_ids: tuple[int, ...], all_failed: bool
 ) -> None:
     """Put failed jobs of INSTANCE back to 'pending' with a fresh attempt budget.
 
@@ -155,12 +156,12 @@ def actions_retry(
     Example:
         synced-store actions retry --data-dir ./data room1 42
         synced-store actions retry --data-dir ./data room1 --all-failed
+        synced-store actions retry --database postgresql://postgres@127.0.0.1/app room1 7
     """
     if bool(job_ids) == all_failed:
         raise click.UsageError("give JOB_ID(s) or --all-failed (not both)")
     ids = run_storage(
-        open_storage(data_dir),
-        lambda st: _retry_jobs(st, data_dir, instance_id, None if all_failed else job_ids),
+        storage, lambda st: _retry_jobs(st, instance_id, None if all_failed else job_ids)
     )
     if not ids:
         click.echo(f"no failed jobs in {instance_id}")

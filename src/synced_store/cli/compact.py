@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -15,13 +14,12 @@ from ..server.limits import DAY, Retention
 from ..storage.base import StorageBackend
 from ..storage.records import Compaction
 from .files import (
-    data_dir_option,
     echo_json,
     json_option,
     list_instances,
-    open_storage,
     require_instance,
     run_storage,
+    storage_options,
 )
 from .loading import CliError
 
@@ -52,7 +50,7 @@ def _duration(default: float, what: str) -> Callable[[F], F]:
 
 
 @click.command()
-@data_dir_option
+@storage_options
 @click.argument("instance_ids", metavar="[INSTANCE]...", nargs=-1)
 @_duration(_DEFAULT.tombstones, "tombstones")
 @_duration(_DEFAULT.done_jobs, "done_jobs")
@@ -61,7 +59,7 @@ def _duration(default: float, what: str) -> Callable[[F], F]:
 @click.option("--vacuum", is_flag=True, help="Also return free pages to the file system.")
 @json_option
 def compact(
-    data_dir: Path,
+    storage: StorageBackend,
     instance_ids: tuple[str, ...],
     tombstones: str | None,
     done_jobs: str | None,
@@ -73,17 +71,18 @@ def compact(
     """Forget what instances no longer need: old tombstones, finished jobs, old clients.
 
     A running server does the same every hour (Retention in docs/operations.md); this runs
-    it now, on every instance of --data-dir or the ones named, and is safe while the server
-    runs. Ages count from the compaction passes that recorded the instance's version at a
-    time (the first pass of an instance records one, so with the defaults an instance that
-    was never compacted forgets nothing yet); `--tombstones 0` forgets every tombstone now.
-    Clients whose cookie is older than the new horizon get a full reset on their next
-    connection; forgotten clients start over under a new client id.
+    it now, on every instance of --data-dir or --database or the ones named, and is safe
+    while servers run. Ages count from the compaction passes that recorded the instance's
+    version at a time (the first pass of an instance records one, so with the defaults an
+    instance that was never compacted forgets nothing yet); `--tombstones 0` forgets every
+    tombstone now. Clients whose cookie is older than the new horizon get a full reset on
+    their next connection; forgotten clients start over under a new client id.
 
     \b
     Example:
         synced-store compact --data-dir ./data
         synced-store compact --data-dir ./data room1 --tombstones 0 --done-jobs 1h --vacuum
+        synced-store compact --database postgresql://postgres@127.0.0.1/app
     """
     ages = {
         "tombstones": _DEFAULT.tombstones if tombstones is None else parse_duration(tombstones),
@@ -92,8 +91,7 @@ def compact(
         "clients": _DEFAULT.clients if clients is None else parse_duration(clients),
     }
     report = run_storage(
-        open_storage(data_dir),
-        lambda st: _compact_all(st, data_dir, instance_ids, ages, vacuum=vacuum, quiet=as_json),
+        storage, lambda st: _compact_all(st, instance_ids, ages, vacuum=vacuum, quiet=as_json)
     )
     if as_json:
         echo_json(report)
@@ -101,7 +99,6 @@ def compact(
 
 async def _compact_all(
     storage: StorageBackend,
-    data_dir: Path,
     instance_ids: tuple[str, ...],
     ages: dict[str, float],
     *,
@@ -110,7 +107,7 @@ async def _compact_all(
 ) -> list[dict[str, Any]]:
     if instance_ids:
         for iid in instance_ids:
-            await require_instance(storage, data_dir, iid)
+            await require_instance(storage, iid)
         targets = list(instance_ids)
     else:
         targets = await list_instances(storage)

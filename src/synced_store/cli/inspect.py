@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import click
@@ -11,14 +10,13 @@ from ..errors import StorageError
 from ..storage.base import StorageBackend
 from .files import (
     console,
-    data_dir_option,
     echo_json,
     json_option,
     list_instances,
-    open_storage,
     require_instance,
     run_storage,
     short_json,
+    storage_options,
 )
 from .loading import CliError
 
@@ -106,15 +104,13 @@ async def _summaries(storage: StorageBackend) -> list[dict[str, Any]]:
     return summaries
 
 
-async def _dump_one(
-    storage: StorageBackend, data_dir: Path, instance_id: str, table: str | None
-) -> dict[str, Any]:
-    await require_instance(storage, data_dir, instance_id)
+async def _dump_one(storage: StorageBackend, instance_id: str, table: str | None) -> dict[str, Any]:
+    await require_instance(storage, instance_id)
     return await _dump(storage, instance_id, table)
 
 
 @click.command()
-@data_dir_option
+@storage_options
 @click.argument("instance_id", metavar="[INSTANCE]", required=False)
 @click.option(
     "--table",
@@ -124,22 +120,25 @@ async def _dump_one(
     help="Only rows of this table (with INSTANCE).",
 )
 @json_option
-def inspect(data_dir: Path, instance_id: str | None, table_name: str | None, as_json: bool) -> None:
-    """Show the instances of a data dir, or the contents of one instance.
+def inspect(
+    storage: StorageBackend, instance_id: str | None, table_name: str | None, as_json: bool
+) -> None:
+    """Show the instances of a data dir or database, or the contents of one instance.
 
     Without INSTANCE: every instance with its version, schema version, row, tombstone, client
     and job counts (an unreadable file is listed with its error).
     With INSTANCE: its rows (namespace, table, item key, sort key, value), its clients (with
-    last_mutation_id) and a summary of its action jobs. This is a read-only operation: the
-    files are opened with SQLite's mode=ro and are safe to inspect while a server runs.
+    last_mutation_id) and a summary of its action jobs. This is a read-only operation, safe
+    while servers run: SQLite files are opened with mode=ro, PostgreSQL is read in read-only
+    transactions.
 
     \b
     Example:
         synced-store inspect --data-dir ./data
         synced-store inspect --data-dir ./data room1 --table todos
         synced-store inspect --data-dir ./data room1 --json
+        synced-store inspect --database postgresql://postgres@127.0.0.1/app room1
     """
-    storage = open_storage(data_dir)
     if instance_id is None:
         if table_name is not None:
             raise CliError("--table needs an INSTANCE")
@@ -147,23 +146,24 @@ def inspect(data_dir: Path, instance_id: str | None, table_name: str | None, as_
         if as_json:
             echo_json(summaries)
             return
-        _print_summaries(data_dir, summaries)
+        _print_summaries(storage.description, summaries)
         return
-    dump = run_storage(storage, lambda st: _dump_one(st, data_dir, instance_id, table_name))
+    dump = run_storage(storage, lambda st: _dump_one(st, instance_id, table_name))
     if as_json:
         echo_json(dump)
         return
     _print_dump(dump, table_name)
 
 
-def _print_summaries(data_dir: Path, summaries: list[dict[str, Any]]) -> None:
+def _print_summaries(where: str, summaries: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
     out = console()
+    where = where.removeprefix("data dir ")
     if not summaries:
-        out.print(f"no instances in {data_dir}")
+        out.print(f"no instances in {where}")
         return
-    t = Table(title=f"instances in {data_dir}", title_justify="left")
+    t = Table(title=f"instances in {where}", title_justify="left")
     for col in ("instance", "version", "schema", "rows", "tombstones", "tables", "clients", "jobs"):
         t.add_column(col, justify="left" if col in ("instance", "tables", "jobs") else "right")
     for s in summaries:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
+from .files import DATABASE_ENV, database_option
 from .loading import CliError, load_backend, load_object
 from .serving import limits_from_options, print_banner, run_server, server_options
 
@@ -15,6 +17,15 @@ __all__ = ["serve"]
 @click.command()
 @click.argument("app_spec", metavar="MODULE:ATTR")
 @server_options
+@database_option
+@click.option(
+    "--database-pool-size",
+    type=click.IntRange(min=2),
+    default=20,
+    show_default=True,
+    envvar="SYNCED_STORE_DATABASE_POOL_SIZE",
+    help="PostgreSQL connections of this process at most (with --database; one more listens).",
+)
 @click.option(
     "--auth",
     "auth_spec",
@@ -47,6 +58,8 @@ def serve(
     host: str,
     port: int,
     data_dir: Path,
+    database: str | None,
+    database_pool_size: int,
     durability: str,
     log_level: str,
     max_connections: int | None,
@@ -68,6 +81,10 @@ def serve(
     --data-dir on first use; clients connect to ws://HOST:PORT (sync endpoint
     /sync/<instance_id>).
 
+    With --database (or $SYNCED_STORE_DATABASE) every instance lives in one PostgreSQL
+    database instead, and any number of serve processes may share it behind a load balancer
+    (docs/operations.md); create its schema first with `synced-store db upgrade DSN`.
+
     Authentication: --jwt-secret-file or --jwt-public-key-file verify signed tokens (`sub` is
     the user id, `exp` required; see `synced-store token`), --auth names your own
     authenticator. Without either the token is taken as the user id (INSECURE, development
@@ -78,6 +95,7 @@ def serve(
         synced-store serve examples.todo:backend --data-dir /tmp/todo-data
         synced-store serve examples/todo/app.py:backend --port 9000 --durability full
         synced-store serve examples.todo:backend --host 0.0.0.0 --jwt-secret-file secret.key
+        synced-store serve examples.todo:backend --database postgresql://postgres@127.0.0.1/app
     """
     from ..server import create_app
     from ..server.jwt_auth import AuthConfigError, authenticator_from_options, check_dev_auth_host
@@ -102,10 +120,12 @@ def serve(
             check_dev_auth_host(host, insecure_dev_auth)
     except AuthConfigError as exc:
         raise CliError(str(exc)) from None
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CliError(f"cannot create data dir {data_dir}: {exc.strerror or exc}") from None
+    storage = _database(database, database_pool_size, data_dir)
+    if storage is None:
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CliError(f"cannot create data dir {data_dir}: {exc.strerror or exc}") from None
     limits = limits_from_options(
         max_connections=max_connections,
         max_message_bytes=max_message_bytes,
@@ -116,6 +136,7 @@ def serve(
         lambda: create_app(
             backend,
             data_dir=data_dir,
+            database=storage,
             durability=durability,
             authenticate=authenticate,
             limits=limits,
@@ -126,6 +147,35 @@ def serve(
         log_level=log_level,
         limits=limits,
         banner=lambda p: print_banner(
-            app_spec, host, p, data_dir, durability, authenticate is None
+            app_spec,
+            host,
+            p,
+            data_dir,
+            durability,
+            authenticate is None,
+            None if storage is None else storage.where,
         ),
     )
+
+
+def _database(database: str | None, pool_size: int, data_dir: Path) -> Any:
+    """The PostgreSQL backend of ``--database`` (None: the SQLite data dir). An explicit
+    ``--data-dir`` wins over ``$SYNCED_STORE_DATABASE``; both given explicitly is an error."""
+    if database is None:
+        return None
+    ctx = click.get_current_context()
+    explicit_dir = ctx.get_parameter_source("data_dir") is click.core.ParameterSource.COMMANDLINE
+    if explicit_dir:
+        if ctx.get_parameter_source("database") is click.core.ParameterSource.ENVIRONMENT:
+            return None
+        raise click.UsageError(f"give --data-dir or --database (${DATABASE_ENV}), not both")
+    try:
+        from ..storage.postgres import PostgresBackend
+    except ImportError as exc:
+        raise CliError(
+            f"--database needs asyncpg ({exc}): pip install 'synced-store[postgres]'"
+        ) from None
+    try:
+        return PostgresBackend(database, pool_size=pool_size)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None

@@ -265,7 +265,13 @@ def display_host(host: str) -> str:
 
 
 def print_banner(
-    spec: str, host: str, port: int, data_dir: Path, durability: str, insecure_auth: bool
+    spec: str,
+    host: str,
+    port: int,
+    data_dir: Path,
+    durability: str,
+    insecure_auth: bool,
+    database: str | None = None,
 ) -> None:
     from rich.console import Console
 
@@ -279,7 +285,10 @@ def print_banner(
     )
     console.print(f"  sync endpoint {base}/sync/<instance_id>")
     console.print(f"  health        http://{display_host(host)}:{port}/healthz")
-    console.print(f"  data dir      {data_dir.resolve()}  (durability={durability})")
+    if database is not None:
+        console.print(f"  database      {database}  (shared: run as many processes as needed)")
+    else:
+        console.print(f"  data dir      {data_dir.resolve()}  (durability={durability})")
     if insecure_auth:
         console.print(
             "[yellow]  auth          INSECURE development mode: the token is the user id "

@@ -7,6 +7,13 @@ outcome: ``done``; ``pending`` again with exponential backoff; or ``failed`` aft
 ``max_attempts`` (kept, listed by ``synced-store actions list``, re-queued by ``actions retry``).
 Jobs left ``running`` by a killed process are re-queued when the instance opens: every job runs
 at least once, so handlers should be idempotent (check state before acting).
+
+On a shared backend (PostgreSQL, several server processes) a claim carries a **lease** of
+``job_lease`` seconds, which this runner renews every third of it while the job runs. Every
+``SWEEP_INTERVAL`` seconds it asks the database for instances with a job to claim — due, or
+running with its lease over because its process died — and opens them (or re-queues those
+jobs of an instance it has open), so another process picks the job up about one lease after
+its process stopped.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any, Literal
@@ -37,6 +45,8 @@ __all__ = ["ActionContext", "ActionRunner", "JobListener"]
 JobListener = Callable[[Instance, dict[str, Any]], None]
 
 log = logging.getLogger("synced_store.actions")
+#: Seconds between two looks for claimable jobs of any instance (shared backends).
+SWEEP_INTERVAL = 2.0
 
 
 class _ReadOnlyTx:
@@ -97,8 +107,13 @@ class ActionRunner:
         client_wait: float = 30.0,
         backoff_base: float = 0.5,
         backoff_max: float = 60.0,
+        job_lease: float = 30.0,
     ) -> None:
         self.registry = registry
+        #: Seconds a claimed job stays this process's without a renewal (shared backends).
+        self.job_lease = job_lease
+        #: Ids of the jobs this process runs, per instance (their leases are renewed).
+        self._leased: dict[Instance, set[int]] = {}
         self.max_attempts = max_attempts
         self.timeout = timeout
         self.backoff_base = backoff_base
@@ -132,7 +147,11 @@ class ActionRunner:
         self.registry.on_open.append(self._on_open)
         self.registry.action_concurrency = self._concurrency + self.client_concurrency
         self._loop_task = self.registry.spawn(self._loop(), "action-runner")
-        self._spawn(self._open_instances_with_jobs(), "action-runner:resume")
+        if self.registry.storage.shared:
+            # Other processes run jobs too: open what is due or abandoned, renew our leases.
+            self._spawn(self._leases(), "action-runner:leases")
+        else:
+            self._spawn(self._open_instances_with_jobs(), "action-runner:resume")
 
     async def _open_instances_with_jobs(self) -> None:
         storage = self.registry.storage
@@ -143,6 +162,45 @@ class ActionRunner:
             return
         for instance_id in ids:
             self.registry.schedule_open(instance_id)
+
+    async def _leases(self) -> None:
+        """Renew the leases of running jobs; open instances with claimable jobs."""
+        loop = asyncio.get_running_loop()
+        renew_every = self.job_lease / 3
+        renewed = swept = -math.inf
+        while not self._stopping:
+            now = loop.time()
+            if now - swept >= min(SWEEP_INTERVAL, renew_every):
+                swept = now
+                await self._sweep()
+            if now - renewed >= renew_every:
+                renewed = now
+                await self._renew()
+            await asyncio.sleep(min(SWEEP_INTERVAL, renew_every) / 2)
+
+    async def _renew(self) -> None:
+        for inst, ids in list(self._leased.items()):
+            if not ids or inst.state != "open":
+                continue
+            try:
+                await inst.store.renew_jobs(list(ids), now=time.time(), lease=self.job_lease)
+            except SyncedStoreError as exc:  # the next round tries again (the lease is 3x)
+                log.warning("instance %s: renewing job leases failed: %s", inst.instance_id, exc)
+
+    async def _sweep(self) -> None:
+        registry = self.registry
+        try:
+            ids = await registry.storage.instances_with_due_jobs(time.time())
+        except SyncedStoreError as exc:
+            log.warning("looking for due jobs failed: %s", exc)
+            return
+        for instance_id in ids:
+            inst = registry.instances.get(instance_id)
+            if inst is None:
+                registry.schedule_open(instance_id)  # _on_open re-queues and claims
+            elif inst.state == "open" and inst not in self._recover:
+                self._recover.append(inst)  # abandoned jobs go back to pending, then claimed
+                self._wake.set()
 
     async def stop(self) -> None:
         """Stop: running jobs are cancelled and stay ``running`` until the next start."""
@@ -221,7 +279,8 @@ class ActionRunner:
             async def claim(
                 tx: WriterTx, now: float = now, free: int = free, skip: tuple[str, ...] = skip
             ) -> tuple[list[Any], float | None]:
-                return await tx.claim_jobs(now, free, skip), await tx.next_due()
+                jobs = await tx.claim_jobs(now, free, skip, lease=self.job_lease)
+                return jobs, await tx.next_due()
 
             try:
                 jobs, due = await inst.in_writer(claim)
@@ -239,11 +298,17 @@ class ActionRunner:
         return next_due
 
     def _started(self, inst: Instance, job: dict[str, Any]) -> None:
+        self._leased.setdefault(inst, set()).add(job["id"])
         self._running_jobs += 1
         inst.running_jobs += 1
         self._by_user[job["user_id"]] = self._by_user.get(job["user_id"], 0) + 1
 
     def _ended(self, inst: Instance, job: dict[str, Any]) -> None:
+        leased = self._leased.get(inst)
+        if leased is not None:
+            leased.discard(job["id"])
+            if not leased:
+                del self._leased[inst]
         self._running_jobs -= 1
         inst.running_jobs -= 1
         left = self._by_user.get(job["user_id"], 1) - 1

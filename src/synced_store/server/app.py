@@ -37,6 +37,7 @@ def create_app(
     backend: BackendConfig,
     *,
     data_dir: str | Path = "./data",
+    database: str | StorageBackend | None = None,
     authenticate: Authenticator | None = None,
     authorize: Authorizer | None = None,
     durability: str = "normal",
@@ -53,7 +54,11 @@ def create_app(
 
     Args:
         backend: the schema and handlers (``define_backend_config``).
-        data_dir: one SQLite file per instance is created here.
+        data_dir: one SQLite file per instance is created here (the embedded default).
+        database: instead of ``data_dir``, a PostgreSQL URI (``postgresql://user@host/db``,
+            needs the ``postgres`` extra and a schema made by ``synced-store db upgrade``) or
+            any :class:`~synced_store.storage.base.StorageBackend`. Any number of processes
+            may serve the same database (docs/operations.md).
         authenticate: ``token -> user_id | Identity | None`` (sync or async), for example
             :class:`~synced_store.server.jwt_auth.JwtAuthenticator`. The default treats the
             token as the user id: INSECURE, for development only (a warning is logged).
@@ -87,7 +92,7 @@ def create_app(
         authenticate = dev_authenticate
     allowed_origins = normalize_origins(allowed_origins)  # ValueError on a bad entry
     limits = limits or ServerLimits()
-    storage = SqliteBackend(Path(data_dir), durability=durability)
+    storage = _storage(data_dir, database, durability)
     registry = InstanceRegistry(
         backend, storage, limits=limits, retention=retention, append_deltas=append_deltas
     )
@@ -152,6 +157,7 @@ def create_app(
             "max_connections": registry.max_connections,
             "failed_instances": failed,
             "data_dir": {"writable": data_dir_ok, "error": data_dir_error},
+            "storage": {"where": storage.description, "ok": data_dir_ok, "error": data_dir_error},
         }
         return JSONResponse(body, status_code=200 if ok else 503)
 
@@ -176,6 +182,24 @@ def create_app(
     if mcp_endpoint is not None:
         mcp_endpoint.app = app
     return app
+
+
+def _storage(
+    data_dir: str | Path, database: str | StorageBackend | None, durability: str
+) -> StorageBackend:
+    """The backend ``create_app``'s arguments name: a database (URI or backend), else the
+    SQLite data dir."""
+    if database is None:
+        return SqliteBackend(Path(data_dir), durability=durability)
+    if not isinstance(database, str):
+        return database
+    try:
+        from ..storage.postgres import PostgresBackend
+    except ImportError as exc:
+        raise SyncedStoreError(
+            f"create_app(database=...) needs asyncpg ({exc}): pip install 'synced-store[postgres]'"
+        ) from None
+    return PostgresBackend(database)
 
 
 def _mcp_endpoint(backend: BackendConfig, mcp: Any, *args: Any, **kwargs: Any) -> Any:

@@ -82,6 +82,9 @@ class Direct:
     source: dict[str, Any]
     system: Any = None
     after: Any = None
+    #: A data migration from this schema version: skipped if the stored data is no longer at
+    #: it (another process migrated it first).
+    from_schema: int | None = None
     future: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )

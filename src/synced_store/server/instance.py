@@ -36,6 +36,7 @@ from ..storage.records import ClientState, RejectedMutation
 from ..types import RowKey
 from .batch import Direct, Op, Push, Written, call_in_tx
 from .fanout import Change, Fanout
+from .follower import CommitFollower
 from .limits import Retention, ServerLimits
 from .mutations import MutationRunner
 from .platform import ServerPlatform
@@ -88,6 +89,10 @@ class Instance:
         #: Sends each commit to the sessions (merged, encoded and framed once per group).
         self.fanout = Fanout(self.sessions, deltas=append_deltas)
         self.fanout.start(store.version)
+        #: Hands the fan-out every version in order, also those other processes committed.
+        self.follower = CommitFollower(instance_id, store, self.fanout, self.fail)
+        #: Whether ``last_mutation_id`` may be cached: not when other processes write too.
+        self._cache_lmids = not store.shared
         self._queue: deque[Push | Direct | Op] = deque()
         self._wake = asyncio.Event()
         self._queued_pushed = 0
@@ -113,6 +118,8 @@ class Instance:
         return got
 
     def _cache_client(self, client_id: str, owner: tuple[str, int]) -> None:
+        if not self._cache_lmids:  # another process may advance it: the database decides
+            return
         cache = self._lmids
         cache[client_id] = owner
         cache.move_to_end(client_id)
@@ -343,6 +350,7 @@ class Instance:
         self.fanout.close()
         for session in list(self.sessions.values()):
             session.end(CloseCode.INTERNAL_ERROR, "instance unavailable; reconnect later")
+        self.follower.close()
         self.stop()
         if self.on_failed is not None:
             self.on_failed(self, exc)
@@ -358,15 +366,20 @@ class Instance:
                 item.session.send_message(Error(kind=ErrorKind.STORAGE_BUSY, message=str(exc)))
 
     async def _process(self, batch: list[Push | Direct | Op]) -> None:
+        follower = self.follower
         tx = await self.store.begin()
         try:
+            # Commits of other processes since the fan-out's version (shared backends only).
+            gap = await follower.read_gap(tx)
             version, changes, lmids, errors, results, replies, jobs = await self._write(tx, batch)
             # A batch that changed no synced row and no client (job bookkeeping, idle claims)
             # commits without a new version: clients have nothing to learn from it.
             bumped = bool(changes or lmids)
+            follower.landing = True
             await tx.commit(version if bumped else tx.version)
         except BaseException:
             await tx.rollback()
+            follower.committed(None, 0, None, {}, {})  # nothing landed
             raise
         # Committed: update caches, then fan out synchronously (no await until done).
         self.mutations_processed += sum(
@@ -381,8 +394,7 @@ class Instance:
             if ch is not None:
                 op = set_op_json(key, ch[0], ch[2])
                 changes[key] = (ch[0], ch[1], msgspec.Raw(op), len(op))
-        if bumped:
-            self.fanout.on_commit(version, changes, lmids, errors)
+        follower.committed(gap, version, changes if bumped else None, lmids, errors)
         for session, msg in replies:
             session.send_message(msg)
         for item, res in results:
@@ -421,6 +433,9 @@ class Instance:
                 direct_results.append((item, res))
                 continue
             if isinstance(item, Direct):
+                if item.from_schema is not None and tx.schema_version != item.from_schema:
+                    direct_results.append((item, None))  # another process migrated it first
+                    continue
                 err, n = await self._mutations.run(
                     tx,
                     item.user_id,
@@ -512,6 +527,7 @@ class Instance:
                 {"type": "system"},
                 system=step.migrate_data or _noop,
                 after=lambda tx, v=v: tx.set_schema_version(v + 1),
+                from_schema=v,
             )
             self._submit(item)
             await item.future
@@ -524,6 +540,7 @@ class Instance:
 
     async def close(self) -> None:
         """Close the database (after the writer stopped)."""
+        self.follower.close()
         self.fanout.close()
         if self.state == "open":
             self.state = "closed"

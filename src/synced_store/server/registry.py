@@ -30,7 +30,7 @@ from typing import Any
 from ..errors import InstanceUnavailableError, OverloadedError, StorageError
 from ..schema import BackendConfig
 from ..storage.base import StorageBackend, WriterTx
-from ..storage.records import Compaction
+from ..storage.records import Compaction, DatabaseSchemaError
 from ..storage.sqlite_backend import SqliteBackend
 from .instance import Instance
 from .limits import Retention, ServerLimits
@@ -169,6 +169,10 @@ class InstanceRegistry:
         self.max_connections = budget.max_connections
         try:
             await self.storage.start()
+        except DatabaseSchemaError as exc:
+            log.error("refusing to serve %s: %s", self.storage.description, exc)
+            await self.storage.close()
+            raise  # a database of another layout: refuse to serve it at all
         except StorageError as exc:  # /healthz reports it; instances fail to open meanwhile
             log.error("cannot start storage (%s): %s", self.storage.description, exc)
         self.running = True

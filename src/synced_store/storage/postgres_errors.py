@@ -38,7 +38,7 @@ def pg_error(exc: BaseException) -> StorageError:
         return InstanceUnavailableError(f"postgres: {exc}")
     if isinstance(exc, asyncio.TimeoutError | TimeoutError):
         return StorageError("postgres: no connection free in time (pool exhausted)", transient=True)
-    return InstanceUnavailableError(f"postgres connection: {exc or type(exc).__name__}")
+    return InstanceUnavailableError(f"postgres connection: {str(exc) or type(exc).__name__}")
 
 
 #: What a PostgreSQL driver call may raise (anything else is a bug and propagates).
