@@ -22,3 +22,12 @@ async def harness(tmp_path: Path) -> AsyncIterator[TestHarness]:
         yield h
     finally:
         await h.dispose(check_errors=False)
+
+
+@pytest.fixture
+async def pg_dsn() -> AsyncIterator[str]:
+    """A PostgreSQL database of this test's own (synced-store's schema in it), dropped after."""
+    from synced_store.testing.postgres import temporary_database
+
+    async with temporary_database() as dsn:
+        yield dsn

@@ -134,6 +134,13 @@ class CommitFollower:
             )
 
     async def _catch_up(self) -> None:
+        try:
+            await self._follow()
+        except Exception as exc:  # a bug: this instance stops (its clients reconnect)
+            log.exception("instance %s: following other processes failed", self._instance_id)
+            self._fail(InstanceUnavailableError(f"following other processes failed: {exc!r}"))
+
+    async def _follow(self) -> None:
         delay = RETRY_DELAY
         while self._due and not self._closed:
             self._due = False

@@ -1,6 +1,8 @@
 """``python -m synced_store.testing._serve MODULE:ATTR --port P --data-dir D`` (test servers).
 
-``--limits`` and ``--retention`` take JSON objects of ``ServerLimits`` / ``Retention`` fields;
+``--database DSN`` serves PostgreSQL instead of the data dir; ``--actions`` takes a JSON object
+of the action runner's options (``{"job_lease": 2}``); ``--limits`` and ``--retention`` take
+JSON objects of ``ServerLimits`` / ``Retention`` fields;
 ``--rlimits`` a JSON object of ``resource`` limits (``{"RLIMIT_NOFILE": 256}``), set first as
 both the soft and the hard limit.
 """
@@ -28,6 +30,8 @@ def main() -> None:
     p.add_argument("backend")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--data-dir", required=True)
+    p.add_argument("--database", default=None)
+    p.add_argument("--actions", default="{}")
     p.add_argument("--limits", default="{}")
     p.add_argument("--retention", default="{}")
     p.add_argument("--rlimits", default="{}")
@@ -46,6 +50,8 @@ def main() -> None:
     app = create_app(
         backend,
         data_dir=args.data_dir,
+        database=args.database,
+        action_options=json.loads(args.actions),
         authenticate=lambda t: t or None,
         limits=limits,
         retention=retention,

@@ -30,7 +30,9 @@ class ServerProcess:
     ``backend`` is ``"module:attr"`` importable by the child (``pythonpath`` is prepended to its
     ``sys.path``). ``env`` adds environment variables (for example a bot's pace). ``limits``
     and ``retention`` are fields of :class:`~synced_store.server.limits.ServerLimits` and
-    :class:`~synced_store.server.limits.Retention`; ``rlimits`` maps ``resource`` limit names
+    :class:`~synced_store.server.limits.Retention`; ``database`` serves that PostgreSQL database
+    instead of ``data_dir`` (several processes may share it); ``actions`` are options of the
+    action runner (``{"job_lease": 2.0}``); ``rlimits`` maps ``resource`` limit names
     (``"RLIMIT_NOFILE"``, ``"RLIMIT_FSIZE"``) to soft limits set in the child before it serves.
     """
 
@@ -46,6 +48,8 @@ class ServerProcess:
         retention: dict[str, Any] | None = None,
         rlimits: dict[str, int] | None = None,
         stderr: Any = None,
+        database: str | None = None,
+        actions: dict[str, Any] | None = None,
     ) -> None:
         self.backend = backend
         self.data_dir = Path(data_dir)
@@ -56,6 +60,8 @@ class ServerProcess:
         self.retention = retention or {}
         self.rlimits = rlimits or {}
         self.stderr = stderr
+        self.database = database
+        self.actions = actions or {}
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -86,6 +92,9 @@ class ServerProcess:
                 json.dumps(self.retention),
                 "--rlimits",
                 json.dumps(self.rlimits),
+                "--actions",
+                json.dumps(self.actions),
+                *(["--database", self.database] if self.database else []),
             ],
             env=env,
             stderr=self.stderr,
