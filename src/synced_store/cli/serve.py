@@ -176,6 +176,31 @@ def _database(database: str | None, pool_size: int, data_dir: Path) -> Any:
             f"--database needs asyncpg ({exc}): pip install 'synced-store[postgres]'"
         ) from None
     try:
-        return PostgresBackend(database, pool_size=pool_size)
+        backend = PostgresBackend(database, pool_size=pool_size)
     except ValueError as exc:
         raise CliError(str(exc)) from None
+    _check_schema(PostgresBackend(database))
+    return backend
+
+
+def _check_schema(backend: Any) -> None:
+    """Refuse a database without synced-store's schema (or with another version) before
+    serving anything (``backend`` is a throwaway, closed after); a database that does not
+    answer yet is the server's to wait for."""
+    import asyncio
+
+    from ..errors import StorageError
+    from ..storage.records import DatabaseSchemaError
+
+    async def check() -> None:
+        try:
+            await backend.start()
+        finally:
+            await backend.close()
+
+    try:
+        asyncio.run(check())
+    except DatabaseSchemaError as exc:
+        raise CliError(str(exc)) from None
+    except StorageError:
+        return  # down for now: the server starts and reconnects (/healthz says 503 meanwhile)
