@@ -138,3 +138,10 @@ def test_unique_ids_sort_in_the_order_they_were_made() -> None:
     assert unique_id("c", 1) == "c-a1"
     with pytest.raises(ValueError, match=">= 1"):
         unique_id("c", 0)
+
+
+@pytest.mark.parametrize(("item", "sk"), [("a\x00b", ""), ("k", "\x00"), ("\x00", "\x00")])
+def test_check_key_rejects_nul(item: str, sk: str) -> None:
+    """No backend stores U+0000 in a key (PostgreSQL's text cannot), so none accepts it."""
+    with pytest.raises(ValidationError, match="U\\+0000"):
+        check_key("t", item, sk)

@@ -74,12 +74,14 @@ def _utf8_len(s: str, what: str) -> int:
 
 
 def check_key(table: str, item_key: Any, sort_key: Any = "") -> None:
-    """Raise unless the keys are UTF-8 strings and table + item key (and sort key) fit in
-    256 bytes."""
+    """Raise unless the keys are UTF-8 strings without U+0000 (PostgreSQL's text cannot hold
+    it, so no backend takes it) and table + item key (and sort key) fit in 256 bytes."""
     if not isinstance(item_key, str):
         raise ValidationError(f"item key must be a string, got {type(item_key).__name__}")
     if not isinstance(sort_key, str):
         raise ValidationError(f"sort key must be a string, got {type(sort_key).__name__}")
+    if "\x00" in item_key or "\x00" in sort_key:
+        raise ValidationError("keys may not contain U+0000")
     if len(table) + _utf8_len(item_key, "item key") > MAX_KEY_BYTES:
         raise KeyTooLargeError(
             f"key {table}/{item_key[:40]}... is longer than {MAX_KEY_BYTES} bytes"
