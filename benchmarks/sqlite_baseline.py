@@ -20,6 +20,7 @@ import shutil
 import sqlite3
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +29,13 @@ import orjson
 from synced_store.protocol.messages import Mutation
 from synced_store.server.instance import Instance
 from synced_store.server.session import Session
+from synced_store.storage.base import InstanceStore
 from synced_store.storage.sqlite import SqliteInstanceStore
 
 from .app import backend
 from .common import progress
 
-__all__ = ["run_capacity"]
+__all__ = ["instance_writer", "raw_sqlite", "rows_for", "run_capacity"]
 
 BODY = "x" * 32
 UPSERT = (
@@ -43,7 +45,7 @@ UPSERT = (
 )
 
 
-def _rows(n: int, clients: int) -> list[dict[str, Any]]:
+def rows_for(n: int, clients: int) -> list[dict[str, Any]]:
     return [
         {
             "id": f"c{i % clients:03d}-{i // clients:08d}",
@@ -57,8 +59,18 @@ def _rows(n: int, clients: int) -> list[dict[str, Any]]:
     ]
 
 
-async def instance_writer(base: Path, n: int, clients: int = 10, push: int = 100) -> dict[str, Any]:
-    store = SqliteInstanceStore(base / "instance.sqlite3")
+async def instance_writer(
+    base: Path,
+    n: int,
+    clients: int = 10,
+    push: int = 100,
+    *,
+    store: InstanceStore | None = None,
+    count: Callable[[], Awaitable[int]] | None = None,
+) -> dict[str, Any]:
+    """The writer of one instance fed ``n`` mutations (``store``: another backend's instance,
+    whose rows ``count()`` counts afterwards; default a fresh SQLite file under ``base``)."""
+    store = store or SqliteInstanceStore(base / "instance.sqlite3")
     inst = Instance("cap", store, backend)
     sent = [0]
 
@@ -93,7 +105,7 @@ async def instance_writer(base: Path, n: int, clients: int = 10, push: int = 100
         sessions.append(s)
     senders = [asyncio.create_task(s.run_sender()) for s in sessions]
     await asyncio.sleep(0.05)  # the initial (empty) pulls
-    rows = _rows(n, clients)
+    rows = rows_for(n, clients)
     pushes: list[tuple[Session, list[Mutation]]] = []
     per_client: list[list[Mutation]] = [[] for _ in range(clients)]
     for r in rows:
@@ -124,10 +136,13 @@ async def instance_writer(base: Path, n: int, clients: int = 10, push: int = 100
         t.cancel()
     await asyncio.gather(*senders, return_exceptions=True)
     await inst.close()
-    with sqlite3.connect(base / "instance.sqlite3") as conn:
-        count = conn.execute("SELECT count(*) FROM rows").fetchone()[0]
-    if count != n:
-        raise AssertionError(f"instance wrote {count} rows, expected {n}")
+    if count is not None:
+        rows = await count()
+    else:
+        with sqlite3.connect(base / "instance.sqlite3") as conn:
+            rows = conn.execute("SELECT count(*) FROM rows").fetchone()[0]
+    if rows != n:
+        raise AssertionError(f"instance wrote {rows} rows, expected {n}")
     return {
         "mutations": n,
         "seconds": dt,
@@ -151,7 +166,7 @@ def _raw_db(path: Path) -> sqlite3.Connection:
 def raw_sqlite(base: Path, n: int, batch: int, clients: int = 10) -> dict[str, Any]:
     path = base / f"raw-{batch}.sqlite3"
     conn = _raw_db(path)
-    params = [("", "msgs", r["id"], "", orjson.dumps(r).decode(), 0) for r in _rows(n, clients)]
+    params = [("", "msgs", r["id"], "", orjson.dumps(r).decode(), 0) for r in rows_for(n, clients)]
     t0 = time.perf_counter()
     for version, i in enumerate(range(0, n, batch), start=1):
         conn.execute("BEGIN IMMEDIATE")

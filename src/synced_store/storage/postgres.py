@@ -112,6 +112,8 @@ class PostgresBackend:
         self._listening = asyncio.Event()
         #: Notifications received (tests and benchmarks).
         self.notifications = 0
+        #: Payloads of this process's own commits not heard back yet (they are not news).
+        self._own: set[str] = set()
 
     def validate_instance_id(self, instance_id: str) -> str:
         return validate_instance_id(instance_id)
@@ -246,9 +248,23 @@ class PostgresBackend:
             if not watchers:
                 del self._watchers[instance_id]
 
+    def own_commit(self, payload: str, *, landed: bool = True) -> None:
+        """Note a commit of this process about to be sent (``landed`` False: it failed), so
+        its notification, when it comes back, is not taken for another process's."""
+        if not landed:
+            self._own.discard(payload)
+            return
+        if len(self._own) > 10_000:  # notifications lost while the listener was down
+            self._own.clear()
+        self._own.add(payload)
+
     def _on_notify(self, conn: Conn, pid: int, channel: str, payload: object) -> None:
         self.notifications += 1
-        instance_id, _, version = str(payload).rpartition(":")
+        text = str(payload)
+        if text in self._own:
+            self._own.discard(text)
+            return
+        instance_id, _, version = text.rpartition(":")
         watchers = self._watchers.get(instance_id)
         if not watchers or not version.isdigit():
             return

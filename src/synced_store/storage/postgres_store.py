@@ -96,6 +96,10 @@ class PostgresInstanceStore:
         self._tx = None
         await self._backend.release(conn, rollback=rollback)
 
+    def own_commit(self, payload: str, *, landed: bool = True) -> None:
+        """Tell the backend's listener that this notification is this process's own."""
+        self._backend.own_commit(payload, landed=landed)
+
     def _committed(self, version: int) -> None:
         self.version = max(self.version, version)
 

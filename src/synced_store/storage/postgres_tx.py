@@ -179,15 +179,23 @@ class PostgresWriterTx(JobsMixin, CompactMixin):
         if self.broken is not None:
             raise self.broken
         await self._flush()
+        payload = None
         if version != self.version:
-            iid = self._store.instance_id  # validated: [A-Za-z0-9_.-], safe to quote
+            # The instance id is validated ([A-Za-z0-9_.-]): safe inside quotes.
+            payload = f"{self._store.instance_id}:{int(version)}"
             sql = (
                 f"UPDATE {S}.instances SET version = {int(version)} WHERE key = {int(self.inst)}; "
-                f"SELECT pg_notify('{CHANNEL}', '{iid}:{int(version)}'); COMMIT"
+                f"SELECT pg_notify('{CHANNEL}', '{payload}'); COMMIT"
             )
+            self._store.own_commit(payload)
         else:
             sql = "COMMIT"
-        await self._q("execute", sql)
+        try:
+            await self._q("execute", sql)
+        except StorageError:
+            if payload is not None:
+                self._store.own_commit(payload, landed=False)
+            raise
         self._open = False
         await self._store._release(self.conn, self)
         self._store._committed(version)  # the last step: no suspension after it
