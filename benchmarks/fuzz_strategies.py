@@ -235,7 +235,8 @@ def bad_number(v: Any) -> bool:
 # ``last_mutation_id`` advances either way. The server checks, in this order: its args' depth
 # (``value_too_deep``), the schema version it was made under (a migration), its name
 # (``unknown_name``), its input against the mutator's model (``invalid_input``), then runs
-# the mutator, whose writes check the key (``key_too_large``) and then the value:
+# the mutator, whose writes check the key (``invalid_input`` if it holds U+0000, then
+# ``key_too_large``) and then the value:
 # ``invalid_input`` for a number a value may not hold. Numbers are checked where a value is
 # stored, not in the args a mutator only reads: ``increment`` by 2**63 of a counter at -1
 # stores 2**63 - 1 and is accepted.
@@ -332,7 +333,10 @@ def mutation_outcome(
         unsure = unsure or took is None
     if unsure:
         return None
-    if _key_too_large(table, args["target" if name == "sumInto" else "key"]):
+    written = args["target" if name == "sumInto" else "key"]
+    if "\x00" in written:
+        return INVALID, "key holding U+0000"
+    if _key_too_large(table, written):
         return TOO_LONG, "key too large"
     if name == "deleteKey":
         return OK_ONLY, "delete"

@@ -35,7 +35,7 @@ from synced_store.testing.server_process import ServerProcess  # noqa: E402
 
 __all__ = ["STACKS", "ServeProcess", "code_version", "start_server"]
 
-STACKS = ("serve", "testing")
+STACKS = ("serve", "testing", "postgres")
 
 
 class ServeProcess(ServerProcess):
@@ -110,11 +110,15 @@ def start_server(
     limits: dict[str, Any] | None = None,
     retention: dict[str, Any] | None = None,
     log_level: str = "WARNING",
+    database: str | None = None,
 ) -> ServerProcess:
     """Start a server of ``stack`` serving ``backend`` (``module:attr``); stderr to
-    ``log_path``. The caller kills it (``kill()``) or stops it (``stop()``)."""
+    ``log_path``. The caller kills it (``kill()``) or stops it (``stop()``). The
+    ``postgres`` stack is the testing one on PostgreSQL (``database``: its URI)."""
     if stack not in STACKS:
         raise ValueError(f"stack must be one of {STACKS}")
+    if (stack == "postgres") != (database is not None):
+        raise ValueError("the postgres stack, and only it, takes a database")
     cls = ServeProcess if stack == "serve" else ServerProcess
     log = open(log_path, "ab")  # noqa: SIM115 - closed once the child holds it
     try:
@@ -126,6 +130,7 @@ def start_server(
             limits=limits,
             retention=retention,
             stderr=log,
+            **({"database": database} if database else {}),
         )
         server.start()
     finally:

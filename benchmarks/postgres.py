@@ -28,7 +28,6 @@ import json
 import os
 import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -381,12 +380,13 @@ async def run(quick: bool) -> dict[str, Any]:
         data["latency"] = await latency_runs(quick, base)
         data["throughput"] = await throughput_runs(quick, base)
         data["loadavg_end"] = os.getloadavg()
-        data["pg_version"] = subprocess.run(
-            ["psql", "-h", "127.0.0.1", "-U", "postgres", "-Atc", "SHOW server_version"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
+        from synced_store.testing.postgres import ADMIN_DSN
+
+        conn = await asyncpg.connect(ADMIN_DSN)
+        try:
+            data["pg_version"] = await conn.fetchval("SHOW server_version")
+        finally:
+            await conn.close()
         return data
     finally:
         shutil.rmtree(base, ignore_errors=True)

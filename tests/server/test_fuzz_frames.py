@@ -29,7 +29,7 @@ SEED = int(os.environ.get("FUZZ_SEED", "20261204"))
 FRAMES = int(os.environ.get("FUZZ_FRAMES", "3000"))
 
 
-@pytest.mark.parametrize("stack", ["serve", "testing"])
+@pytest.mark.parametrize("stack", ["serve", "testing", "postgres"])
 async def test_hostile_frames_leave_the_server_and_other_clients_intact(stack: str) -> None:
     r = await run_fuzz(
         FRAMES, SEED, stack=stack, workers=4, quiet=True, limits={"handshake_timeout": 3.0}

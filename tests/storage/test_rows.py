@@ -183,3 +183,42 @@ async def test_keys_sort_by_code_point(store: InstanceStore) -> None:
     finally:
         await reader.close()
     assert [ek.sort_key for ek, _ in got] == sorted(items)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("exclusive", [False, True])
+@pytest.mark.parametrize("start", [("a\x00", ""), ("a\x00z", "q"), ("a", "m\x00"), ("", "\x00")])
+async def test_reads_and_scans_of_keys_holding_nul_find_what_is_stored(
+    store: InstanceStore, start: tuple[str, str], exclusive: bool, reverse: bool
+) -> None:
+    """No key stored holds U+0000 (no backend takes one), but reads and scan bounds may: a
+    read finds nothing, a scan starts where the bound falls among the stored keys."""
+    stored = [("a", "m"), ("a", "m\x01"), ("a", "n"), ("a\x01", "x"), ("ab", "a"), ("b", "")]
+
+    async def write(tx: WriterTx) -> None:
+        for sk, item in stored:
+            await tx.write(key(item), sk, b"1", 1)
+
+    await in_tx(store, write, bump=True)
+    entries = sorted(stored)
+    if reverse:
+        want = [e for e in reversed(entries) if e < start or (not exclusive and e == start)]
+    else:
+        want = [e for e in entries if e > start or (not exclusive and e == start)]
+    for reader in (store.reader(), await store.begin()):
+        try:
+            assert await reader.read(key("m\x00")) is None
+            assert await reader.read(key("m", ns="u:a\x00")) is None
+            got = await reader.scan(
+                "", "t", EntryKey(*start), exclusive=exclusive, reverse=reverse, limit=100
+            )
+            assert _keys(got) == want
+            assert (
+                await reader.scan("u:\x00", "t", None, exclusive=False, reverse=False, limit=9)
+                == []
+            )
+        finally:
+            if hasattr(reader, "rollback"):
+                await reader.rollback()
+            else:
+                await reader.close()

@@ -16,7 +16,14 @@ from .records import ChangedRow, Changes, HistoryCompactedError, Row, ScanRow
 if TYPE_CHECKING:
     from .postgres import PostgresBackend
 
-__all__ = ["PostgresReader", "changed_rows", "read_row", "scan_rows", "scan_sql"]
+__all__ = [
+    "PostgresReader",
+    "changed_rows",
+    "nul_free_start",
+    "read_row",
+    "scan_rows",
+    "scan_sql",
+]
 
 S = SCHEMA
 _READ = (
@@ -35,8 +42,31 @@ _CHANGES_UPTO = (
 )
 
 
+def _has_nul(*parts: str) -> bool:
+    return any("\x00" in p for p in parts)
+
+
+def nul_free_start(
+    start: EntryKey, exclusive: bool, reverse: bool
+) -> tuple[EntryKey, bool]:
+    """The same scan bound without U+0000, which PostgreSQL's text cannot hold (and so no
+    stored key contains). With ``u`` the part of a key before its first U+0000, a stored
+    string is past ``u + "\0…"`` exactly when it is past ``u + "\1"`` or equal to it, and
+    before it exactly when it is before ``u + "\1"``."""
+    sk, item = start
+    if "\x00" in sk:
+        bound = sk[: sk.index("\x00")] + "\x01"
+        return EntryKey(bound, ""), reverse  # forward: >= (bound, ""); reverse: < (bound, "")
+    if "\x00" in item:
+        bound = item[: item.index("\x00")] + "\x01"
+        return EntryKey(sk, bound), reverse
+    return start, exclusive
+
+
 async def read_row(conn: Conn, inst: int, key: RowKey) -> Row | None:
     """``(sort_key, value)`` of a live row (raises driver errors)."""
+    if _has_nul(*key):
+        return None  # no stored key holds U+0000
     r = await conn.fetchrow(_READ, inst, key.ns, key.table, key.item)
     return None if r is None else (r[0], orjson.loads(r[1]))
 
@@ -67,6 +97,10 @@ async def scan_rows(
     limit: int,
 ) -> list[ScanRow]:
     """One page of live rows in scan order (raises driver errors)."""
+    if _has_nul(ns, table):
+        return []
+    if start is not None:
+        start, exclusive = nul_free_start(start, exclusive, reverse)
     sql = scan_sql(start is not None, exclusive, reverse)
     args: tuple[str, ...] = () if start is None else (start[0], start[1])
     rows = await conn.fetch(sql, inst, ns, table, *args, limit)

@@ -33,7 +33,7 @@ from ..types import EntryKey, RowKey
 from .postgres_compact import CompactMixin
 from .postgres_errors import DRIVER_ERRORS, Conn, check_text, clean_text, pg_error
 from .postgres_jobs import JobsMixin
-from .postgres_rows import changed_rows, read_row, scan_sql
+from .postgres_rows import changed_rows, nul_free_start, read_row, scan_sql
 from .postgres_schema import SCHEMA
 from .records import Changes, ClientState, RejectedMutation, Row, ScanRow
 
@@ -275,8 +275,14 @@ class PostgresWriterTx(JobsMixin, CompactMixin):
         """A page of rows: the database's, with this transaction's buffered writes merged in
         (enough extra rows are read that the buffered ones cannot push a row out)."""
         buffered = self._tables.get((ns, table), set())
-        sql = scan_sql(start is not None, exclusive, reverse)
-        args: tuple[str, ...] = () if start is None else (start[0], start[1])
+        if "\x00" in ns or "\x00" in table:
+            return []  # nothing is stored there (PostgreSQL's text cannot hold U+0000)
+        args: tuple[str, ...] = ()
+        db_exclusive = exclusive
+        if start is not None:
+            db_start, db_exclusive = nul_free_start(start, exclusive, reverse)
+            args = (db_start[0], db_start[1])
+        sql = scan_sql(start is not None, db_exclusive, reverse)
         rows = await self._q("fetch", sql, self.inst, ns, table, *args, limit + len(buffered))
         loads = orjson.loads
         out = [
@@ -310,7 +316,8 @@ class PostgresWriterTx(JobsMixin, CompactMixin):
         self._tables.setdefault((key.ns, key.table), set()).add(key)
 
     async def remove(self, key: RowKey, version: int) -> bool:
-        check_text(key.item, "item key")
+        if any("\x00" in part for part in key):
+            return False  # no such row can be stored
         if key in self._row_at:
             await self._flush()
         await self._modify()
