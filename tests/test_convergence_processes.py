@@ -105,6 +105,15 @@ class Processes:
     def clients_closed(self) -> None:
         self.clients.clear()
 
+    def describe(self) -> str:
+        """The clients' states (for a failure's message)."""
+        return "; ".join(
+            f"{c.user_id}/{c.client_id[:8]}: {c.connection_status}, cookie {c.engine.cookie}, "
+            f"lmid {c.engine.last_mutation_id}, pending {[m.id for m in c.engine.pending]}, "
+            f"ended {c.end_reason!r}"
+            for c in self.clients
+        )
+
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
@@ -115,7 +124,11 @@ async def test_clients_of_three_processes_converge_under_faults_and_kill_9(
     seeds = [int(ONE_SEED)] if ONE_SEED else range(first, min(first + CHUNK, RUNS))
     servers = [
         ServerProcess(
-            "convergence:backend", tmp_path / f"unused{i}", pythonpath=[TESTS], database=pg_dsn
+            "convergence:backend",
+            tmp_path / f"unused{i}",
+            pythonpath=[TESTS],
+            database=pg_dsn,
+            env={"SYNCED_STORE_TEST_LOG": os.environ.get("SYNCED_STORE_TEST_LOG", "WARNING")},
         )
         for i in range(PROCESSES)
     ]
@@ -123,7 +136,10 @@ async def test_clients_of_three_processes_converge_under_faults_and_kill_9(
     world = Processes(servers, pg_dsn)
     try:
         for seed in seeds:
-            await asyncio.wait_for(run_seed(world, seed), 120)
+            try:
+                await asyncio.wait_for(run_seed(world, seed), 120)
+            except Exception as exc:
+                raise AssertionError(f"seed {seed} failed: {exc!r}; {world.describe()}") from exc
         assert world.kills > 0 or len(seeds) < 10  # the fault happened in this chunk
     finally:
         for c in world.clients:

@@ -30,6 +30,8 @@ class Db:
     def __init__(self) -> None:
         self.version = 0
         self.rows: dict[str, tuple[int, str | None]] = {}
+        #: ``client id -> (version, last_mutation_id)`` of pushes committed.
+        self.clients: dict[str, tuple[int, int]] = {}
 
     def commit(self, writes: dict[str, str | None]) -> int:
         self.version += 1
@@ -43,7 +45,8 @@ class Db:
             for item, (v, value) in sorted(self.rows.items())
             if after < v <= upto
         ]
-        return Changes(upto, None if len(rows) > limit else rows)
+        clients = {cid: lmid for cid, (v, lmid) in self.clients.items() if after < v <= upto}
+        return Changes(upto, None if len(rows) > limit else rows, clients)
 
 
 async def _lag(rng: random.Random) -> None:
@@ -182,3 +185,42 @@ async def test_a_follower_that_fell_too_far_behind_fails_its_instance() -> None:
     finally:
         module.MAX_GAP_ROWS = limit
     assert isinstance(failed[0], InstanceUnavailableError)
+
+
+async def test_reach_takes_in_what_a_client_from_another_process_has_seen() -> None:
+    db = Db()
+    store = Store(db, random.Random(1))
+    fanout = Recorder()
+    follower = CommitFollower("room", store, fanout, lambda exc: None)  # type: ignore[arg-type]
+    for i in range(5):
+        db.commit({f"r{i}": "1"})  # committed elsewhere; no news reached this process yet
+    await follower.reach(4)
+    assert follower.fanned == store.version == 5  # everything there was, in one read
+    assert [v for v, _, _ in fanout.commits] == [5]
+    # A cookie the database never had (a restored backup): it returns, nothing to take in.
+    await asyncio.wait_for(follower.reach(9), 3)
+    assert follower.fanned == 5
+
+
+async def test_clients_whose_pushes_another_process_committed_are_named() -> None:
+    """A client moved here while its push was in flight on another process: the follower
+    names it, with its ``last_mutation_id``, so its session here can catch up."""
+    db = Db()
+    store = Store(db, random.Random(2))
+    moved: list[dict[str, int]] = []
+    follower = CommitFollower(
+        "room",
+        store,
+        Recorder(),
+        lambda exc: None,
+        moved.append,  # type: ignore[arg-type]
+    )
+    v = db.commit({"r": "1"})
+    db.clients["c1"] = (v, 4)
+    store.watcher(v)
+    await _settled(follower)
+    assert moved == [{"c1": 4}]
+    db.commit({"r": "2"})  # a commit without pushes names nobody
+    store.watcher(db.version)
+    await _settled(follower)
+    assert moved == [{"c1": 4}]

@@ -17,19 +17,22 @@ async def test_changes_since_a_version(store: InstanceStore) -> None:
     await put(store, "a", {"n": 2}, sk="s2")  # only its latest change is listed
     await put(store, "mine", {"n": 3}, ns="u:alice")
     await put(store, "b")
+    await in_tx(store, lambda tx: tx.set_client("c1", "alice", 7, tx.version + 1), bump=True)
     v = await delete(store, "b")
     got = await store.changes_since(v0, limit=100)
+    assert got.clients == {"c1": 7}  # its push was committed in these versions
     assert got.upto == v == store.version
     assert got.rows is not None
     assert sorted(got.rows) == sorted(
         [
             ChangedRow(3, "", "t", "a", "s2", '{"n":2}'),
             ChangedRow(4, "u:alice", "t", "mine", "", '{"n":3}'),
-            ChangedRow(6, "", "t", "b", "", None),
+            ChangedRow(7, "", "t", "b", "", None),
         ]
     )
     assert (await store.changes_since(v, limit=100)).rows == []
     assert (await store.changes_since(v0, limit=2)).rows is None  # more than the limit
+    assert (await store.changes_since(v - 1, limit=100)).clients == {}
 
 
 async def test_changes_since_inside_the_writer(store: InstanceStore) -> None:

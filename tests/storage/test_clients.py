@@ -95,3 +95,18 @@ async def test_reports_roll_back_with_their_transaction(store: InstanceStore) ->
     assert await store.errors_between("c", 0, 9) == []  # not committed yet
     await tx.rollback()
     assert await store.errors_between("c", 0, 9) == []
+
+
+async def test_clients_are_read_together(store: InstanceStore) -> None:
+    async def setup(tx: WriterTx) -> None:
+        await tx.set_client("a", "alice", 3, tx.version)
+        await tx.set_client("b", "bob", 1, tx.version)
+
+    await in_tx(store, setup)
+    tx = await store.begin()
+    try:
+        await tx.set_client("c", "carol", 7, tx.version)  # this transaction's own write too
+        got = await tx.clients(["a", "c", "nobody", "b\x00"])
+        assert got == {"a": ("alice", 3), "c": ("carol", 7)}
+    finally:
+        await tx.rollback()

@@ -299,6 +299,8 @@ class SyncEndpoint:
         owner, server_lmid = await instance.register_client(client_id, user_id, told)
         if owner != user_id:
             raise _Close(CloseCode.BAD_MESSAGE, "client id belongs to another user")
+        if hello.cookie is not None:  # from another process, it may be ahead of this one
+            await instance.follower.reach(hello.cookie)
         session = Session(
             wire=wire_for(ws.scope.get(RAW_SEND_KEY), ws.send_text),
             fanout=instance.fanout,

@@ -15,8 +15,12 @@ writer and the fan-out and keeps one number, :attr:`fanned`, the version the fan
 * **A remote commit.** The backend's listener (``LISTEN``) calls :meth:`notified` with the
   version another process committed. A task reads every row changed after :attr:`fanned`
   (``InstanceStore.changes_since``, one consistent read) and hands those newer than
-  :attr:`fanned` to the fan-out, without any ``last_mutation_id`` (a client pushes through
-  its own connection's process, which confirms it). If the writer's commit is landing
+  :attr:`fanned` to the fan-out, without any ``last_mutation_id``: a client pushes through
+  its own connection's process, which confirms it — unless the client moved to this process
+  while a push of its was in flight on the other one. The read also lists the clients whose
+  ``last_mutation_id`` those versions changed (``clients_moved``): a session of one of them
+  here then catches up from the database, which brings its confirmation and its rejected
+  mutations. If the writer's commit is landing
   meanwhile (:attr:`landing`), the read is dropped and done again after it, so a remote read
   never overtakes a local commit and its confirmations.
 * **Missed news.** When the listener reconnected it calls :meth:`notified` with None: the
@@ -31,6 +35,7 @@ reconnect and catch up from the database).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -57,7 +62,8 @@ RETRY_DELAY = 0.05
 
 class CommitFollower:
     """Feeds an instance's fan-out every version in order (module doc). ``fail`` stops the
-    instance (called when the follower cannot catch up)."""
+    instance (called when the follower cannot catch up); ``clients_moved`` is told the
+    ``last_mutation_id`` of clients whose pushes another process committed."""
 
     def __init__(
         self,
@@ -65,8 +71,10 @@ class CommitFollower:
         store: InstanceStore,
         fanout: Fanout,
         fail: Callable[[BaseException], None],
+        clients_moved: Callable[[dict[str, int]], None] | None = None,
     ) -> None:
         self._instance_id = instance_id
+        self._clients_moved = clients_moved
         self._store = store
         self._fanout = fanout
         self._fail = fail
@@ -126,6 +134,32 @@ class CommitFollower:
             return
         self._due = True
         self._start()
+
+    async def reach(self, version: int, timeout: float = 2.0) -> None:
+        """Take in other processes' commits now, until the fan-out has ``version`` (the
+        cookie of a client that was on another process, which may be ahead of this one), no
+        newer commit exists, or ``timeout`` passed: its catch-up then starts from its cookie
+        instead of a reset."""
+        if version <= self.fanned or not self._store.shared or self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        self._due = True
+        while self.fanned < version and not self._closed:
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            task = self._task
+            if task is None or task.done():
+                if not self._due:
+                    return  # read to the end: nothing newer is committed
+                if self.landing:  # the writer restarts the read once its commit is out
+                    await asyncio.sleep(0.001)
+                    continue
+                self._start()
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), left)
 
     def _start(self) -> None:
         if self._task is None or self._task.done():
@@ -196,6 +230,8 @@ class CommitFollower:
         self.taken_in += 1
         if changes:
             self._fanout.on_commit(gap.upto, changes, {}, {})
+        if gap.clients and self._clients_moved is not None:
+            self._clients_moved(gap.clients)
 
     def close(self) -> None:
         """Stop following (the instance closes or failed)."""

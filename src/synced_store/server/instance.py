@@ -90,9 +90,13 @@ class Instance:
         self.fanout = Fanout(self.sessions, deltas=append_deltas)
         self.fanout.start(store.version)
         #: Hands the fan-out every version in order, also those other processes committed.
-        self.follower = CommitFollower(instance_id, store, self.fanout, self.fail)
+        self.follower = CommitFollower(
+            instance_id, store, self.fanout, self.fail, self._clients_moved
+        )
         #: Whether ``last_mutation_id`` may be cached: not when other processes write too.
         self._cache_lmids = not store.shared
+        #: Pushing clients of the batch being written, read at once (shared storage).
+        self._batch_owners: dict[str, ClientState] = {}
         self._queue: deque[Push | Direct | Op] = deque()
         self._wake = asyncio.Event()
         self._queued_pushed = 0
@@ -117,6 +121,15 @@ class Instance:
                 self._cache_client(client_id, got)
         return got
 
+    async def _prefetch_owners(self, tx: WriterTx, batch: list[Push | Direct | Op]) -> None:
+        """Without the cache (shared storage), read the batch's pushing clients at once into
+        the transaction's own lookups: one round trip instead of one per client."""
+        if self._cache_lmids:
+            return
+        ids = {item.session.client_id for item in batch if isinstance(item, Push)}
+        if len(ids) > 1:
+            self._batch_owners = await tx.clients(ids)
+
     def _cache_client(self, client_id: str, owner: tuple[str, int]) -> None:
         if not self._cache_lmids:  # another process may advance it: the database decides
             return
@@ -125,6 +138,15 @@ class Instance:
         cache.move_to_end(client_id)
         if len(cache) > CLIENT_CACHE:
             cache.popitem(last=False)
+
+    def _clients_moved(self, lmids: dict[str, int]) -> None:
+        """Another process committed pushes of these clients (one moved here while its push
+        was in flight there): a session of one of them catches up, which brings its
+        ``last_mutation_id`` and rejected mutations from the database."""
+        for cid, lmid in lmids.items():
+            session = self.sessions.get(cid)
+            if session is not None and lmid > session.known_lmid:
+                session.request_pull()
 
     def evictable(self) -> bool:
         """Nobody uses it: no session, no connection or caller holding it (``holds``), no work
@@ -410,6 +432,8 @@ class Instance:
     async def _write(self, tx: WriterTx, batch: list[Push | Direct | Op]) -> Written:
         """Run a batch inside ``tx``: every item in a savepoint of its own."""
         version = tx.version + 1
+        self._batch_owners = {}
+        await self._prefetch_owners(tx, batch)
         changes: dict[RowKey, Change] = {}
         lmids: dict[str, int] = {}
         errors: dict[str, list[MutationErrorReport]] = {}
@@ -454,7 +478,7 @@ class Instance:
             cid = session.client_id
             last = lmids.get(cid)
             if last is None:
-                owner = await self._client_owner(tx, cid)
+                owner = self._batch_owners.get(cid) or await self._client_owner(tx, cid)
                 last = owner[1] if owner else 0
             start = last
             for m in item.mutations:

@@ -164,6 +164,9 @@ class WriterTx(RowReader, Protocol):
     async def client(self, client_id: str) -> ClientState | None:
         """A known client id's owner and ``last_mutation_id`` (as this transaction sees it)."""
 
+    async def clients(self, client_ids: Collection[str]) -> dict[str, ClientState]:
+        """The known ones of ``client_ids`` (as this transaction sees them), in one read."""
+
     async def register_client(
         self, client_id: str, user_id: str, told_upto: int, *, max_clients: int | None = None
     ) -> ClientState:

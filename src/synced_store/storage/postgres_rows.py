@@ -30,25 +30,32 @@ _READ = (
     f"SELECT sk, value FROM {S}.rows WHERE inst = $1 AND ns = $2 AND tbl = $3 AND item = $4 "
     "AND NOT deleted"
 )
-_CHANGES = (
-    f"SELECT i.version, i.horizon, r.version, r.ns, r.tbl, r.item, r.sk, r.value, r.deleted "
-    f"FROM {S}.instances i LEFT JOIN LATERAL (SELECT version, ns, tbl, item, sk, value, deleted "
-    f"FROM {S}.rows WHERE inst = i.key AND version > $2 AND version <= i.version "
-    "ORDER BY version LIMIT $3) r ON true WHERE i.key = $1"
-)
-_CHANGES_UPTO = (
-    f"SELECT version, ns, tbl, item, sk, value, deleted FROM {S}.rows WHERE inst = $1 "
-    "AND version > $2 AND version <= $3 ORDER BY version LIMIT $4"
-)
+
+
+def _changes_sql(upto: str) -> str:
+    """Rows and clients changed in ``($2, upto]`` of instance ``$1``, with that version and
+    the horizon, in one statement (one snapshot); ``$3`` is the row limit."""
+    return (
+        f"WITH i AS (SELECT key, {upto} AS upto, horizon FROM {S}.instances WHERE key = $1), "
+        "c AS (SELECT array_agg(client_id) AS ids, array_agg(last_mutation_id) AS lmids "
+        f"FROM {S}.clients, i WHERE inst = i.key AND version > $2 AND version <= i.upto) "
+        "SELECT i.upto, i.horizon, c.ids, c.lmids, r.version, r.ns, r.tbl, r.item, r.sk, "
+        "r.value, r.deleted FROM i CROSS JOIN c LEFT JOIN LATERAL (SELECT version, ns, tbl, "
+        f"item, sk, value, deleted FROM {S}.rows WHERE inst = i.key AND version > $2 "
+        "AND version <= i.upto ORDER BY version LIMIT $3) r ON true"
+    )
+
+
+#: Up to the committed version; up to the writer's version (``$4``: it holds the lock).
+_CHANGES = _changes_sql("version")
+_CHANGES_UPTO = _changes_sql("$4::bigint")
 
 
 def _has_nul(*parts: str) -> bool:
     return any("\x00" in p for p in parts)
 
 
-def nul_free_start(
-    start: EntryKey, exclusive: bool, reverse: bool
-) -> tuple[EntryKey, bool]:
+def nul_free_start(start: EntryKey, exclusive: bool, reverse: bool) -> tuple[EntryKey, bool]:
     """The same scan bound without U+0000, which PostgreSQL's text cannot hold (and so no
     stored key contains). With ``u`` the part of a key before its first U+0000, a stored
     string is past ``u + "\0…"`` exactly when it is past ``u + "\1"`` or equal to it, and
@@ -108,41 +115,38 @@ async def scan_rows(
     return [(EntryKey(sk, item), loads(value)) for sk, item, value in rows]
 
 
-def _changed(rows: list[asyncpg.Record], limit: int, offset: int) -> list[ChangedRow] | None:
-    if len(rows) > limit:
-        return None
-    return [
-        ChangedRow(
-            int(r[offset]),
-            r[offset + 1],
-            r[offset + 2],
-            r[offset + 3],
-            r[offset + 4],
-            None if r[offset + 6] else r[offset + 5],
-        )
-        for r in rows
-        if r[offset] is not None
-    ]
+def _changed(rows: list[asyncpg.Record], limit: int) -> Changes:
+    first = rows[0]
+    ids, lmids = first[2] or [], first[3] or []
+    clients = {cid: int(lmid) for cid, lmid in zip(ids, lmids, strict=True)}
+    found = [r for r in rows if r[4] is not None]
+    if len(found) > limit:
+        return Changes(int(first[0]), None, clients)
+    return Changes(
+        int(first[0]),
+        [ChangedRow(int(r[4]), r[5], r[6], r[7], r[8], None if r[10] else r[9]) for r in found],
+        clients,
+    )
 
 
 async def changed_rows(
     conn: Conn, inst: int, after: int, *, upto: int | None, horizon: int, limit: int
 ) -> Changes:
-    """Rows changed after ``after``: up to ``upto`` (inside the writer's transaction, which
-    knows its version and horizon), or with ``upto`` None up to the committed version, read
-    with the horizon in one statement (one snapshot). Raises driver errors and
-    :class:`HistoryCompactedError`."""
+    """Rows (and clients) changed after ``after``: up to ``upto`` (inside the writer's
+    transaction, which knows its version and horizon and holds the lock), or with ``upto``
+    None up to the committed version, read with the horizon in one statement (one snapshot).
+    Raises driver errors and :class:`HistoryCompactedError`."""
     if upto is not None:
         if horizon > after:
             raise HistoryCompactedError(f"tombstones after version {after} were forgotten")
-        rows = await conn.fetch(_CHANGES_UPTO, inst, after, upto, limit + 1)
-        return Changes(upto, _changed(rows, limit, 0))
-    rows = await conn.fetch(_CHANGES, inst, after, limit + 1)
+        rows = await conn.fetch(_CHANGES_UPTO, inst, after, limit + 1, upto)
+    else:
+        rows = await conn.fetch(_CHANGES, inst, after, limit + 1)
     if not rows:
         raise HistoryCompactedError("the instance is gone")
     if int(rows[0][1]) > after:
         raise HistoryCompactedError(f"tombstones after version {after} were forgotten")
-    return Changes(int(rows[0][0]), _changed(rows, limit, 2))
+    return _changed(rows, limit)
 
 
 class PostgresReader:

@@ -23,7 +23,7 @@ store (U+0000 in a key or id) is refused with a ValidationError before anything 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -336,6 +336,29 @@ class PostgresWriterTx(JobsMixin, CompactMixin):
             return None  # cannot be stored, so it is not known
         r = await self._q("fetchrow", _CLIENT, self.inst, client_id)
         return None if r is None else ClientState(r[0], int(r[1]))
+
+    async def clients(self, client_ids: Collection[str]) -> dict[str, ClientState]:
+        """The known ones of ``client_ids``: buffered, else read in one statement."""
+        out: dict[str, ClientState] = {}
+        ask = []
+        for cid in client_ids:
+            at = self._client_at.get(cid)
+            if at is not None:
+                c = self._clients[at]
+                out[cid] = ClientState(c[1], c[2])
+            elif "\x00" not in cid:
+                ask.append(cid)
+        if ask:
+            rows = await self._q(
+                "fetch",
+                f"SELECT client_id, user_id, last_mutation_id FROM {S}.clients "
+                "WHERE inst = $1 AND client_id = ANY($2::text[])",
+                self.inst,
+                ask,
+            )
+            for cid, uid, lmid in rows:
+                out[cid] = ClientState(uid, int(lmid))
+        return out
 
     async def set_client(
         self, client_id: str, user_id: str, last_mutation_id: int, version: int

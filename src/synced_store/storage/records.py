@@ -63,6 +63,9 @@ class Changes:
     #: The changed rows, latest change of each row only; None when more rows changed than the
     #: caller's ``limit`` (the caller then starts over from the database instead).
     rows: list[ChangedRow] | None
+    #: ``last_mutation_id`` of every client whose row those versions changed, by client id
+    #: (a client whose push another process committed).
+    clients: dict[str, int] = field(default_factory=dict)
 
 
 class ClientState(NamedTuple):

@@ -51,8 +51,9 @@ def scan_rows(
 
 
 def changes_since(conn: sqlite3.Connection, after: int, upto: int | None, limit: int) -> Changes:
-    """Rows changed after version ``after`` up to ``upto`` (None: the committed version), in
-    one read transaction of ``conn`` (raises sqlite3 errors, and HistoryCompactedError)."""
+    """Rows (and clients) changed after version ``after`` up to ``upto`` (None: the committed
+    version), in one read transaction of ``conn`` (raises sqlite3 errors, and
+    HistoryCompactedError)."""
     own = not conn.in_transaction
     if own:
         conn.execute("BEGIN")
@@ -66,15 +67,23 @@ def changes_since(conn: sqlite3.Connection, after: int, upto: int | None, limit:
             "WHERE version > ? AND version <= ? ORDER BY version LIMIT ?",
             (after, end, limit + 1),
         ).fetchall()
+        clients = {
+            cid: int(lmid)
+            for cid, lmid in conn.execute(
+                "SELECT client_id, last_mutation_id FROM clients "
+                "WHERE version > ? AND version <= ?",
+                (after, end),
+            )
+        }
     finally:
         if own:
             conn.execute("COMMIT")
     if len(rows) > limit:
-        return Changes(end, None)
-    return Changes(
-        end,
-        [ChangedRow(int(v), ns, t, i, sk, None if d else val) for v, ns, t, i, sk, val, d in rows],
-    )
+        return Changes(end, None, clients)
+    changed = [
+        ChangedRow(int(v), ns, t, i, sk, None if d else val) for v, ns, t, i, sk, val, d in rows
+    ]
+    return Changes(end, changed, clients)
 
 
 def open_reader(path: Path, *, busy_timeout_ms: int = 5000) -> sqlite3.Connection:

@@ -9,7 +9,7 @@ to fit the storage interface; none of them suspends). A driver error marks the t
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from ..errors import QuotaExceededError, StorageError
@@ -164,6 +164,15 @@ class SqliteWriterTx(JobsMixin, CompactMixin):
     async def client(self, client_id: str) -> ClientState | None:
         """``(user_id, last_mutation_id)`` of a known client."""
         return self._client(client_id)
+
+    async def clients(self, client_ids: Collection[str]) -> dict[str, ClientState]:
+        """The known ones of ``client_ids``."""
+        out = {}
+        for cid in client_ids:
+            got = self._client(cid)
+            if got is not None:
+                out[cid] = got
+        return out
 
     async def set_client(
         self, client_id: str, user_id: str, last_mutation_id: int, version: int
