@@ -1,7 +1,8 @@
 """PostgreSQL and many server processes: throughput, storage overhead, write → visible.
 
 ``python -m benchmarks.postgres [--quick] [--write-doc]`` — one command, one sitting; with
-``--write-doc`` it replaces the ``postgres`` section of docs/benchmarks.md.
+``--write-doc`` it replaces the ``postgres`` section of docs/benchmarks.md
+(``--report-only benchmarks/results/postgres-last-run.json`` rewrites it from a saved run).
 
 * **Confirmed mutations/s** through real servers (``synced-store serve``-equivalent
   processes, ``ServerProcess``) on one PostgreSQL database with 1, 2 and 3 processes, and on
@@ -459,7 +460,66 @@ def doc_section(data: dict[str, Any]) -> str:
             f"| {r['setup']} | {r['n']} | {r['p50']:.2f} ms | {r['p95']:.2f} ms | "
             f"{r['p99']:.2f} ms |"
         )
+    lines += ["", *_reading(data)]
     return "\n".join(lines) + "\n"
+
+
+def _reading(data: dict[str, Any]) -> list[str]:
+    """What the numbers say, from this run's numbers."""
+    lat = {r["setup"]: r for r in data["latency"]}
+    local = lat["PostgreSQL, both on process A"]
+    remote = lat["PostgreSQL, writer on A, observer on B"]
+    sq = lat["SQLite, one process"]
+    tp = {(r["scenario"], r["storage"], r["processes"]): r for r in data["throughput"]}
+
+    def rate(scenario: str, storage: str, n: int) -> str:
+        return _n(tp[(scenario, storage, n)]["confirmed_per_s"])
+
+    w = data["writer"]
+    sq_ratio = w["sqlite"]["mutations_per_s"] / w["sqlite_raw"]["rows_per_s"]
+    one = tp[("100 instances", "postgres", 1)]["confirmed_per_s"]
+    best = max(tp[("100 instances", "postgres", n)]["confirmed_per_s"] for n in (2, 3))
+    return [
+        "### Reading these numbers",
+        "",
+        f"* **Across processes costs one NOTIFY and one read**: an observer on another process "
+        f"saw a write {remote['p50'] - local['p50']:+.2f} ms later at the median than one on "
+        f"the writer's process ({remote['p99'] - local['p99']:+.2f} ms at p99). Against "
+        f"SQLite ({sq['p50']:.2f} ms) a PostgreSQL commit adds its round trips (four per batch: "
+        "`BEGIN`, the instance's row lock, the buffered rows, one statement with the version, "
+        "`NOTIFY` and `COMMIT`) and PostgreSQL's WAL flush, which this box's disk takes about "
+        "1.5 ms to do (SQLite's `durability=normal` does not flush at each commit).",
+        f"* **The writer is not held back by the driver**: it sends a batch's rows in one "
+        f"`executemany`, so it beats one `INSERT` per row "
+        f"({w['pg']['mutations_per_s'] / w['raw_each']['rows_per_s']:.2f}×) and reaches "
+        f"{w['pg']['mutations_per_s'] / w['raw_many']['rows_per_s']:.2f}× of asyncpg's own "
+        "`executemany` of the same rows. What is left is the writer's per-mutation work in "
+        "Python (validating, running the mutator, the fan-out), the same on both backends: "
+        f"SQLite's writer reaches {sq_ratio:.2f}× of raw sqlite3.",
+        "* **Two cores are the ceiling here, not the design**: the server processes, "
+        "PostgreSQL and the two load generators (which run every mutation optimistically "
+        "too) share two cores with other work (the load average rose to "
+        + ", ".join(f"{x:.1f}" for x in data["loadavg_end"])
+        + "). So with 100 instances, 2 and 3 processes confirm "
+        f"{rate('100 instances', 'postgres', 2)} and {rate('100 instances', 'postgres', 3)} a "
+        f"second against {rate('100 instances', 'postgres', 1)} with one "
+        f"({best / one:.2f}× at best): once both cores are busy, another process only takes "
+        "CPU from the others. SQLite's one process "
+        f"({rate('100 instances', 'sqlite', 1)}/s) has no database server to share the cores "
+        "with.",
+        f"* **One hot instance is served best by one process**: its writers take turns on its "
+        f"lock, and each batch first reads what the others committed, so 1, 2 and 3 processes "
+        f"confirm {rate('one instance', 'postgres', 1)}, {rate('one instance', 'postgres', 2)} "
+        f"and {rate('one instance', 'postgres', 3)} a second (and group commits shrink). "
+        "Processes scale connections and instances, not one instance's write rate "
+        '(docs/operations.md, "Limits of this design").',
+        "* **On more cores** (one per server process, a few for PostgreSQL and for the load): "
+        "each process is one event loop and one core, so many instances should scale close "
+        "to linearly with processes until PostgreSQL's commit rate (one WAL flush per group "
+        "commit, NOTIFY's commit-time lock) is the limit — thousands of commits a second on "
+        "an SSD, each carrying a batch; one instance stays at what one writer does, a few "
+        "thousand confirmed mutations a second from many clients.",
+    ]
 
 
 def main() -> None:
@@ -467,15 +527,19 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="short runs (a smoke test)")
     p.add_argument("--write-doc", action="store_true", help="replace the section of the doc")
     p.add_argument("--loadgen", help=argparse.SUPPRESS)
+    p.add_argument("--report-only", metavar="JSON", help="rewrite the section from a saved run")
     args = p.parse_args()
     if args.loadgen:
         print(json.dumps(asyncio.run(_loadgen(json.loads(args.loadgen)))), flush=True)
         return
-    data = asyncio.run(run(args.quick))
-    data["command"] = "python -m benchmarks.postgres" + (" --quick" if args.quick else "")
-    data["facts"] = run_facts(data["command"])
-    RAW.parent.mkdir(parents=True, exist_ok=True)
-    RAW.write_text(json.dumps(data, indent=1, default=str))
+    if args.report_only:
+        data = json.loads(Path(args.report_only).read_text())
+    else:
+        data = asyncio.run(run(args.quick))
+        data["command"] = "python -m benchmarks.postgres" + (" --quick" if args.quick else "")
+        data["facts"] = run_facts(data["command"])
+        RAW.parent.mkdir(parents=True, exist_ok=True)
+        RAW.write_text(json.dumps(data, indent=1, default=str))
     section = doc_section(data)
     print(section)
     if args.write_doc:
