@@ -329,7 +329,16 @@ class SyncedStoreClient:
         await self.wait_for_sync()
         if not self.is_online or self._conn is None:
             raise OfflineError(f"action {name!r} needs the server and this client is offline")
-        rid = self.engine.call_action(name, wire)
+        return await self._await_result(self.engine.call_action(name, wire))
+
+    async def _query(self, name: str, args: Any) -> Any:
+        """Call the server's built-in query ``name`` (``"$..."``) with JSON ``args``; returns
+        its output or raises :class:`ActionError` (:class:`OfflineError` when offline)."""
+        if not self.is_online or self._conn is None:
+            raise OfflineError(f"{name!r} needs the server and this client is offline")
+        return await self._await_result(self.engine.call_query(name, args))
+
+    async def _await_result(self, rid: str) -> Any:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._actions[rid] = fut
         self._out.set()

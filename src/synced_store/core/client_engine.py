@@ -213,6 +213,17 @@ class ClientEngine:
         self._frames.append(encode(Action(request_id=rid, name=name, input=wire)))
         return rid
 
+    def call_query(self, name: str, args: Any) -> str:
+        """Queue a call of the server's built-in query ``name`` (``"$..."``, e.g. a search or a
+        page of older rows); returns its request id. The result arrives as an
+        :class:`ActionCompleted` event, like an action's. ``args`` must be JSON already."""
+        if not name.startswith("$"):
+            raise ValueError(f"a built-in query's name starts with '$': {name!r}")
+        self._action_ids += 1
+        rid = f"a{self._action_ids}"
+        self._frames.append(encode(Action(request_id=rid, name=name, input=args)))
+        return rid
+
     # -- reading ---------------------------------------------------------------------------
 
     def _tx(self, reads: ReadSet, old_view: dict[RowKey, Any] | None) -> ClientTx:

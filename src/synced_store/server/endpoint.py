@@ -48,6 +48,7 @@ from ..protocol.messages import (
 )
 from ..protocol.version import MAX_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION
 from ..storage.ids import validate_instance_id
+from . import queries
 from .auth import (
     Access,
     Authenticator,
@@ -427,7 +428,7 @@ class SyncEndpoint:
         if session.actions_in_flight >= cap:
             error = f"more than {cap} actions in flight on this connection"
             kind = ErrorKind.ACTION_FAILED
-        elif self.actions is None:
+        elif self.actions is None and not queries.is_query(msg.name):
             error, kind = "this server runs no actions", ErrorKind.UNKNOWN_NAME
         else:
             # Counted now, not when the task first runs: a burst of frames read in one loop
@@ -439,7 +440,10 @@ class SyncEndpoint:
 
     async def _run_action(self, instance: Instance, session: Session, msg: Action) -> None:
         try:
-            await self.actions.call_from_client(instance, session, msg)
+            if queries.is_query(msg.name):
+                session.send_message(await queries.call(instance, session, msg))
+            elif self.actions is not None:
+                await self.actions.call_from_client(instance, session, msg)
         finally:
             session.actions_in_flight -= 1
 
