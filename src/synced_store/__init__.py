@@ -16,7 +16,7 @@ package; nothing here imports them.
 This module re-exports the names apps use to declare their schema and handlers.
 """
 
-from .client_config import ClientConfig, define_client_config
+from .app_config import ClientConfig, define_client_config
 from .errors import (
     ActionError,
     ClientClosedError,

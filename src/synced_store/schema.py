@@ -16,7 +16,7 @@ import pydantic
 import pydantic_core
 from pydantic import BaseModel, TypeAdapter
 
-from .client_config import ClientConfig, check_handlers, check_hooks
+from .app_config import ClientConfig, check_handlers, check_hooks
 from .errors import SchemaError, UnknownNameError, ValidationError
 
 __all__ = [

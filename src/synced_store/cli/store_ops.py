@@ -16,7 +16,7 @@ from typing import Any
 import click
 from pydantic import TypeAdapter
 
-from ..client_config import ClientConfig
+from ..app_config import ClientConfig
 from ..errors import MutationFailedError, SyncedStoreError, UnknownNameError
 from ..schema import Schema
 from .files import console, echo_json, json_option

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..client_config import ClientConfig
+from ..app_config import ClientConfig
 from ..core.client_engine import ClientEngine
 from ..core.context import ReadContext, json_input
 from ..core.events import (

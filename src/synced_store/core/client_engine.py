@@ -32,7 +32,7 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
-from ..client_config import ClientConfig
+from ..app_config import ClientConfig
 from ..errors import MutatorError, ProtocolError, SyncedStoreError
 from ..protocol.append import AppendDecoder
 from ..protocol.codec import decode_server_message, encode, push_frames

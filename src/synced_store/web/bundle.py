@@ -25,7 +25,7 @@ _PKG_ROOT = Path(__file__).resolve().parents[1]
 #: ``synced_store`` modules the page needs (pure: stdlib + pydantic only).
 _PURE_PARTS = (
     "__init__.py",
-    "client_config.py",
+    "app_config.py",
     "errors.py",
     "schema.py",
     "types.py",

@@ -15,7 +15,7 @@ import importlib
 import json
 from typing import Any
 
-from synced_store.client_config import ClientConfig
+from synced_store.app_config import ClientConfig
 from synced_store.core.client_engine import ClientEngine, PendingMutation, Subscription
 from synced_store.core.context import ReadContext
 from synced_store.core.events import (
