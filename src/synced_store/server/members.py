@@ -31,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from ..core.context import AsyncTx
@@ -197,7 +197,7 @@ async def admit(instance: Instance, identity: Identity, access: Access) -> bool:
         key = RowKey(PUBLIC, USERS, user_id)
         row = await instance.in_writer(lambda tx: tx.read(key))
         return row is not None
-    name = identity.claims.get("name") if isinstance(identity.claims, dict) else None
+    name = identity.claims.get("name") if isinstance(identity.claims, Mapping) else None
     names = {user_id: name} if isinstance(name, str) and name else None
 
     async def body(ctx: MutationContext) -> bool:
