@@ -209,7 +209,10 @@ async def admit(instance: Instance, identity: Identity, access: Access) -> bool:
             return True
         return not config.members_only
 
-    creator = user_id if access is Access.CREATE else None
+    # The creator: allowed to create it, and it holds nothing yet (not an instance that
+    # existed before the backend had hooks or membership options).
+    new = access is Access.CREATE and instance.store.version == 0
+    creator = user_id if new else None
     result: bool = await _run(instance, "admit", body, user_id=user_id, creator=creator)
     return result
 
