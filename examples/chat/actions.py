@@ -40,7 +40,7 @@ from synced_store.bot import StreamedText
 from synced_store.tools import ActionTarget
 
 from .mutators import MessageOwnershipError
-from .schema import CallBotInput, parse_mention
+from .schema import CallBotInput, SetDisplayNameInput, parse_mention
 from .tools import BOT_TOOLS
 
 __all__ = ["HISTORY_MESSAGES", "MAX_TOOL_ROUNDS", "actions", "call_bot"]
@@ -175,4 +175,12 @@ def _join(before: str, text: str) -> str:
     return f"{before}\n\n{text}" if before and text else before or text
 
 
-actions = {"callBot": call_bot}
+async def set_display_name(ctx: Any, input: SetDisplayNameInput) -> dict[str, bool]:
+    """Set the caller's name in ``$user_info`` (a system table clients read, never write)."""
+    from synced_store.server.members import InstanceMembers
+
+    await InstanceMembers(ctx.instance).set_user_info(ctx.user_id, display_name=input.name)
+    return {"ok": True}
+
+
+actions = {"callBot": call_bot, "setDisplayName": set_display_name}

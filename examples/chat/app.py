@@ -39,6 +39,7 @@ def make_backend(bot: BotConfig | Bot | Callable[[Any], Any] | None = None) -> B
         actions=actions,
         services={"bot.stream": service},
         expose=EXPOSE,
+        auto_join=True,  # whoever opens a room becomes a member ($users, $user_info)
     )
 
 

@@ -133,6 +133,18 @@ class CallBotOutput(BaseModel):
     response: str | None = None
 
 
+class SetDisplayNameInput(BaseModel):
+    """``setDisplayName``: the name the room shows for the calling user (``$user_info``)."""
+
+    name: str = Field(min_length=1, max_length=60)
+
+
+class SetDisplayNameOutput(BaseModel):
+    """``setDisplayName``'s result."""
+
+    ok: bool
+
+
 chat_schema = define_schema(
     schema_version=1,
     tables={
@@ -167,6 +179,11 @@ chat_schema = define_schema(
             "description": "Stream an LLM response into a placeholder message",
             "input": CallBotInput,
             "output": CallBotOutput,
+        },
+        "setDisplayName": {
+            "description": "Set the calling user's display name in this room",
+            "input": SetDisplayNameInput,
+            "output": SetDisplayNameOutput,
         },
     },
 )

@@ -35,6 +35,12 @@ class ChatView:
         self.messages: dict[str, dict[str, Any]] = {}
         self.seen: set[str] = set()
         self.status: str = ConnectionStatus.CONNECTING
+        #: Display names by user id, from the room's ``$user_info`` system table.
+        self.names: dict[str, str] = {}
+
+    def update_names(self, entries: list[tuple[Any, Any]]) -> None:
+        """Replace the display names with a ``$user_info`` snapshot."""
+        self.names = {k.item_key: v.get("display_name") or k.item_key for k, v in entries}
 
     def update(self, entries: list[tuple[Any, Any]]) -> None:
         """Replace the messages with a table snapshot."""
@@ -44,8 +50,9 @@ class ChatView:
     def line(self, m: dict[str, Any]) -> Text:
         """One message as a styled line."""
         bot = m.get("role") == "assistant"
+        sender = m.get("senderId", "?")
         name = Text(
-            f"{m.get('senderId', '?')}: ",
+            f"{sender if bot else self.names.get(sender, sender)}: ",
             style="bold magenta"
             if bot
             else ("bold green" if m.get("senderId") == self.user else "bold cyan"),
@@ -63,7 +70,7 @@ class ChatView:
         rows = [self.line(m) for m in list(self.messages.values())[-self.limit :]]
         footer = Text(
             f"[{self.room} · {self.user} · {self.status}] type a message, "
-            "'@bot …' to ask the bot, /cancel, /quit",
+            "'@bot …' to ask the bot, /name NAME, /cancel, /quit",
             style="dim",
         )
         return Group(*rows, footer)
@@ -125,8 +132,14 @@ async def run_chat_client(
         if live:
             display.update(view.render(), refresh=True)
 
+    def on_names(entries: list[tuple[Any, Any]], changes: dict[str, list[str]]) -> None:
+        view.update_names(entries)
+        if live:
+            display.update(view.render(), refresh=True)
+
     store.on_connection_status(on_status)
     unsubscribe = store.subscribe_to_table("messages", on_change)
+    unsubscribe_names = store.subscribe_to_table("$user_info", on_names)
     try:
         with display if live else contextlib.nullcontext():
             async for text in lines or _stdin_lines():
@@ -136,6 +149,10 @@ async def run_chat_client(
                 if text == "/quit":
                     return 0
                 try:
+                    if text.startswith("/name "):  # an action: it needs the server
+                        await store.wait_until(lambda: store.is_online, timeout=idle_timeout)
+                        await store.action.setDisplayName(name=text[6:].strip())
+                        continue
                     if text == "/cancel":
                         for key, m in reversed(view.messages.items()):
                             # Only a reply this user asked for can be stopped by them.
@@ -155,6 +172,7 @@ async def run_chat_client(
         return 1
     finally:
         unsubscribe()
+        unsubscribe_names()
         await store.close()
 
 

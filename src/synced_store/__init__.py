@@ -16,6 +16,7 @@ package; nothing here imports them.
 This module re-exports the names apps use to declare their schema and handlers.
 """
 
+from .app_config import ClientConfig, define_client_config
 from .errors import (
     ActionError,
     ClientClosedError,
@@ -56,6 +57,7 @@ __all__ = [
     "ActionError",
     "BackendConfig",
     "ClientClosedError",
+    "ClientConfig",
     "ConnectionEndedError",
     "ConnectionLost",
     "EntryKey",
@@ -79,6 +81,7 @@ __all__ = [
     "ValueTooLargeError",
     "__version__",
     "define_backend_config",
+    "define_client_config",
     "define_migration",
     "define_schema",
     "item",

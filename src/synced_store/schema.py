@@ -16,6 +16,7 @@ import pydantic
 import pydantic_core
 from pydantic import BaseModel, TypeAdapter
 
+from .app_config import ClientConfig, check_handlers, check_hooks
 from .errors import SchemaError, UnknownNameError, ValidationError
 
 __all__ = [
@@ -455,16 +456,21 @@ def define_schema(
 
 
 @dataclass(frozen=True)
-class BackendConfig:
+class BackendConfig(ClientConfig):
     """A schema bound to its mutator and action handlers and platform services."""
 
-    schema: Schema
-    mutators: Mapping[str, MutatorHandler]
     actions: Mapping[str, ActionHandler] = field(default_factory=dict)
     services: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
     #: What AI agents may use (:mod:`synced_store.tools`, MCP): ``{"mutators": (...),
     #: "actions": (...), "tables": (...)}``. Empty: nothing is exposed.
     expose: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: System hooks by name (``on_init``, ``on_add_users``, ``on_remove_users``), run by the
+    #: server in the writer's transaction with ``ctx.is_system`` (``server/members.py``).
+    hooks: Mapping[str, Callable[..., Awaitable[None]]] = field(default_factory=dict)
+    #: Only members (rows of ``$users``) may open an instance; its creator is the first.
+    members_only: bool = False
+    #: Every user allowed to open an instance becomes a member when it connects.
+    auto_join: bool = False
 
 
 EXPOSE_KINDS = ("mutators", "actions", "tables")
@@ -497,6 +503,10 @@ def define_backend_config(
     actions: Mapping[str, ActionHandler] | None = None,
     services: Mapping[str, Callable[..., Any]] | None = None,
     expose: Mapping[str, Any] | None = None,
+    *,
+    hooks: Mapping[str, Callable[..., Awaitable[None]]] | None = None,
+    members_only: bool = False,
+    auto_join: bool = False,
 ) -> BackendConfig:
     """Bind handlers to a schema. Every declared mutator needs an async handler, and vice versa.
 
@@ -504,24 +514,22 @@ def define_backend_config(
     Clients take the same config (actions and services are ignored there). ``expose`` lists
     the mutators, actions and tables AI agents may use as tools (``synced_store.tools``,
     ``synced-store mcp``, ``create_app(..., mcp=True)``); nothing is exposed by default.
+
+    ``hooks``: ``{"on_init": fn(ctx), "on_add_users": fn(ctx, user_ids),
+    "on_remove_users": fn(ctx, user_ids)}``, run by the server in the writer's transaction
+    with ``ctx.is_system`` True. ``members_only``: only the members of an instance (its
+    ``$users`` table) may open it; the user whose connection creates it is its first member
+    (role ``"owner"``). ``auto_join``: every user ``authorize`` lets in becomes a member when
+    it connects. See ``synced_store.server.members``.
     """
-    for kind, decls, handlers in (
-        ("mutator", schema.mutators, mutators),
-        ("action", schema.actions, actions or {}),
-    ):
-        missing = sorted(set(decls) - set(handlers))
-        extra = sorted(set(handlers) - set(decls))
-        if missing:
-            raise SchemaError(f"no handler for declared {kind}(s): {', '.join(missing)}")
-        if extra:
-            raise SchemaError(f"{kind} handler(s) not declared in the schema: {', '.join(extra)}")
-        for name, fn in handlers.items():
-            if not inspect.iscoroutinefunction(fn):
-                raise SchemaError(f"{kind} {name!r} must be an async function (async def)")
+    check_handlers(schema, mutators, actions or {})
     return BackendConfig(
         schema=schema,
         mutators=dict(mutators),
         actions=dict(actions or {}),
         services=dict(services or {}),
         expose=check_expose(schema, expose),
+        hooks=check_hooks(hooks),
+        members_only=bool(members_only),
+        auto_join=bool(auto_join),
     )

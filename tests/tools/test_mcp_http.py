@@ -168,3 +168,20 @@ def test_mcp_needs_something_exposed(tmp_path: Path) -> None:
     app = create_app(backend, data_dir=tmp_path, mcp={"mutators": ["addNote"]})
     assert app.state.mcp.tools.names == ["addNote"]
     assert create_app(backend, data_dir=tmp_path).state.mcp is None
+
+
+async def test_members_only_refuses_a_non_member(tmp_path: Path) -> None:
+    import dataclasses
+
+    from synced_store.server.members import add_members
+
+    members_only = dataclasses.replace(backend, members_only=True)
+    async with await create_test_harness(members_only, data_dir=tmp_path, mcp=True) as h:
+        res = await call(h, "owner", "addNote", {"id": "n1", "text": "mine"})
+        assert not res.is_error, result_text(res)  # created the instance: its owner
+        res = await call(h, "alice", "addNote", {"id": "n2", "text": "x"})
+        assert res.is_error
+        assert "alice is not a member of pad" in result_text(res)
+        await add_members(h.app.state.registry, "pad", ["alice"])
+        res = await call(h, "alice", "addNote", {"id": "n2", "text": "x"})
+        assert not res.is_error, result_text(res)

@@ -305,3 +305,17 @@ def test_only_the_sender_may_delete_or_edit_a_message(open_chat: Callable[..., A
     reply.locator(".del").click()
     for page in (alice, bob, carol):
         expect()(page.locator("#messages li")).to_have_count(0)
+
+
+def test_pages_show_display_names_from_user_info(open_chat: Callable[..., Any]) -> None:
+    alice = open_chat("alice")
+    bob = open_chat("bob", engine=False)  # the shell's own subscription path
+    send(bob, "bob speaking")
+    expect()(message(alice, "bob speaking").locator(".who")).to_have_text("bob")
+    set_name = """(n) => chat.store.action("setDisplayName", {name: n})"""
+    assert bob.evaluate(set_name, "Bob B.") == {"ok": True}
+    expect()(message(alice, "bob speaking").locator(".who")).to_have_text("Bob B.")
+    expect()(message(bob, "bob speaking").locator(".who")).to_have_text("Bob B. (you)")
+    assert alice.evaluate(set_name, "Alice A.") == {"ok": True}
+    send(alice, "alice here")
+    expect()(message(bob, "alice here").locator(".who")).to_have_text("Alice A.")

@@ -204,7 +204,13 @@ function fill(li, { who, text, role, status, mark, markClass, mine, owned, ghost
   }
 }
 
+// Display names by user id, from the room's $user_info system table (server-written).
+let names = new Map();
+let lastRender = null;
+const nameOf = (uid) => names.get(uid) || uid;
+
 function render(rows, info) {
+  lastRender = [rows, info];
   const main = els.list.parentElement;
   const atBottom = main.scrollHeight - main.scrollTop - main.clientHeight < 40;
   const seen = new Set();
@@ -223,7 +229,7 @@ function render(rows, info) {
     else if (m.status === "error") { mark = "✗ failed"; markClass = "failed"; }
     else if (m.status === "cancelled") { mark = "stopped"; markClass = "sending"; }
     fill(li, {
-      who: m.role === "user" ? (mine ? `${m.senderId} (you)` : m.senderId) : `@${m.senderId}`,
+      who: m.role === "user" ? (mine ? `${nameOf(m.senderId)} (you)` : nameOf(m.senderId)) : `@${m.senderId}`,
       text: m.text, role: m.role, status: m.status, mark, markClass, mine, owned: ownedByMe(m),
       errorNote: m.status === "error" ? "⚠ The bot reply failed." : (m.status === "cancelled" ? "Reply cancelled." : ""),
     });
@@ -235,7 +241,7 @@ function render(rows, info) {
       if (p.name !== "sendMessage" || seen.has(p.args.id)) continue;
       const li = messageNode(p.args.id);
       seen.add(p.args.id);
-      fill(li, { who: `${store.userId} (you)`, text: p.args.text, role: "user", status: "",
+      fill(li, { who: `${nameOf(store.userId)} (you)`, text: p.args.text, role: "user", status: "",
         mark: "sending…", markClass: "sending", mine: true, owned: true, ghost: true });
       ordered.push(li);
     }
@@ -258,6 +264,10 @@ function render(rows, info) {
 }
 
 store.subscribe({ table: "messages" }, render);
+store.subscribe({ table: "$user_info" }, (rows) => {
+  names = new Map(rows.map((r) => [r.key, r.value.display_name]));
+  if (lastRender) render(...lastRender);
+});
 
 // -- sending -----------------------------------------------------------------------------
 

@@ -11,6 +11,9 @@ Commands, one module each::
     synced-store token                    mint a signed token for a user        (tokens.py)
     synced-store demo NAME                run a demo app                        (demo.py)
     synced-store mcp MODULE:ATTR          an app's tools as an MCP server (stdio) (mcp.py)
+    synced-store members add|remove|list  the members of an instance            (members.py)
+    synced-store schema MODULE:ATTR       an app's tables, mutators, actions    (store_ops.py)
+    synced-store mutate MUTATOR JSON      one mutation as a client of a server  (store_ops.py)
 
 Installed packages add commands through entry points (``plugins.py``): the example chat app adds
 ``synced-store demo chat`` and ``synced-store chat`` (``examples/chat/commands.py``).
@@ -35,6 +38,7 @@ from .group import cli
 from .inspect import inspect
 from .loading import CliError, load_backend, load_object
 from .mcp import mcp
+from .members import members
 from .serve import serve
 from .serving import (
     connection_options,
@@ -43,6 +47,7 @@ from .serving import (
     run_server,
     server_options,
 )
+from .store_ops import mutate, schema
 from .tokens import token
 from .web import web
 
@@ -59,7 +64,20 @@ __all__ = [
     "server_options",
 ]
 
-for _command in (serve, inspect, actions, compact, db, demo, web, token, mcp):
+for _command in (
+    serve,
+    inspect,
+    actions,
+    compact,
+    db,
+    demo,
+    web,
+    token,
+    mcp,
+    members,
+    schema,
+    mutate,
+):
     cli.add_command(_command)
 
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..app_config import ClientConfig
 from ..core.client_engine import ClientEngine
 from ..core.context import ReadContext, json_input
 from ..core.events import (
@@ -22,6 +23,7 @@ from ..core.events import (
     StartedOver,
 )
 from ..core.keys import PUBLIC, private_ns, unique_id
+from ..core.system_tables import SYSTEM_TABLES
 from ..errors import (
     ActionError,
     ClientClosedError,
@@ -32,7 +34,6 @@ from ..errors import (
     SyncedStoreError,
 )
 from ..protocol.codes import END_REASONS, TERMINAL_CODES, CloseCode
-from ..schema import BackendConfig
 from ..storage.client_cache import Persistence
 from ..types import ConnectionStatus, EntryKey
 from .proxies import ActionProxy, MutateProxy, MutationResult
@@ -54,7 +55,7 @@ class SyncedStoreClient:
 
     def __init__(
         self,
-        config: BackendConfig,
+        config: ClientConfig,
         connector: Connector,
         *,
         token: str | None,
@@ -229,7 +230,8 @@ class SyncedStoreClient:
         Maintained incrementally: an update costs the rows it changed plus building the
         ``entries`` list, not a re-run of a whole-table query.
         """
-        self.config.schema.table_def(name)
+        if name not in SYSTEM_TABLES:  # ``$users`` and ``$user_info`` are readable too
+            self.config.schema.table_def(name)
         ns = private_ns(self.engine.user_id) if private else PUBLIC
         sub = self.engine.subscribe_table(ns, name, callback, deferred=True)
         asyncio.get_running_loop().call_soon(sub.deliver_first)
@@ -535,7 +537,7 @@ class SyncedStoreClient:
 
 async def connect(
     url: str,
-    backend_or_config: BackendConfig,
+    backend_or_config: ClientConfig,
     *,
     instance_id: str,
     token: str | None = None,

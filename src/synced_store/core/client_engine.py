@@ -32,6 +32,7 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
+from ..app_config import ClientConfig
 from ..errors import MutatorError, ProtocolError, SyncedStoreError
 from ..protocol.append import AppendDecoder
 from ..protocol.codec import decode_server_message, encode, push_frames
@@ -50,7 +51,6 @@ from ..protocol.messages import (
     PushResponse,
 )
 from ..protocol.version import PROTOCOL_VERSION
-from ..schema import BackendConfig
 from ..types import RowKey
 from .context import MutationContext, ReadContext, json_input, run_sync
 from .events import (
@@ -105,7 +105,7 @@ class ClientEngine:
 
     def __init__(
         self,
-        config: BackendConfig,
+        config: ClientConfig,
         *,
         user_id: str,
         client_id: str,

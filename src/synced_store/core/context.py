@@ -16,7 +16,6 @@ import pydantic_core
 from ..errors import (
     MutatorError,
     PermissionDeniedError,
-    UnknownNameError,
     ValidationError,
     ValueTooLargeError,
 )
@@ -500,6 +499,9 @@ class _Namespace:
 class ReadContext:
     """The context of queries (and, read-only, of actions): tables and the current user."""
 
+    #: True in trusted system scope: hooks and data migrations (``server/members.py``).
+    is_system = False
+
     def __init__(
         self,
         schema: Schema,
@@ -521,7 +523,9 @@ class ReadContext:
         try:
             tdef = self.schema.tables[name]
         except KeyError:
-            raise UnknownNameError(f"unknown table {name!r}") from None
+            from .system_tables import system_table  # it imports this module
+
+            return system_table(self, ns, name)  # ``$users``, ``$user_info``: read-only
         return TableHandle(self.tx, ns, name, tdef, self._writable)
 
     def table(self, name: str) -> TableHandle:

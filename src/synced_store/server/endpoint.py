@@ -7,7 +7,8 @@ Before the upgrade is accepted: the ``Origin`` allow-list (403) and the connecti
 Then the handshake, in order: instance id (4004), the ``connect`` frame within the handshake
 timeout (4003), protocol version (4002), ``authenticate`` (4001), schema version (4005),
 ``authorize`` — open, and create if missing (4001, nothing created) — opening the instance
-(1011 while it is failed, 1013 at the open-instance cap), and binding the client id to its
+(1011 while it is failed, 1013 at the open-instance cap), membership with ``members_only``
+(4001, nothing registered or sent), and binding the client id to its
 user (4003 if another user owns it). After it, each frame is rate limited (slowed, then 1008).
 """
 
@@ -60,6 +61,7 @@ from .auth import (
 )
 from .instance import Instance
 from .limits import ServerLimits
+from .members import admit
 from .rates import TokenBucket
 from .registry import InstanceRegistry
 from .session import Session
@@ -283,6 +285,9 @@ class SyncEndpoint:
         if rates.connects.take(1, asyncio.get_running_loop().time()) > 0:
             raise _Close(CloseCode.POLICY_VIOLATION, "too many new connections; slow down")
         async with self.registry.hold(instance_id) as instance:
+            if not await admit(instance, identity, access):  # members_only (members.py)
+                log.info("refused %s: not a member of %s", user_id, instance_id)
+                raise _Close(CloseCode.AUTH_FAILED, f"{user_id} is not a member of {instance_id}")
             await self._run_session(ws, conn, instance, hello, identity, rates)
 
     async def _run_session(

@@ -237,6 +237,11 @@ class Instance:
         await self._run_now_or_queue(item)
         await item.future
 
+    async def run_system(self, item: Direct) -> None:
+        """Commit a system item (hooks, members: ``server/members.py``) like :meth:`mutate`."""
+        await self._run_now_or_queue(item)
+        await item.future
+
     async def in_writer(self, fn: Callable[[WriterTx], Any]) -> Any:
         """Run ``fn(tx)`` inside the writer's next transaction (awaited if it returns an
         awaitable); returns its result."""

@@ -75,7 +75,9 @@ class MutationRunner:
                 ctx = MutationContext(
                     schema, stx, user_id, is_server=True, source=source, platform=self.platform
                 )
+                ctx.is_system = True  # a hook or a data migration: trusted system scope
                 await system(ctx)
+                jobs.extend(ctx.enqueued)
             for n, a in calls:
                 value = schema.mutator(n).parse_input(a)
                 ctx = MutationContext(

@@ -240,6 +240,13 @@ class McpEndpoint:
             return PermissionDeniedError(
                 f"instance {caller.instance_id} does not exist (not authorized to create it)"
             )
+        if self.registry.config.members_only:  # as the sync endpoint (server/members.py)
+            from ..server.members import admit
+
+            async with self.registry.hold(caller.instance_id) as inst:
+                if not await admit(inst, caller.identity, access):
+                    user = caller.identity.user_id
+                    return PermissionDeniedError(f"{user} is not a member of {caller.instance_id}")
         return None
 
     async def _resolve(self, ctx: ServerRequestContext[Any, Any]) -> McpBinding:

@@ -23,7 +23,15 @@ log = logging.getLogger("synced_store.web")
 
 _PKG_ROOT = Path(__file__).resolve().parents[1]
 #: ``synced_store`` modules the page needs (pure: stdlib + pydantic only).
-_PURE_PARTS = ("__init__.py", "errors.py", "schema.py", "types.py", "core", "protocol")
+_PURE_PARTS = (
+    "__init__.py",
+    "app_config.py",
+    "errors.py",
+    "schema.py",
+    "types.py",
+    "core",
+    "protocol",
+)
 #: Imports that must never reach the page.
 _SERVER_ONLY = (
     "synced_store.server",

@@ -15,6 +15,7 @@ import importlib
 import json
 from typing import Any
 
+from synced_store.app_config import ClientConfig
 from synced_store.core.client_engine import ClientEngine, PendingMutation, Subscription
 from synced_store.core.context import ReadContext
 from synced_store.core.events import (
@@ -28,13 +29,13 @@ from synced_store.core.events import (
     StartedOver,
 )
 from synced_store.errors import ProtocolError, SyncedStoreError
-from synced_store.schema import BackendConfig, Schema
+from synced_store.schema import Schema
 from synced_store.types import RowKey
 
 __all__ = ["Bridge", "load_config"]
 
 
-def load_config(spec_json: str) -> BackendConfig:
+def load_config(spec_json: str) -> ClientConfig:
     """Build the client config from the page manifest's ``python`` section.
 
     ``{"schema": [module, attr], "mutators": {name: [module, attr]}}``: the schema object and
@@ -51,8 +52,8 @@ def load_config(spec_json: str) -> BackendConfig:
         for part in mattr.split("."):
             fn = getattr(fn, part)
         mutators[name] = fn
-    # Client side: actions and services are ignored, so they are not shipped.
-    return BackendConfig(schema=schema, mutators=mutators)
+    # Client side: only the schema and the mutators are shipped (no actions, services, hooks).
+    return ClientConfig(schema=schema, mutators=mutators)
 
 
 def _event_json(ev: EngineEvent) -> dict[str, Any]:
