@@ -239,8 +239,23 @@ async def test_exactly_once_across_kill_9_between_the_commits(tmp_path: Path, wh
     """The server is killed (SIGKILL) after the caller's commit and before the target's
     (``before``), or after the target's commit and before the outbox row is marked done
     (``after``): after a restart the room is in the lobby exactly once."""
+    await kill_between_the_commits(tmp_path, where, None)
+
+
+@pytest.mark.slow
+async def test_exactly_once_across_kill_9_on_postgres(tmp_path: Path, pg_dsn: str) -> None:
+    """On PostgreSQL the outbox is the shared jobs table and the key a server-only row."""
+    await kill_between_the_commits(tmp_path, "after", pg_dsn)
+
+
+async def kill_between_the_commits(tmp_path: Path, where: str, database: str | None) -> None:
     server = ServerProcess(
-        "external_app:backend", tmp_path / "data", pythonpath=[TESTS], env={CRASH_ENV: where}
+        "external_app:backend",
+        tmp_path / "data",
+        pythonpath=[TESTS],
+        env={CRASH_ENV: where},
+        database=database,
+        actions={"job_lease": 1.0},
     )
     server.start()
     alice = await connect(
