@@ -17,6 +17,7 @@ from synced_store import BackendConfig, define_backend_config
 from synced_store.bot import Bot, BotConfig, make_bot_service
 
 from .actions import actions
+from .lobby import send_message_listed
 from .mutators import mutators
 from .schema import chat_schema
 from .tools import EXPOSE, todo_planner
@@ -24,8 +25,11 @@ from .tools import EXPOSE, todo_planner
 __all__ = ["backend", "make_backend"]
 
 
-def make_backend(bot: BotConfig | Bot | Callable[[Any], Any] | None = None) -> BackendConfig:
-    """The chat backend with ``bot`` behind ``bot.stream`` (None: from the environment)."""
+def make_backend(
+    bot: BotConfig | Bot | Callable[[Any], Any] | None = None, *, lobby: bool = False
+) -> BackendConfig:
+    """The chat backend with ``bot`` behind ``bot.stream`` (None: from the environment);
+    ``lobby``: a room's first message lists it in the ``lobby`` instance (lobby.py)."""
     service: Callable[[Any], Any]
     if bot is None or isinstance(bot, BotConfig):
         service = make_bot_service(bot, planner=todo_planner)
@@ -35,11 +39,11 @@ def make_backend(bot: BotConfig | Bot | Callable[[Any], Any] | None = None) -> B
         service = bot  # a ready bot.stream service
     return define_backend_config(
         schema=chat_schema,
-        mutators=mutators,
+        mutators={**mutators, "sendMessage": send_message_listed} if lobby else mutators,
         actions=actions,
         services={"bot.stream": service},
         expose=EXPOSE,
     )
 
 
-backend = make_backend()
+backend = make_backend(lobby=True)

@@ -18,6 +18,7 @@ from rich.text import Text
 from synced_store import SyncedStoreError
 from synced_store.types import ConnectionStatus
 
+from .lobby import LOBBY
 from .schema import parse_mention
 
 __all__ = ["ChatView", "run_chat_client"]
@@ -63,7 +64,7 @@ class ChatView:
         rows = [self.line(m) for m in list(self.messages.values())[-self.limit :]]
         footer = Text(
             f"[{self.room} · {self.user} · {self.status}] type a message, "
-            "'@bot …' to ask the bot, /cancel, /quit",
+            "'@bot …' to ask the bot, /cancel, /rooms, /quit",
             style="dim",
         )
         return Group(*rows, footer)
@@ -135,6 +136,9 @@ async def run_chat_client(
                     continue
                 if text == "/quit":
                     return 0
+                if text == "/rooms":  # the lobby's list, over a read-only second connection
+                    console.print(await _rooms(store))
+                    continue
                 try:
                     if text == "/cancel":
                         for key, m in reversed(view.messages.items()):
@@ -156,6 +160,15 @@ async def run_chat_client(
     finally:
         unsubscribe()
         await store.close()
+
+
+async def _rooms(store: Any, timeout: float = 10.0) -> str:
+    """The rooms the lobby lists (``store.external_store(LOBBY)``), one per line."""
+    lobby = await store.external_store(LOBBY)
+    await lobby.wait_for_server_data(timeout)
+    rows = await lobby.query(lambda ctx: ctx.table("rooms").values())
+    lines = [f"{r['id']}  (by {r['createdBy']}): {r['firstMessage'][:60]}" for r in rows]
+    return "\n".join(["rooms:", *lines]) if lines else "rooms: none yet"
 
 
 async def _send(store: Any, text: str, asked: set[str]) -> None:

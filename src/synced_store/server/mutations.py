@@ -86,6 +86,7 @@ class MutationRunner:
                 ctx.external_access = access
                 await system(ctx)
                 jobs.extend(ctx.enqueued)
+                jobs.extend((EXTERNAL_JOB, c) for c in ctx.external_calls)  # (hooks)
             for n, a in calls:
                 value = schema.mutator(n).parse_input(a)
                 ctx = MutationContext(
