@@ -138,8 +138,8 @@ async def chain(ctx: Any, input: Lobby) -> None:
 
 
 async def register_from_action(ctx: Any, input: FromAction) -> dict[str, Any]:
-    await ctx.mutate_external(input.lobby, "addRoom", {"id": input.id, "title": "from action"})
     rooms = await ctx.external_store(input.lobby).table("rooms").keys()
+    await ctx.mutate_external(input.lobby, "addRoom", {"id": input.id, "title": "from action"})
     return {"rooms_before": len(rooms)}
 
 

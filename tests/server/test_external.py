@@ -13,8 +13,12 @@ import pytest
 
 from external_app import backend
 from synced_store.client import connect
-from synced_store.core.external import EXTERNAL_JOB, MAX_EXTERNAL_MUTATIONS
-from synced_store.errors import MutationFailedError
+from synced_store.core.external import (
+    EXTERNAL_JOB,
+    MAX_EXTERNAL_MUTATIONS,
+    MAX_EXTERNAL_READ_ITEMS,
+)
+from synced_store.errors import ActionError, MutationFailedError
 from synced_store.server.external import CRASH_ENV, RECEIVED_TABLE
 from synced_store.testing import ServerProcess, TestHarness, create_test_harness, wait_for
 from synced_store.testing.waiters import wait_for_key_exists, wait_for_value
@@ -288,3 +292,18 @@ async def kill_between_the_commits(tmp_path: Path, where: str, database: str | N
     finally:
         await alice.close()
         server.kill()
+
+
+async def test_external_reads_are_bounded(tmp_path: Path) -> None:
+    async with await harness(tmp_path) as h:
+        n = MAX_EXTERNAL_READ_ITEMS + 1
+        await h.seed_instance(
+            {"rooms": {f"r{i:05d}": {"id": f"r{i:05d}", "title": "t"} for i in range(n)}},
+            instance_id="big",
+        )
+        alice = await h.create_client("alice")
+        # An unbounded read of more than 1000 rows is refused with a clear error...
+        with pytest.raises(ActionError, match="more than 1000 rows; pass limit="):
+            await alice.action.registerFromAction(lobby="big", id="x")
+        # ...and nothing was sent: the action failed before its mutate_external.
+        assert not await h.app.state.registry.storage.exists("lobby")
