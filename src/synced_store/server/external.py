@@ -31,6 +31,7 @@ at most ``PRUNE_PER_DELIVERY`` expired keys of its target.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import time
@@ -66,6 +67,8 @@ __all__ = [
     "enqueue_from_action",
     "plug_into",
 ]
+
+log = logging.getLogger("synced_store.server")
 
 #: The server-only table of a target instance that holds the idempotency keys it received.
 RECEIVED_TABLE = "$external_received"
@@ -171,11 +174,13 @@ class ServerExternalAccess:
         return reader
 
     async def close(self) -> None:
-        """Release every read connection opened."""
+        """Release every read connection opened (never raises: a failing close is logged)."""
         readers, self._open_readers = self._open_readers, []
         for inst, reader in readers:
             try:
                 await reader.close()
+            except Exception as exc:
+                log.warning("closing a read connection to another instance failed: %s", exc)
             finally:
                 if inst is not None:
                     inst.holds -= 1
