@@ -13,6 +13,7 @@ import pytest
 
 from external_app import backend
 from synced_store.client import connect
+from synced_store.client.external import view_client_id
 from synced_store.core.external import (
     EXTERNAL_JOB,
     MAX_EXTERNAL_MUTATIONS,
@@ -206,6 +207,8 @@ async def test_client_external_store_is_a_live_read_only_view(tmp_path: Path) ->
         view = await alice.external_store("lobby")
         assert await alice.external_store("lobby") is view  # one view per instance
         assert not hasattr(view, "mutate")
+        # One client of the lobby per parent client (a persisted store reuses it).
+        assert view._client.client_id == view_client_id(alice.client_id, "lobby")
         await view.wait_for_server_data(TIMEOUT)
         seen: list[list[str]] = []
         unsub = view.subscribe(

@@ -10,7 +10,7 @@ when it closes.
 from __future__ import annotations
 
 import copy
-import secrets
+import hashlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +23,13 @@ from .transport import Connector
 if TYPE_CHECKING:
     from .store import SyncedStoreClient
 
-__all__ = ["MAX_EXTERNAL_VIEWS", "ExternalStoreView", "close_views", "open_view"]
+__all__ = [
+    "MAX_EXTERNAL_VIEWS",
+    "ExternalStoreView",
+    "close_views",
+    "open_view",
+    "view_client_id",
+]
 
 #: Most external views one store may hold open (each is a connection).
 MAX_EXTERNAL_VIEWS = 16
@@ -77,6 +83,13 @@ class ExternalStoreView:
         await self._client.close()
 
 
+def view_client_id(parent_client_id: str, instance_id: str) -> str:
+    """The view's client id: derived from the parent's, so a store that keeps its client id
+    (``persist_path``) reuses one client of the other instance instead of adding one per run."""
+    digest = hashlib.sha256(instance_id.encode()).hexdigest()[:12]
+    return f"{parent_client_id}.x{digest}"
+
+
 def _sibling(connector: Connector, instance_id: str) -> Connector:
     """A connector like ``connector`` for another instance of the same server."""
     for attr in ("url", "path"):
@@ -109,7 +122,7 @@ async def open_view(parent: SyncedStoreClient, instance_id: str) -> ExternalStor
         _sibling(parent.connector, instance_id),
         token=parent.token,
         user_id=parent.user_id,
-        client_id=secrets.token_hex(8),
+        client_id=view_client_id(parent.client_id, instance_id),
         reconnect_min=low,
         reconnect_max=high,
     )
