@@ -17,6 +17,7 @@ from synced_store import BackendConfig, define_backend_config
 from synced_store.bot import Bot, BotConfig, make_bot_service
 
 from .actions import actions
+from .lobby import on_room_init
 from .mutators import mutators
 from .schema import chat_schema
 from .tools import EXPOSE, todo_planner
@@ -24,8 +25,11 @@ from .tools import EXPOSE, todo_planner
 __all__ = ["backend", "make_backend"]
 
 
-def make_backend(bot: BotConfig | Bot | Callable[[Any], Any] | None = None) -> BackendConfig:
-    """The chat backend with ``bot`` behind ``bot.stream`` (None: from the environment)."""
+def make_backend(
+    bot: BotConfig | Bot | Callable[[Any], Any] | None = None, *, lobby: bool = False
+) -> BackendConfig:
+    """The chat backend with ``bot`` behind ``bot.stream`` (None: from the environment);
+    ``lobby``: a new room lists itself in the ``lobby`` instance (its ``on_init``, lobby.py)."""
     service: Callable[[Any], Any]
     if bot is None or isinstance(bot, BotConfig):
         service = make_bot_service(bot, planner=todo_planner)
@@ -36,6 +40,7 @@ def make_backend(bot: BotConfig | Bot | Callable[[Any], Any] | None = None) -> B
     return define_backend_config(
         schema=chat_schema,
         mutators=mutators,
+        hooks={"on_init": on_room_init} if lobby else {},
         actions=actions,
         services={"bot.stream": service},
         expose=EXPOSE,
@@ -43,4 +48,4 @@ def make_backend(bot: BotConfig | Bot | Callable[[Any], Any] | None = None) -> B
     )
 
 
-backend = make_backend()
+backend = make_backend(lobby=True)

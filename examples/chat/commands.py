@@ -101,7 +101,7 @@ def demo_chat(
         keep_alive_timeout=keep_alive_timeout,
     )
     bot = BotConfig.from_env(provider=provider, pace=bot_pace, words=bot_words)
-    backend = make_backend(bot)
+    backend = make_backend(bot, lobby=True)
 
     def banner(actual_port: int) -> None:
         base = f"{display_host(host)}:{actual_port}"

@@ -25,6 +25,7 @@ from typing import Any
 from synced_store.errors import PermissionDeniedError, SyncedStoreError, ValidationError
 from synced_store.protocol.codes import ErrorKind
 
+from .lobby import add_room
 from .schema import (
     CreateTodoListInput,
     MessageIdInput,
@@ -225,4 +226,5 @@ mutators = {
     "cancelMessage": cancel_message,
     "deleteMessage": delete_message,
     "createTodoList": create_todo_list,
+    "addRoom": add_room,
 }

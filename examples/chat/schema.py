@@ -16,6 +16,8 @@ from pydantic import BaseModel, Field
 
 from synced_store import define_schema, table
 
+from .lobby import AddRoomInput, Room
+
 __all__ = [
     "MENTION_RE",
     "ActiveReply",
@@ -151,6 +153,7 @@ chat_schema = define_schema(
         "messages": {"schema": table(Message), "searchable": {"text_field": "text"}},
         "activeReplies": {"schema": table(ActiveReply)},
         "todoLists": {"schema": table(TodoList)},
+        "rooms": {"schema": table(Room)},  # in the lobby instance (lobby.py)
     },
     mutators={
         "sendMessage": {
@@ -172,6 +175,10 @@ chat_schema = define_schema(
         "createTodoList": {
             "description": "Create a todo list in the chat room: a title and its items",
             "input": CreateTodoListInput,
+        },
+        "addRoom": {
+            "description": "List the calling room in the lobby (sent by rooms, not clients)",
+            "input": AddRoomInput,
         },
     },
     actions={

@@ -18,6 +18,7 @@ from rich.text import Text
 from synced_store import SyncedStoreError
 from synced_store.types import ConnectionStatus
 
+from .lobby import LOBBY
 from .schema import parse_mention
 
 __all__ = ["ChatView", "run_chat_client"]
@@ -70,7 +71,7 @@ class ChatView:
         rows = [self.line(m) for m in list(self.messages.values())[-self.limit :]]
         footer = Text(
             f"[{self.room} · {self.user} · {self.status}] type a message, "
-            "'@bot …' to ask the bot, /name NAME, /cancel, /quit",
+            "'@bot …' to ask the bot, /name NAME, /cancel, /rooms, /quit",
             style="dim",
         )
         return Group(*rows, footer)
@@ -148,6 +149,9 @@ async def run_chat_client(
                     continue
                 if text == "/quit":
                     return 0
+                if text == "/rooms":  # the lobby's list, over a read-only second connection
+                    console.print(await _rooms(store))
+                    continue
                 try:
                     if text.startswith("/name "):  # an action: it needs the server
                         await store.wait_until(lambda: store.is_online, timeout=idle_timeout)
@@ -174,6 +178,15 @@ async def run_chat_client(
         unsubscribe()
         unsubscribe_names()
         await store.close()
+
+
+async def _rooms(store: Any, timeout: float = 10.0) -> str:
+    """The rooms the lobby lists (``store.external_store(LOBBY)``), one per line."""
+    lobby = await store.external_store(LOBBY)
+    await lobby.wait_for_server_data(timeout)
+    rows = await lobby.query(lambda ctx: ctx.table("rooms").values())
+    lines = [f"{r['id']}  (by {r['createdBy']})" for r in rows]
+    return "\n".join(["rooms:", *lines]) if lines else "rooms: none yet"
 
 
 async def _send(store: Any, text: str, asked: set[str]) -> None:

@@ -55,7 +55,10 @@ def jobs(data_dir: Path, instance_id: str) -> list[dict[str, Any]]:
     conn = sqlite3.connect(data_dir / f"{instance_id}.sqlite3")
     conn.row_factory = sqlite3.Row
     try:
-        return [dict(r) for r in conn.execute("SELECT * FROM jobs ORDER BY id")]
+        # The bot's jobs (not the room's listing in the lobby, a built-in '$external' job).
+        return [
+            dict(r) for r in conn.execute("SELECT * FROM jobs WHERE name = 'callBot' ORDER BY id")
+        ]
     finally:
         conn.close()
 

@@ -45,7 +45,11 @@ class Rotating:
 async def _jobs(dsn: str) -> list[dict[str, Any]]:
     conn = await asyncpg.connect(dsn)
     try:
-        return [dict(r) for r in await conn.fetch("SELECT * FROM synced_store.jobs ORDER BY id")]
+        # The bot's jobs (not the room's listing in the lobby, a built-in '$external' job).
+        rows = await conn.fetch(
+            "SELECT * FROM synced_store.jobs WHERE name = 'callBot' ORDER BY id"
+        )
+        return [dict(r) for r in rows]
     finally:
         await conn.close()
 

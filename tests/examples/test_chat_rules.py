@@ -38,6 +38,7 @@ if str(REPO) not in sys.path:
 
 from examples.chat.actions import actions  # noqa: E402
 from examples.chat.app import make_backend  # noqa: E402
+from examples.chat.lobby import add_room  # noqa: E402
 from examples.chat.mutators import (  # noqa: E402
     MAX_ACTIVE_REPLIES,
     BotReplyLimitError,
@@ -106,6 +107,7 @@ HOSTILE = define_backend_config(
         "cancelMessage": _raw_cancel,
         "deleteMessage": _raw_delete,
         "createTodoList": _raw_create_list,
+        "addRoom": add_room,  # only rooms send it (a client's call is refused by the server)
     },
     actions=actions,
 )

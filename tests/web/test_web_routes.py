@@ -67,7 +67,8 @@ def test_bundle_ships_only_what_runs_in_the_browser(chat_backend: Any) -> None:
         for f in files
     )
     assert bundle.spec["schema"] == ["examples.chat.schema", "chat_schema"]
-    assert bundle.spec["mutators"]["sendMessage"] == ["examples.chat.mutators", "send_message"]
+    # The demo's rooms list themselves in the lobby from on_init (server-only: not shipped).
+    assert bundle.spec["mutators"]["addRoom"] == ["examples.chat.lobby", "add_room"]
     for path, text in bundle.files.items():
         for node in ast.walk(ast.parse(text, path)):
             names = []

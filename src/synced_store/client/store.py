@@ -36,6 +36,7 @@ from ..errors import (
 from ..protocol.codes import END_REASONS, TERMINAL_CODES, CloseCode
 from ..storage.client_cache import Persistence
 from ..types import ConnectionStatus, EntryKey
+from .external import ExternalStoreView, close_views, open_view
 from .proxies import ActionProxy, MutateProxy, MutationResult
 from .transport import Connection, ConnectionLost, Connector, WebSocketConnector, sync_url
 
@@ -121,6 +122,7 @@ class SyncedStoreClient:
         if self._closed:
             return
         self._closed = True
+        await close_views(self)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -236,6 +238,11 @@ class SyncedStoreClient:
         sub = self.engine.subscribe_table(ns, name, callback, deferred=True)
         asyncio.get_running_loop().call_soon(sub.deliver_first)
         return lambda: self.engine.unsubscribe_table(sub)
+
+    async def external_store(self, instance_id: str) -> ExternalStoreView:
+        """A live, read-only view (query, subscribe) of another instance of this server, over
+        a second connection as this store's user; closed with this store (client/external.py)."""
+        return await open_view(self, instance_id)
 
     # -- writing ---------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from ..errors import (
 )
 from ..schema import Schema, TableDef
 from ..types import EntryKey, JSONValue, RowKey
+from .external import ExternalMixin
 from .keys import (
     MAX_INPUT_BYTES,
     PUBLIC,
@@ -550,7 +551,7 @@ class ReadContext:
         return _Namespace(self, SERVER_ONLY)
 
 
-class MutationContext(ReadContext):
+class MutationContext(ExternalMixin, ReadContext):
     """The ``ctx`` a mutator receives, on a client pass (optimistic) or on the server."""
 
     def __init__(

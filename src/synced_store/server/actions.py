@@ -27,12 +27,14 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from ..core.context import ReadContext, json_input
+from ..core.external import EXTERNAL_JOB, ExternalMixin
 from ..core.keys import check_depth
 from ..errors import ActionError, PermissionDeniedError, SyncedStoreError
 from ..protocol.codes import ErrorKind
 from ..protocol.messages import Action, ActionResult, action_failed
 from ..storage.base import CommittedReader, WriterTx
 from ..types import JobStatus, RowKey
+from . import external
 from .instance import Instance
 from .registry import InstanceRegistry
 from .session import Session
@@ -66,7 +68,7 @@ class _ReadOnlyTx:
         raise PermissionDeniedError("action contexts are read-only; write with ctx.mutate()")
 
 
-class ActionContext(ReadContext):
+class ActionContext(ExternalMixin, ReadContext):
     """The ``ctx`` an action receives: read-only tables, ``mutate``, ``platform``, ``user_id``."""
 
     def __init__(self, instance: Instance, user_id: str, action: str, job_id: int | None) -> None:
@@ -88,9 +90,17 @@ class ActionContext(ReadContext):
         wire = json_input(mdef.input_to_json, input, f"input for mutator {name!r}")
         await self.instance.mutate(self.user_id, name, wire, self.source)
 
+    async def mutate_external(self, instance_id: str, mutator: str, input: Any) -> None:
+        """Run ``mutator`` in instance ``instance_id`` once (core/external.py); returns once
+        the delivery job is committed in this instance's outbox (it runs soon after)."""
+        await super().mutate_external(instance_id, mutator, input)
+        await external.enqueue_from_action(self.instance, self.user_id, self.external_calls[-1:])
+
     async def close(self) -> None:
-        """Release the read connection."""
+        """Release the read connections."""
         await self._reader.close()
+        if isinstance(self.external_access, external.ServerExternalAccess):
+            await self.external_access.close()
 
 
 class ActionRunner:
@@ -145,6 +155,7 @@ class ActionRunner:
         them without waiting for a client to connect.
         """
         self.registry.on_open.append(self._on_open)
+        self.registry.on_open.append(lambda inst: external.plug_into(self.registry, inst))
         self.registry.action_concurrency = self._concurrency + self.client_concurrency
         self._loop_task = self.registry.spawn(self._loop(), "action-runner")
         if self.registry.storage.shared:
@@ -331,6 +342,12 @@ class ActionRunner:
         """Run action ``name`` now (with the timeout and a concurrency slot: a job's, or with
         ``client`` one of the client-called actions', waited for at most ``client_wait``);
         returns its validated output as JSON, or raises :class:`ActionError`."""
+        if name == EXTERNAL_JOB and not client:  # a built-in job: deliver a mutate_external
+            try:
+                async with asyncio.timeout(self.timeout):
+                    return await external.deliver(self.registry, inst, input, user_id)
+            except TimeoutError:
+                raise ActionError(f"delivery timed out after {self.timeout}s") from None
         schema = inst.config.schema
         try:
             adef = schema.action(name)
@@ -362,6 +379,7 @@ class ActionRunner:
         # The context opens its read connection only now, inside the slot: the descriptors
         # of actions are bounded by the slots (fd_budget counts them).
         ctx = ActionContext(inst, user_id, name, job_id)
+        ctx.external_access = external.ServerExternalAccess(self.registry)
         deadline: asyncio.Timeout | None = None
         try:
             async with asyncio.timeout(self.timeout) as deadline:
@@ -400,7 +418,7 @@ class ActionRunner:
     async def _record_failure(self, inst: Instance, job: dict[str, Any], exc: Exception) -> None:
         attempts = job["attempts"]
         now = time.time()
-        if attempts >= self.max_attempts:
+        if attempts >= self.max_attempts or isinstance(exc, external.PermanentDeliveryError):
             log.error(
                 "job %s (%s) failed for good after %d attempts: %s",
                 job["id"],

@@ -227,13 +227,14 @@ class Instance:
             await self._room.wait()
 
     async def mutate(
-        self, user_id: str, name: str, args: Any, source: dict[str, Any] | None = None
+        self, user_id: str, name: str, args: Any, source: dict[str, Any] | None = None, **kw: Any
     ) -> None:
         """Run one mutation through the writer and return once it is committed.
 
-        Raises the mutator's error (nothing is committed for it) if it fails.
+        Raises the mutator's error (nothing is committed for it) if it fails. ``system=fn``
+        runs ``fn(ctx)`` instead of the named mutator (server/external.py's delivery).
         """
-        item = Direct(user_id, name, args, source or {"type": "system", "user_id": user_id})
+        item = Direct(user_id, name, args, source or {"type": "system", "user_id": user_id}, **kw)
         await self._run_now_or_queue(item)
         await item.future
 

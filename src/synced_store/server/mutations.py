@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ..core.context import MutationContext
+from ..core.external import EXTERNAL_JOB
 from ..core.keys import check_depth
 from ..errors import QuotaExceededError, StorageError, SyncedStoreError, UnknownNameError
 from ..schema import BackendConfig
@@ -18,6 +20,9 @@ from .batch import ServerTx, call_in_tx
 from .fanout import Change
 from .limits import ServerLimits
 from .platform import ServerPlatform
+
+if TYPE_CHECKING:
+    from .external import ServerExternalAccess as ExternalAccessServer
 
 __all__ = ["MutationRunner"]
 
@@ -33,6 +38,8 @@ class MutationRunner:
         self.config = config
         self.platform = platform
         self.limits = limits
+        #: Makes each mutation's external stores (server/external.py plugs it in).
+        self.external: Callable[[], ExternalAccessServer] | None = None
 
     async def run(
         self,
@@ -69,6 +76,7 @@ class MutationRunner:
                     return UnknownNameError(f"unknown mutator {n!r}"), 0
         stx = ServerTx(tx, version)
         jobs: list[tuple[str, Any]] = []
+        access = self.external() if self.external is not None else None
         await tx.savepoint()
         try:
             if system is not None:
@@ -76,15 +84,19 @@ class MutationRunner:
                     schema, stx, user_id, is_server=True, source=source, platform=self.platform
                 )
                 ctx.is_system = True  # a hook or a data migration: trusted system scope
+                ctx.external_access = access
                 await system(ctx)
                 jobs.extend(ctx.enqueued)
+                jobs.extend((EXTERNAL_JOB, c) for c in ctx.external_calls)  # (hooks)
             for n, a in calls:
                 value = schema.mutator(n).parse_input(a)
                 ctx = MutationContext(
                     schema, stx, user_id, is_server=True, source=source, platform=self.platform
                 )
+                ctx.external_access = access
                 await self.config.mutators[n](ctx, value)
                 jobs.extend(ctx.enqueued)
+                jobs.extend((EXTERNAL_JOB, c) for c in ctx.external_calls)  # the outbox
             if jobs:
                 await self._check_job_quota(tx, user_id, len(jobs))
                 now = time.time()
@@ -101,6 +113,9 @@ class MutationRunner:
             if not isinstance(exc, SyncedStoreError):
                 log.info("mutator %s raised on the server: %r", name, exc)
             return exc, 0
+        finally:
+            if access is not None:
+                await access.close()
         await tx.release()
         changes.update(stx.changes)
         return None, len(jobs)
