@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 from ..core.context import ReadContext, json_input
 from ..core.keys import check_depth
+from ..core.search import DEFAULT_LIMIT
 from ..errors import ActionError, PermissionDeniedError, SyncedStoreError
 from ..protocol.codes import ErrorKind
 from ..protocol.messages import Action, ActionResult, action_failed
@@ -35,6 +36,7 @@ from ..storage.base import CommittedReader, WriterTx
 from ..types import JobStatus, RowKey
 from .instance import Instance
 from .registry import InstanceRegistry
+from .search import search_rows
 from .session import Session
 
 __all__ = ["ActionContext", "ActionRunner", "JobListener"]
@@ -87,6 +89,15 @@ class ActionContext(ReadContext):
         mdef = self.instance.config.schema.mutator(name)
         wire = json_input(mdef.input_to_json, input, f"input for mutator {name!r}")
         await self.instance.mutate(self.user_id, name, wire, self.source)
+
+    async def search(
+        self, table: str, query: str, *, limit: int = DEFAULT_LIMIT
+    ) -> list[dict[str, Any]]:
+        """Committed rows of searchable ``table`` whose text holds every word of ``query``,
+        as :attr:`user_id` may see them (public and own private rows, as a pull): a list of
+        ``{"key", "sort_key", "value", "private", "score"}``, newest first (or by relevance
+        without a timestamp field). See server/search.py."""
+        return await search_rows(self._reader, self.schema, self.user_id, table, query, limit)
 
     async def close(self) -> None:
         """Release the read connection."""
