@@ -10,17 +10,15 @@ separator or an ordinary word, never syntax. A row matches when its text holds e
 from __future__ import annotations
 
 import re
-from typing import Any, NamedTuple
+from typing import Any
 
 from ..errors import ValidationError
 
 __all__ = [
     "DEFAULT_LIMIT",
-    "MAX_INDEXED_CHARS",
     "MAX_LIMIT",
     "MAX_QUERY_CHARS",
     "MAX_TERMS",
-    "SearchHit",
     "check_limit",
     "parse_query",
 ]
@@ -32,21 +30,8 @@ MAX_TERMS = 16
 #: Results of one search at most, and by default.
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 20
-#: Characters of a row's text that are indexed (the rest is not searchable).
-MAX_INDEXED_CHARS = 65536
 
 _WORD = re.compile(r"[^\W_]+")
-
-
-class SearchHit(NamedTuple):
-    """One matching row, as storage returns it."""
-
-    ns: str
-    item: str
-    sort_key: str
-    value: Any
-    #: Relevance, higher is better (its scale depends on the backend).
-    score: float
 
 
 def parse_query(query: Any) -> list[str]:

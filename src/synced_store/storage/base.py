@@ -39,7 +39,6 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Protocol
 
-from ..core.search import SearchHit
 from ..errors import StorageError
 from ..types import EntryKey, RowKey
 from .records import (
@@ -57,6 +56,7 @@ from .records import (
     ScanRow,
     StoredRow,
 )
+from .search_index import SearchHit
 
 __all__ = [
     "DEFAULT_JOB_LEASE",

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING
 import asyncpg
 import orjson
 
-from ..core.search import SearchHit
 from ..types import EntryKey, RowKey
 from .postgres_errors import DRIVER_ERRORS, Conn, pg_error
 from .postgres_schema import SCHEMA
 from .postgres_search import search
 from .records import ChangedRow, Changes, HistoryCompactedError, Row, ScanRow
+from .search_index import SearchHit
 
 if TYPE_CHECKING:
     from .postgres import PostgresBackend

@@ -21,8 +21,8 @@ from collections.abc import Mapping, Sequence
 
 import orjson
 
-from ..core.search import MAX_INDEXED_CHARS, SearchHit
 from .postgres_errors import Conn
+from .search_index import MAX_INDEXED_CHARS, SearchHit
 
 __all__ = ["SEARCH_V2", "configure", "search", "search_v2"]
 
@@ -135,14 +135,21 @@ async def search(
     if not namespaces:
         return []
     s = schema
-    order = "d.ts DESC NULLS LAST, d.item DESC" if newest_first else "score DESC, d.item DESC"
+    if newest_first:
+        order = "d.ts DESC NULLS LAST, d.item DESC"
+    else:
+        order = "ts_rank(d.tsv, q) DESC, d.item DESC"
+    # Ordered and cut to ``limit`` on the index alone; only those rows are then read (and,
+    # newest first, only they are ranked).
     rows = await conn.fetch(
-        "SELECT d.ns, d.item, r.sk, r.value, ts_rank(d.tsv, q)::float8 AS score "
-        f"FROM {s}.search_docs d JOIN {s}.rows r "
-        "ON r.inst = d.inst AND r.ns = d.ns AND r.tbl = d.tbl AND r.item = d.item, "
-        "plainto_tsquery('simple', $4) q "
+        "SELECT d.ns, d.item, r.sk, r.value, ts_rank(d.tsv, d.q)::float8 "
+        "FROM (SELECT d.*, q FROM "
+        f"{s}.search_docs d, plainto_tsquery('simple', $4) q "
         "WHERE d.inst = $1 AND d.tbl = $2 AND d.ns = ANY($3::text[]) AND d.tsv @@ q "
-        f"ORDER BY {order} LIMIT $5",
+        f"ORDER BY {order} LIMIT $5) d "
+        f"JOIN {s}.rows r "
+        "ON r.inst = d.inst AND r.ns = d.ns AND r.tbl = d.tbl AND r.item = d.item "
+        f"ORDER BY {order.replace('d.tsv, q', 'd.tsv, d.q')}",
         inst,
         table,
         list(namespaces),

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import orjson
 
-from ..core.search import SearchHit
 from ..types import EntryKey, RowKey
 from .errors import storage_error
 from .records import ChangedRow, Changes, HistoryCompactedError, Row, ScanRow
+from .search_index import SearchHit
 from .sqlite_search import search
 
 __all__ = ["SqliteReader", "changes_since", "read_row", "scan_rows"]

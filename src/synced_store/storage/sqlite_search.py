@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 
 import orjson
 
-from ..core.search import MAX_INDEXED_CHARS, SearchHit
+from .search_index import MAX_INDEXED_CHARS, SearchHit
 
 __all__ = ["SEARCH_DDL", "configure", "fts_query", "json_path", "search"]
 
@@ -134,18 +134,40 @@ def search(
     newest_first: bool,
 ) -> list[SearchHit]:
     """Live rows of ``table`` in ``namespaces`` holding every word, newest first (by the
-    timestamp field; rows without one last) or by relevance. Raises sqlite3 errors."""
+    timestamp field; rows without one last) or by relevance (``bm25``). Raises sqlite3
+    errors.
+
+    The matches are ordered and cut to ``limit`` on the index alone; only those rows are then
+    read. Newest first, ``bm25`` (costly for every match) is computed for them afterwards."""
     if not namespaces:
         return []
+    match = fts_query(words)
     marks = ", ".join("?" * len(namespaces))
-    order = "d.ts DESC NULLS LAST, d.id DESC" if newest_first else "score DESC, d.id DESC"
+    if newest_first:
+        score, order = "0.0", "d.ts DESC NULLS LAST, d.id DESC"
+    else:
+        score, order = "-bm25(search_fts)", "score DESC, d.id DESC"
     rows = conn.execute(
-        "SELECT d.ns, d.item, r.sk, r.value, -bm25(search_fts) AS score "
+        "SELECT d.ns, d.item, r.sk, r.value, d.score, d.id FROM ("
+        f"SELECT d.id, d.ns, d.tbl, d.item, d.ts, {score} AS score "
         "FROM search_fts JOIN search_docs d ON d.id = search_fts.rowid "
-        "JOIN rows r ON r.ns = d.ns AND r.tbl = d.tbl AND r.item = d.item "
         f"WHERE search_fts MATCH ? AND d.tbl = ? AND d.ns IN ({marks}) "
-        f"ORDER BY {order} LIMIT ?",
-        (fts_query(words), table, *namespaces, limit),
+        f"ORDER BY {order} LIMIT ?) d "
+        "JOIN rows r ON r.ns = d.ns AND r.tbl = d.tbl AND r.item = d.item "
+        f"ORDER BY {order}",
+        (match, table, *namespaces, limit),
     ).fetchall()
+    scores: dict[int, float] = {}
+    if newest_first and rows:
+        ids = [r[5] for r in rows]
+        scores = dict(
+            conn.execute(
+                "SELECT rowid, -bm25(search_fts) FROM search_fts WHERE search_fts MATCH ? "
+                f"AND rowid IN ({', '.join('?' * len(ids))})",
+                (match, *ids),
+            ).fetchall()
+        )
     loads = orjson.loads
-    return [SearchHit(ns, item, sk, loads(v), float(s)) for ns, item, sk, v, s in rows]
+    return [
+        SearchHit(ns, item, sk, loads(v), float(scores.get(i, s))) for ns, item, sk, v, s, i in rows
+    ]
