@@ -63,7 +63,7 @@ class ChatView:
         rows = [self.line(m) for m in list(self.messages.values())[-self.limit :]]
         footer = Text(
             f"[{self.room} · {self.user} · {self.status}] type a message, "
-            "'@bot …' to ask the bot, /cancel, /quit",
+            "'@bot …' to ask the bot, /search words, /cancel, /quit",
             style="dim",
         )
         return Group(*rows, footer)
@@ -136,6 +136,9 @@ async def run_chat_client(
                 if text == "/quit":
                     return 0
                 try:
+                    if text.startswith("/search"):
+                        await _search(store, console, text.removeprefix("/search"))
+                        continue
                     if text == "/cancel":
                         for key, m in reversed(view.messages.items()):
                             # Only a reply this user asked for can be stopped by them.
@@ -156,6 +159,17 @@ async def run_chat_client(
     finally:
         unsubscribe()
         await store.close()
+
+
+async def _search(store: Any, console: Console, query: str) -> None:
+    """``/search words``: print the room's messages holding every word (searched on the
+    server over what this user may see; the best matches first)."""
+    await store.wait_for_sync()  # what this client sent is searchable once confirmed
+    hits = await store.search("messages", query, limit=10)
+    console.print(f"[bold]{len(hits)} message(s) match {query.strip()!r}[/bold]")
+    for h in hits:
+        m = h["value"]
+        console.print(f"  {m.get('senderId', '?')}: {m.get('text', '')}")
 
 
 async def _send(store: Any, text: str, asked: set[str]) -> None:
