@@ -159,7 +159,9 @@ rows_st = st.lists(
     max_size=40,
 )
 query_st = st.tuples(
-    st.sampled_from([*USERS, "mallory"]), st.lists(st.sampled_from(WORDS), min_size=1, max_size=2)
+    st.sampled_from([*USERS, "mallory"]),
+    st.lists(st.sampled_from(WORDS), min_size=1, max_size=2),
+    st.integers(1, 25),  # limit
 )
 search_schema = define_schema(
     1,
@@ -195,16 +197,23 @@ async def _check_visibility(
             await in_tx(store, write, bump=True)
             reader = store.reader()
             try:
-                for user, words in queries:
-                    got = await search_rows(reader, search_schema, user, "t", " ".join(words))
+                for user, words, limit in queries:
+                    got = await search_rows(
+                        reader, search_schema, user, "t", " ".join(words), limit
+                    )
                     want = {
-                        item
-                        for (ns, tbl, item), (text, _) in live.items()
+                        item: at
+                        for (ns, tbl, item), (text, at) in live.items()
                         if tbl == "t"
                         and ns in ("", f"u:{user}")
                         and set(words) <= set(re.findall(r"\w+", text))
                     }
-                    assert {h["key"] for h in got} == want, (user, words)
+                    keys = {h["key"] for h in got}
+                    assert keys <= set(want), (user, words)
+                    assert len(got) == min(limit, len(want)), (user, words, limit)
+                    if got:  # the newest ones: none left out is newer than one returned
+                        oldest = min(h["value"]["createdAt"] for h in got)
+                        assert {k for k, at in want.items() if at > oldest} <= keys
                     for h in got:  # never another user's private row, nor a server-only one
                         ns = f"u:{user}" if h["private"] else ""
                         assert live[(ns, "t", h["key"])][0] == h["value"]["text"]
@@ -263,3 +272,29 @@ def test_postgres_search_never_shows_a_row_its_user_may_not_see(
     pg_dsn: str, rows: list[tuple[str, str, str, int, bool]], queries: Any
 ) -> None:
     asyncio.run(_check_visibility(PostgresBackend(pg_dsn, pool_size=2), rows, queries))
+
+
+async def test_a_common_word_is_answered_from_the_newest_rows(
+    store: InstanceStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite probes the newest rows first for a common word (sqlite_search.NEWEST_PROBES);
+    the answer is the same as ordering every match."""
+    from synced_store.storage import sqlite_search
+
+    await configure(store, SEARCH)
+
+    async def write(tx: WriterTx) -> None:
+        for i in range(60):
+            ns = ("", "u:alice", "u:bob", "s")[i % 4]
+            text = "apple pie" if i % 3 else "apple tart"
+            at: Any = None if i % 7 == 0 else i // 2  # ties, and rows without a stamp
+            await tx.write(key(f"r{i:02d}", ns=ns), "", orjson.dumps(msg(text, at)), 1)
+
+    await in_tx(store, write, bump=True)
+    for words, limit in [(["apple"], 5), (["apple"], 20), (["tart"], 3), (["apple", "pie"], 15)]:
+        probed = await found(store, words, ("", "u:alice"), limit=limit)
+        monkeypatch.setattr(sqlite_search, "NEWEST_PROBES", 0)
+        sorted_ = await found(store, words, ("", "u:alice"), limit=limit)
+        monkeypatch.undo()
+        assert probed == sorted_, (words, limit)
+        assert len(probed) == limit

@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS search_docs (
     id INTEGER PRIMARY KEY, ns TEXT NOT NULL, tbl TEXT NOT NULL, item TEXT NOT NULL, ts REAL,
     UNIQUE (ns, tbl, item)
 );
+CREATE INDEX IF NOT EXISTS search_docs_by_time ON search_docs (tbl, ts);
 CREATE VIRTUAL TABLE IF NOT EXISTS search_fts USING fts5(
     body, tokenize = 'unicode61 remove_diacritics 2'
 );
@@ -124,6 +125,20 @@ def fts_query(words: Sequence[str]) -> str:
     return " AND ".join('"' + w.replace('"', '""') + '"' for w in words)
 
 
+#: Newest-first searches first look at this many of the newest visible rows, one index probe
+#: each (a few µs to tens of µs), and stop once ``limit`` of them match (a common word). If
+#: fewer matched, the word is rare enough (under ~``limit`` / this share of the rows) for the
+#: matches to be read from the index and sorted.
+NEWEST_PROBES = 400
+
+_NEWEST = (
+    "SELECT c.id FROM (SELECT d.id FROM search_docs d INDEXED BY search_docs_by_time "
+    "WHERE d.tbl = ? AND d.ns IN ({marks}) ORDER BY d.ts DESC, d.id DESC LIMIT ?) c "
+    "WHERE EXISTS (SELECT 1 FROM search_fts f WHERE f.search_fts MATCH ? AND f.rowid = c.id) "
+    "LIMIT ?"
+)
+
+
 def search(
     conn: sqlite3.Connection,
     table: str,
@@ -137,34 +152,53 @@ def search(
     timestamp field; rows without one last) or by relevance (``bm25``). Raises sqlite3
     errors.
 
-    The matches are ordered and cut to ``limit`` on the index alone; only those rows are then
-    read. Newest first, ``bm25`` (costly for every match) is computed for them afterwards."""
+    Newest first, a common word is answered by probing the newest rows (:data:`NEWEST_PROBES`),
+    any other by ordering its matches on the index alone; only the rows returned are then
+    read, and ``bm25`` (costly for every match) is computed for them afterwards."""
     if not namespaces:
         return []
     match = fts_query(words)
     marks = ", ".join("?" * len(namespaces))
+    ids: list[int] = []
     if newest_first:
-        score, order = "0.0", "d.ts DESC NULLS LAST, d.id DESC"
+        ids = [
+            r[0]
+            for r in conn.execute(
+                _NEWEST.format(marks=marks), (table, *namespaces, NEWEST_PROBES, match, limit)
+            )
+        ]
+    if len(ids) == limit:
+        order = "d.ts DESC, d.id DESC"
+        where, args = f"d.id IN ({', '.join('?' * len(ids))})", (*ids,)
+        inner = (
+            f"SELECT d.id, d.ns, d.tbl, d.item, d.ts, 0.0 AS score FROM search_docs d WHERE {where}"
+        )
     else:
-        score, order = "-bm25(search_fts)", "score DESC, d.id DESC"
+        if newest_first:
+            score, order = "0.0", "d.ts DESC NULLS LAST, d.id DESC"
+        else:
+            score, order = "-bm25(search_fts)", "score DESC, d.id DESC"
+        inner = (
+            f"SELECT d.id, d.ns, d.tbl, d.item, d.ts, {score} AS score "
+            "FROM search_fts JOIN search_docs d ON d.id = search_fts.rowid "
+            f"WHERE search_fts MATCH ? AND d.tbl = ? AND d.ns IN ({marks}) "
+            f"ORDER BY {order} LIMIT ?"
+        )
+        args = (match, table, *namespaces, limit)
     rows = conn.execute(
-        "SELECT d.ns, d.item, r.sk, r.value, d.score, d.id FROM ("
-        f"SELECT d.id, d.ns, d.tbl, d.item, d.ts, {score} AS score "
-        "FROM search_fts JOIN search_docs d ON d.id = search_fts.rowid "
-        f"WHERE search_fts MATCH ? AND d.tbl = ? AND d.ns IN ({marks}) "
-        f"ORDER BY {order} LIMIT ?) d "
+        f"SELECT d.ns, d.item, r.sk, r.value, d.score, d.id FROM ({inner}) d "
         "JOIN rows r ON r.ns = d.ns AND r.tbl = d.tbl AND r.item = d.item "
         f"ORDER BY {order}",
-        (match, table, *namespaces, limit),
+        args,
     ).fetchall()
     scores: dict[int, float] = {}
     if newest_first and rows:
-        ids = [r[5] for r in rows]
+        found = [r[5] for r in rows]
         scores = dict(
             conn.execute(
                 "SELECT rowid, -bm25(search_fts) FROM search_fts WHERE search_fts MATCH ? "
-                f"AND rowid IN ({', '.join('?' * len(ids))})",
-                (match, *ids),
+                f"AND rowid IN ({', '.join('?' * len(found))})",
+                (match, *found),
             ).fetchall()
         )
     loads = orjson.loads
