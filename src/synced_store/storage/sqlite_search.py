@@ -160,6 +160,7 @@ def search(
     match = fts_query(words)
     marks = ", ".join("?" * len(namespaces))
     ids: list[int] = []
+    args: tuple[str | int, ...]
     if newest_first:
         ids = [
             r[0]
