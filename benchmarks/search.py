@@ -16,7 +16,9 @@ server-only), words drawn from a Zipf-like vocabulary of 20,000 words. It then:
 * what the index costs a writer: per-row write time into a searchable table against a plain
   one (20,000 rows each, one transaction).
 
-Prints a table; ``--write-doc`` replaces the ``search`` section of docs/benchmarks.md.
+``--postgres N`` runs the same queries over N messages of the same room on PostgreSQL (a
+throwaway database on the local server). Prints a table; ``--write-doc`` replaces the
+``search`` section of docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from benchmarks.common import latency_stats, progress  # noqa: E402
 from benchmarks.sections import run_facts, write_section  # noqa: E402
 from synced_store import define_schema, table  # noqa: E402
 from synced_store.server.search import search_config, search_rows  # noqa: E402
+from synced_store.storage.base import InstanceStore  # noqa: E402
 from synced_store.storage.sqlite import SqliteInstanceStore  # noqa: E402
 from synced_store.types import RowKey  # noqa: E402
 
@@ -143,7 +146,7 @@ def pick_queries(counts: dict[str, int], rng: random.Random, k: int) -> dict[str
     }
 
 
-async def time_index(store: SqliteInstanceStore, queries: list[str], rng: random.Random) -> Any:
+async def time_index(store: InstanceStore, queries: list[str], rng: random.Random) -> Any:
     reader = store.reader()
     samples, hits = [], 0
     try:
@@ -200,6 +203,66 @@ async def write_cost(path: Path, n: int = 20_000) -> dict[str, float]:
     return out
 
 
+PG_LIKE = (
+    "SELECT item, value FROM synced_store.rows WHERE inst = $1 AND tbl = 'messages' "
+    "AND ns = ANY($2::text[]) AND NOT deleted AND (value::json ->> 'text') LIKE $3 "
+    "ORDER BY (value::json ->> 'createdAt')::float8 DESC LIMIT 20"
+)
+
+
+async def postgres_run(
+    n: int, kinds: dict[str, list[str]], like_queries: int
+) -> tuple[float, float, list[tuple[str, Any, Any]]]:
+    """The same room and queries on PostgreSQL (a throwaway database on the local server):
+    ``(write s, index s, [(kind, index stats, LIKE stats)])``."""
+    import asyncpg
+
+    from synced_store.storage.postgres import PostgresBackend
+    from synced_store.testing.postgres import temporary_database
+
+    async with temporary_database() as dsn:
+        storage = PostgresBackend(dsn)
+        await storage.start()
+        store = await storage.open_instance("room")
+        rng = random.Random(12)
+        t0 = time.perf_counter()
+        rows, done = make_rows(n, rng), 0
+        while done < n:
+            tx = await store.begin()
+            v = tx.version + 1
+            for _ in range(min(BATCH, n - done)):
+                key, sk, data = next(rows)
+                await tx.write(key, sk, data, v)
+                done += 1
+            await tx.commit(v)
+        t1 = time.perf_counter()
+        tx = await store.begin()
+        await tx.configure_search(search_config(SCHEMA))
+        await tx.commit(tx.version)
+        t2 = time.perf_counter()
+        progress(f"PostgreSQL: written in {t1 - t0:.1f} s, indexed in {t2 - t1:.1f} s")
+        conn = await asyncpg.connect(dsn)
+        await conn.execute("ANALYZE")
+        inst = await conn.fetchval("SELECT key FROM synced_store.instances WHERE id = 'room'")
+        out = []
+        for kind, qs in kinds.items():
+            progress(f"  PostgreSQL {kind}")
+            idx, _ = await time_index(store, qs, random.Random(1))
+            r = random.Random(1)
+            samples = []
+            for q in qs[:like_queries]:
+                pattern = "%" + "%".join(q.split()) + "%"
+                t = time.perf_counter()
+                got = await conn.fetch(PG_LIKE, inst, ["", f"u:{r.choice(USERS)}"], pattern)
+                [orjson.loads(row[1]) for row in got]
+                samples.append((time.perf_counter() - t) * 1000)
+            out.append((kind, idx, latency_stats(samples)))
+        await conn.close()
+        await store.close()
+        await storage.close()
+    return t1 - t0, t2 - t1, out
+
+
 def fmt(x: float) -> str:
     return f"{x:.2f}" if x < 10 else f"{x:.0f}"
 
@@ -211,6 +274,13 @@ async def main() -> None:
     ap.add_argument("--like-queries", type=int, default=10, help="LIKE scans per kind")
     ap.add_argument("--dir", type=Path, default=None, help="where the file goes (default: tmp)")
     ap.add_argument("--keep", action="store_true", help="keep the file (its path is printed)")
+    ap.add_argument(
+        "--postgres",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also N messages on PostgreSQL (a throwaway database on the local server)",
+    )
     ap.add_argument("--write-doc", action="store_true")
     args = ap.parse_args()
     tmp = tempfile.TemporaryDirectory(dir=args.dir)
@@ -233,6 +303,7 @@ async def main() -> None:
         rows.append((kind, share, avg_hits, idx, like))
     await store.close()
     cost = await write_cost(Path(tmp.name) / "writes.sqlite3")
+    pg = await postgres_run(args.postgres, kinds, args.like_queries) if args.postgres else None
     if args.keep:
         print(f"kept {path}")
     else:
@@ -249,13 +320,38 @@ async def main() -> None:
             f"| {fmt(like.p50)} | {fmt(like.p95)} | {like.p50 / idx.p50:.0f}x |"
         )
     table_md = "\n".join(lines)
+    pg_md = ""
+    if pg is not None:
+        pg_lines = [
+            "| query | index p50 ms | index p95 ms | LIKE scan p50 ms | LIKE p95 ms "
+            "| LIKE / index (p50) |",
+            "|---|--:|--:|--:|--:|--:|",
+        ]
+        for kind, idx, like in pg[2]:
+            pg_lines.append(
+                f"| {kind} | {fmt(idx.p50)} | {fmt(idx.p95)} | {fmt(like.p50)} "
+                f"| {fmt(like.p95)} | {like.p50 / idx.p50:.0f}x |"
+            )
+        pg_md = "\n".join(
+            [
+                f"PostgreSQL ({args.postgres:,} messages of the same room, the same queries; "
+                f"written in {pg[0]:.1f} s, indexed in {pg[1]:.1f} s; `tsvector` + GIN, "
+                "baseline `LIKE` on `value::json ->> 'text'` through asyncpg):",
+                "",
+                *pg_lines,
+            ]
+        )
     print()
     print(f"{args.messages:,} messages, file {size / 2**20:.0f} MiB")
     print(f"written in {write_s:.1f} s; indexed (configure_search) in {index_s:.1f} s")
     print(table_md)
     print(f"write cost per row: searchable {cost['messages']:.1f} us, plain {cost['plain']:.1f} us")
+    if pg_md:
+        print(pg_md)
     if args.write_doc:
         cmd = f"python -m benchmarks.search --messages {args.messages} --write-doc"
+        if args.postgres:
+            cmd = cmd.replace(" --write-doc", f" --postgres {args.postgres} --write-doc")
         md = "\n".join(
             [
                 "## Search (searchable tables, SQLite FTS5)",
@@ -281,6 +377,7 @@ async def main() -> None:
                 f"What the index costs a writer: {cost['messages']:.1f} µs per row written into "
                 f"the searchable table against {cost['plain']:.1f} µs into a plain one (20,000 "
                 "rows in one transaction).",
+                *(["", pg_md] if pg_md else []),
             ]
         )
         write_section("search", md)

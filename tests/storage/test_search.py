@@ -110,6 +110,16 @@ async def test_ordering_namespaces_and_limits(store: InstanceStore) -> None:
     await put(store, "x", msg("pear pear pear pear", 0), table="r")
     await put(store, "y", msg("pear and a very long text about many other things", 9), table="r")
     assert await found(store, ["pear"], table="r", newest_first=False) == ["x", "y"]
+    reader = store.reader()
+    try:
+        ranked = await reader.search("r", ["pear"], ("",), 10, newest_first=False)
+        newest = await reader.search("t", ["apple"], ("",), 10, newest_first=True)
+    finally:
+        await reader.close()
+    assert ranked[0].score is not None
+    assert ranked[1].score is not None
+    assert ranked[0].score > ranked[1].score > 0
+    assert {h.score for h in newest} == {None}
 
 
 async def test_words_are_never_query_syntax(store: InstanceStore) -> None:
@@ -277,7 +287,7 @@ def test_postgres_search_never_shows_a_row_its_user_may_not_see(
 async def test_a_common_word_is_answered_from_the_newest_rows(
     store: InstanceStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """SQLite probes the newest rows first for a common word (sqlite_search.NEWEST_PROBES);
+    """SQLite probes the newest rows first for a common word (sqlite_search.NEWEST_WINDOW);
     the answer is the same as ordering every match."""
     from synced_store.storage import sqlite_search
 
@@ -293,7 +303,7 @@ async def test_a_common_word_is_answered_from_the_newest_rows(
     await in_tx(store, write, bump=True)
     for words, limit in [(["apple"], 5), (["apple"], 20), (["tart"], 3), (["apple", "pie"], 15)]:
         probed = await found(store, words, ("", "u:alice"), limit=limit)
-        monkeypatch.setattr(sqlite_search, "NEWEST_PROBES", 0)
+        monkeypatch.setattr(sqlite_search, "NEWEST_WINDOW", 0)
         sorted_ = await found(store, words, ("", "u:alice"), limit=limit)
         monkeypatch.undo()
         assert probed == sorted_, (words, limit)

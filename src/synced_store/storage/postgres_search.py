@@ -5,7 +5,9 @@ by a trigger on ``rows`` (layout version 2, created by ``synced-store db upgrade
   its server's schema last declared them (:func:`configure`);
 * ``search_docs (inst, ns, tbl, item, ts, tsv)``: one row per indexed row, ``tsv`` the
   ``to_tsvector('simple', text)`` of its text field (no stemming: whole words, lower-cased;
-  accents are kept, unlike SQLite's index), with a GIN index.
+  accents are kept, unlike SQLite's index), with a GIN index, and a b-tree in result order
+  (newest first), so the planner can walk the newest rows for a common word (filtering
+  them by ``tsv``) rather than sort all its matches.
 
 The trigger ``rows_search`` runs for every row written, tombstoned or deleted: rows of a table
 that ``search_tables`` does not list cost it one primary-key lookup. It changes the index in
@@ -42,6 +44,7 @@ CREATE TABLE {s}.search_docs (
     tsv tsvector NOT NULL, PRIMARY KEY (inst, ns, tbl, item)
 );
 CREATE INDEX search_docs_tsv ON {s}.search_docs USING gin (tsv);
+CREATE INDEX search_docs_by_time ON {s}.search_docs (inst, tbl, ts DESC NULLS LAST, item DESC);
 CREATE FUNCTION {s}.search_index() RETURNS trigger LANGUAGE plpgsql AS $fn$
 DECLARE
     r record;
@@ -130,19 +133,18 @@ async def search(
     newest_first: bool,
 ) -> list[SearchHit]:
     """Live rows of ``table`` in ``namespaces`` holding every word (``plainto_tsquery``: the
-    words are text, never tsquery syntax), newest first or by ``ts_rank``. Raises driver
-    errors."""
+    words are text, never tsquery syntax), newest first (no score) or by ``ts_rank``. Raises
+    driver errors."""
     if not namespaces:
         return []
     s = schema
     if newest_first:
-        order = "d.ts DESC NULLS LAST, d.item DESC"
+        order, score = "d.ts DESC NULLS LAST, d.item DESC", "NULL::float8"
     else:
-        order = "ts_rank(d.tsv, q) DESC, d.item DESC"
-    # Ordered and cut to ``limit`` on the index alone; only those rows are then read (and,
-    # newest first, only they are ranked).
+        order, score = "ts_rank(d.tsv, q) DESC, d.item DESC", "ts_rank(d.tsv, d.q)::float8"
+    # Ordered and cut to ``limit`` on the index alone; only those rows are then read.
     rows = await conn.fetch(
-        "SELECT d.ns, d.item, r.sk, r.value, ts_rank(d.tsv, d.q)::float8 "
+        f"SELECT d.ns, d.item, r.sk, r.value, {score} "
         "FROM (SELECT d.*, q FROM "
         f"{s}.search_docs d, plainto_tsquery('simple', $4) q "
         "WHERE d.inst = $1 AND d.tbl = $2 AND d.ns = ANY($3::text[]) AND d.tsv @@ q "
@@ -157,4 +159,7 @@ async def search(
         limit,
     )
     loads = orjson.loads
-    return [SearchHit(r[0], r[1], r[2], loads(r[3]), float(r[4])) for r in rows]
+    return [
+        SearchHit(r[0], r[1], r[2], loads(r[3]), None if r[4] is None else float(r[4]))
+        for r in rows
+    ]

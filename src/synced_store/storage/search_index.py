@@ -17,5 +17,6 @@ class SearchHit(NamedTuple):
     item: str
     sort_key: str
     value: Any
-    #: Relevance, higher is better (its scale depends on the backend).
-    score: float
+    #: Relevance, higher is better (its scale depends on the backend); None when ordered
+    #: newest first.
+    score: float | None

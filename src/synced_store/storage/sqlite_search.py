@@ -125,18 +125,38 @@ def fts_query(words: Sequence[str]) -> str:
     return " AND ".join('"' + w.replace('"', '""') + '"' for w in words)
 
 
-#: Newest-first searches first look at this many of the newest visible rows, one index probe
-#: each (a few µs to tens of µs), and stop once ``limit`` of them match (a common word). If
-#: fewer matched, the word is rare enough (under ~``limit`` / this share of the rows) for the
-#: matches to be read from the index and sorted.
-NEWEST_PROBES = 400
+#: Newest-first searches first take this many of the newest visible rows (from the index
+#: ``search_docs_by_time``) and find which of them match with one FTS5 query over their rowid
+#: range; when ``limit`` of them match (a common word), those are the answer. Otherwise the
+#: word is rare enough for all its matches to be ordered, read from the full-text index.
+NEWEST_WINDOW = 2000
 
-_NEWEST = (
-    "SELECT c.id FROM (SELECT d.id FROM search_docs d INDEXED BY search_docs_by_time "
-    "WHERE d.tbl = ? AND d.ns IN ({marks}) ORDER BY d.ts DESC, d.id DESC LIMIT ?) c "
-    "WHERE EXISTS (SELECT 1 FROM search_fts f WHERE f.search_fts MATCH ? AND f.rowid = c.id) "
-    "LIMIT ?"
+_WINDOW = (
+    "SELECT d.id FROM search_docs d INDEXED BY search_docs_by_time "
+    "WHERE d.tbl = ? AND d.ns IN ({marks}) ORDER BY d.ts DESC, d.id DESC LIMIT ?"
 )
+
+
+def _newest(
+    conn: sqlite3.Connection, table: str, match: str, namespaces: Sequence[str], limit: int
+) -> list[int] | None:
+    """The ids of the newest ``limit`` matches if the newest :data:`NEWEST_WINDOW` visible rows
+    hold them (or are all the visible rows), else None."""
+    marks = ", ".join("?" * len(namespaces))
+    window = [
+        r[0] for r in conn.execute(_WINDOW.format(marks=marks), (table, *namespaces, NEWEST_WINDOW))
+    ]
+    hits = set()
+    if window:
+        hits = {
+            r[0]
+            for r in conn.execute(
+                "SELECT rowid FROM search_fts WHERE search_fts MATCH ? AND rowid BETWEEN ? AND ?",
+                (match, min(window), max(window)),
+            )
+        }
+    ids = [i for i in window if i in hits][:limit]
+    return ids if len(ids) == limit or len(window) < NEWEST_WINDOW else None
 
 
 def search(
@@ -149,60 +169,46 @@ def search(
     newest_first: bool,
 ) -> list[SearchHit]:
     """Live rows of ``table`` in ``namespaces`` holding every word, newest first (by the
-    timestamp field; rows without one last) or by relevance (``bm25``). Raises sqlite3
-    errors.
+    timestamp field; rows without one last; no score) or by relevance (``bm25``). Raises
+    sqlite3 errors.
 
-    Newest first, a common word is answered by probing the newest rows (:data:`NEWEST_PROBES`),
-    any other by ordering its matches on the index alone; only the rows returned are then
-    read, and ``bm25`` (costly for every match) is computed for them afterwards."""
+    Newest first, a common word is answered from the newest rows (:data:`NEWEST_WINDOW`), any
+    other by ordering its matches on the index alone; only the rows returned are read."""
     if not namespaces:
         return []
     match = fts_query(words)
     marks = ", ".join("?" * len(namespaces))
-    ids: list[int] = []
     args: tuple[str | int, ...]
-    if newest_first:
-        ids = [
-            r[0]
-            for r in conn.execute(
-                _NEWEST.format(marks=marks), (table, *namespaces, NEWEST_PROBES, match, limit)
-            )
-        ]
-    if len(ids) == limit:
+    ids = _newest(conn, table, match, namespaces, limit) if newest_first else None
+    if ids is not None:
         order = "d.ts DESC, d.id DESC"
-        where, args = f"d.id IN ({', '.join('?' * len(ids))})", (*ids,)
         inner = (
-            f"SELECT d.id, d.ns, d.tbl, d.item, d.ts, 0.0 AS score FROM search_docs d WHERE {where}"
+            "SELECT d.id, d.ns, d.tbl, d.item, d.ts, NULL AS score FROM search_docs d "
+            f"WHERE d.id IN ({', '.join('?' * len(ids))})"
         )
+        args = (*ids,)
     else:
         if newest_first:
-            score, order = "0.0", "d.ts DESC NULLS LAST, d.id DESC"
+            score, order = "NULL", "d.ts DESC NULLS LAST, d.id DESC"
         else:
             score, order = "-bm25(search_fts)", "score DESC, d.id DESC"
+        # CROSS JOIN: the matches first (SQLite would otherwise walk search_docs_by_time and
+        # probe every row, slow for a rare word).
         inner = (
             f"SELECT d.id, d.ns, d.tbl, d.item, d.ts, {score} AS score "
-            "FROM search_fts JOIN search_docs d ON d.id = search_fts.rowid "
+            "FROM search_fts CROSS JOIN search_docs d ON d.id = search_fts.rowid "
             f"WHERE search_fts MATCH ? AND d.tbl = ? AND d.ns IN ({marks}) "
             f"ORDER BY {order} LIMIT ?"
         )
         args = (match, table, *namespaces, limit)
     rows = conn.execute(
-        f"SELECT d.ns, d.item, r.sk, r.value, d.score, d.id FROM ({inner}) d "
+        f"SELECT d.ns, d.item, r.sk, r.value, d.score FROM ({inner}) d "
         "JOIN rows r ON r.ns = d.ns AND r.tbl = d.tbl AND r.item = d.item "
         f"ORDER BY {order}",
         args,
     ).fetchall()
-    scores: dict[int, float] = {}
-    if newest_first and rows:
-        found = [r[5] for r in rows]
-        scores = dict(
-            conn.execute(
-                "SELECT rowid, -bm25(search_fts) FROM search_fts WHERE search_fts MATCH ? "
-                f"AND rowid IN ({', '.join('?' * len(found))})",
-                (match, *found),
-            ).fetchall()
-        )
     loads = orjson.loads
     return [
-        SearchHit(ns, item, sk, loads(v), float(scores.get(i, s))) for ns, item, sk, v, s, i in rows
+        SearchHit(ns, item, sk, loads(v), None if s is None else float(s))
+        for ns, item, sk, v, s in rows
     ]
