@@ -17,6 +17,7 @@ from synced_store import (
     UnknownNameError,
     ValidationError,
     define_backend_config,
+    define_migration,
     define_schema,
     table,
 )
@@ -282,3 +283,29 @@ def test_searchable_declarations() -> None:
     for bad in [{"text_field": "nope"}, {"text_field": 'te"xt'}, {"text_field": ""}, "text"]:
         with pytest.raises(SchemaError):
             table(Message, searchable=bad)
+
+
+async def rewrite(ctx: Any) -> None:
+    for key, m in await ctx.table("messages").entries():
+        await ctx.table("messages").set(key.item_key, {**m, "text": m["text"] + " migrated"})
+
+
+v2_schema = define_schema(
+    2,
+    tables=TABLES,
+    mutators={"send": {"input": Send}, "remove": {"input": Key}},
+    actions={"find": {"input": Find, "output": Found}},
+    migrations={"1to2": define_migration(migrate_data=rewrite)},
+)
+v2_backend = define_backend_config(v2_schema, {"send": send, "remove": remove}, {"find": find})
+
+
+async def test_rows_a_migration_rewrites_are_reindexed(tmp_path: Path) -> None:
+    async with await create_test_harness(backend, data_dir=tmp_path) as h:
+        c = await h.create_client("alice")
+        await c.mutate.send({"id": "a", "text": "original words", "at": 1})
+        await c.wait_for_sync()
+    async with await create_test_harness(v2_backend, data_dir=tmp_path) as h:
+        c = await h.create_client("alice")
+        assert keys(await c.search("messages", "original migrated")) == ["a"]
+    assert indexed(tmp_path / "test.sqlite3") == {"a": "original words migrated"}

@@ -308,3 +308,36 @@ async def test_a_common_word_is_answered_from_the_newest_rows(
         monkeypatch.undo()
         assert probed == sorted_, (words, limit)
         assert len(probed) == limit
+
+
+async def test_db_copy_to_postgres_copies_rows_and_the_server_indexes_them(
+    tmp_path: Path,
+) -> None:
+    """``db copy`` copies no index: the copy is indexed when it is first configured (opened by
+    a server); ``--replace`` leaves no index of the replaced instance behind."""
+    from synced_store.storage.postgres_copy import copy_sqlite_instance
+    from synced_store.testing.postgres import temporary_database
+
+    src_storage = SqliteBackend(tmp_path)
+    await src_storage.start()
+    src = await src_storage.open_instance("room")
+    await configure(src, SEARCH)
+    await put(src, "a", msg("copied words", 1))
+    await src.close()
+    await src_storage.close()
+    async with temporary_database() as dsn:
+        pg = PostgresBackend(dsn, pool_size=2)
+        await pg.start()
+        try:
+            await copy_sqlite_instance(src_storage.path("room"), "room", pg)
+            store = await pg.open_instance("room", create=False)
+            assert await found(store, ["copied"]) == []
+            assert await configure(store, SEARCH) == ["t"]
+            assert await found(store, ["copied"]) == ["a"]
+            await store.close()
+            await copy_sqlite_instance(src_storage.path("room"), "room", pg, replace=True)
+            async with pg.connection() as conn:
+                assert await conn.fetchval("SELECT count(*) FROM synced_store.search_docs") == 0
+                assert await conn.fetchval("SELECT count(*) FROM synced_store.search_tables") == 0
+        finally:
+            await pg.close()
