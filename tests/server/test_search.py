@@ -309,3 +309,18 @@ async def test_rows_a_migration_rewrites_are_reindexed(tmp_path: Path) -> None:
         c = await h.create_client("alice")
         assert keys(await c.search("messages", "original migrated")) == ["a"]
     assert indexed(tmp_path / "test.sqlite3") == {"a": "original words migrated"}
+
+
+async def test_ctx_search_in_the_local_runner_follows_the_same_rules() -> None:
+    from synced_store.testing import create_local_runner
+
+    runner = create_local_runner(backend, user_id="alice")
+    await runner.mutate("send", {"id": "p", "text": "Crème brûlée", "at": 1})
+    await runner.mutate("send", {"id": "s", "text": "creme for me", "at": 2, "where": "private"})
+    await runner.mutate("send", {"id": "b", "text": "creme", "at": 3, "where": "other:bob"})
+    await runner.mutate("send", {"id": "x", "text": "creme", "at": 4, "where": "server"})
+    assert await runner.action("find", {"query": "CREME"}) == {"keys": ["s", "p"]}
+    assert await runner.action("find", {"query": "creme"}, user_id="bob") == {"keys": ["b", "p"]}
+    assert await runner.action("find", {"query": "creme", "limit": 1}) == {"keys": ["s"]}
+    with pytest.raises(ValidationError, match="at least one word"):
+        await runner.action("find", {"query": "--"})

@@ -10,24 +10,39 @@ first when the table declares a ``timestamp_field``, else by relevance; each is 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..core.keys import PUBLIC, private_ns
 from ..core.search import DEFAULT_LIMIT, check_limit, parse_query
 from ..errors import SyncedStoreError, ValidationError
 from ..schema import Schema
-from ..storage.base import CommittedReader
+from ..storage.search_index import SearchHit
 from . import queries
 
 if TYPE_CHECKING:
     from .instance import Instance
     from .session import Session
 
-__all__ = ["SEARCH_QUERY", "search_config", "search_rows"]
+__all__ = ["SEARCH_QUERY", "Searcher", "search_config", "search_rows", "visible_namespaces"]
 
 #: The built-in query's name.
 SEARCH_QUERY = "$search"
 _INPUT_KEYS = frozenset({"table", "query", "limit"})
+
+
+class Searcher(Protocol):
+    """What a search reads through: a committed reader's ``search`` (storage/base.py)."""
+
+    async def search(
+        self,
+        table: str,
+        words: Sequence[str],
+        namespaces: Sequence[str],
+        limit: int,
+        *,
+        newest_first: bool,
+    ) -> list[SearchHit]: ...
 
 
 def search_config(schema: Schema) -> dict[str, tuple[str, str | None]]:
@@ -49,7 +64,7 @@ def visible_namespaces(user_id: str) -> list[str]:
 
 
 async def search_rows(
-    reader: CommittedReader,
+    reader: Searcher,
     schema: Schema,
     user_id: str,
     table: Any,
