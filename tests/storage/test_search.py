@@ -341,3 +341,34 @@ async def test_db_copy_to_postgres_copies_rows_and_the_server_indexes_them(
                 assert await conn.fetchval("SELECT count(*) FROM synced_store.search_tables") == 0
         finally:
             await pg.close()
+
+
+async def test_db_upgrade_from_layout_1_adds_the_index_to_a_database_with_data() -> None:
+    """A database of layout 1 (before search) upgrades to 2; its rows get indexed when the
+    schema declares their table searchable."""
+    from synced_store.storage.postgres_schema import STEPS, STORAGE_VERSION
+    from synced_store.testing.postgres import temporary_database
+
+    async with temporary_database(schema=False) as dsn:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(STEPS[0])
+            await conn.execute("INSERT INTO synced_store.meta VALUES ('storage_version', 1)")
+            await conn.execute("INSERT INTO synced_store.instances (id, version) VALUES ('r', 1)")
+            await conn.execute(
+                "INSERT INTO synced_store.rows VALUES "
+                "((SELECT key FROM synced_store.instances), '', 't', 'a', '', $1, 1, false)",
+                orjson.dumps(msg("older words", 1)).decode(),
+            )
+            assert await upgrade(conn) == (1, STORAGE_VERSION)
+        finally:
+            await conn.close()
+        pg = PostgresBackend(dsn, pool_size=2)
+        await pg.start()
+        try:
+            store = await pg.open_instance("r", create=False)
+            assert await configure(store, SEARCH) == ["t"]
+            assert await found(store, ["older"]) == ["a"]
+            await store.close()
+        finally:
+            await pg.close()
