@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from synced_store.cli import cli
+from synced_store.storage.postgres_schema import STORAGE_VERSION
 from synced_store.testing.postgres import temporary_database
 from test_cli import REPO, ROOM, data_dir, run, run_json
 
@@ -29,7 +30,7 @@ def _same(dump: dict[str, Any]) -> dict[str, Any]:
 async def test_db_upgrade_creates_then_keeps_the_schema() -> None:
     async with temporary_database(schema=False) as dsn:
         first = run("db", "upgrade", dsn).output
-        assert "schema version 0 -> 1" in first
+        assert f"schema version 0 -> {STORAGE_VERSION}" in first
         assert "up to date" in run("db", "upgrade", dsn).output
         assert "synced_store_test" in first  # the database, never a password
 

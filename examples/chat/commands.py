@@ -142,9 +142,10 @@ def demo_chat(
 def chat(url: str, room: str, user: str, idle_timeout: float) -> None:
     """Chat in a room from the terminal and watch bot replies stream.
 
-    Type a line and press Enter to send it; start it with "@bot " to ask the bot. /cancel stops
-    the reply that is streaming, /quit leaves. Input can be piped; the client then prints a
-    transcript and exits once the bot replies it asked for are final.
+    Type a line and press Enter to send it; start it with "@bot " to ask the bot. /search WORDS
+    finds messages, /cancel stops the reply that is streaming, /quit leaves. Input can be
+    piped; the client then prints a transcript and exits once the bot replies it asked for
+    are final.
 
     \b
     Example:

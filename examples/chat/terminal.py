@@ -71,7 +71,7 @@ class ChatView:
         rows = [self.line(m) for m in list(self.messages.values())[-self.limit :]]
         footer = Text(
             f"[{self.room} · {self.user} · {self.status}] type a message, "
-            "'@bot …' to ask the bot, /name NAME, /cancel, /rooms, /quit",
+            "'@bot …' to ask the bot, /name NAME, /search words, /rooms, /cancel, /quit",
             style="dim",
         )
         return Group(*rows, footer)
@@ -157,6 +157,9 @@ async def run_chat_client(
                         await store.wait_until(lambda: store.is_online, timeout=idle_timeout)
                         await store.action.setDisplayName(name=text[6:].strip())
                         continue
+                    if text.startswith("/search"):
+                        await _search(store, console, text.removeprefix("/search"))
+                        continue
                     if text == "/cancel":
                         for key, m in reversed(view.messages.items()):
                             # Only a reply this user asked for can be stopped by them.
@@ -187,6 +190,17 @@ async def _rooms(store: Any, timeout: float = 10.0) -> str:
     rows = await lobby.query(lambda ctx: ctx.table("rooms").values())
     lines = [f"{r['id']}  (by {r['createdBy']})" for r in rows]
     return "\n".join(["rooms:", *lines]) if lines else "rooms: none yet"
+
+
+async def _search(store: Any, console: Console, query: str) -> None:
+    """``/search words``: print the room's messages holding every word (searched on the
+    server over what this user may see; the best matches first)."""
+    await store.wait_for_sync()  # what this client sent is searchable once confirmed
+    hits = await store.search("messages", query, limit=10)
+    console.print(f"[bold]{len(hits)} message(s) match {query.strip()!r}[/bold]")
+    for h in hits:
+        m = h["value"]
+        console.print(f"  {m.get('senderId', '?')}: {m.get('text', '')}")
 
 
 async def _send(store: Any, text: str, asked: set[str]) -> None:

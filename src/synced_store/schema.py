@@ -175,12 +175,19 @@ class TableDef:
         return validator.encode(value, f"value for {table_name}/{item_key}")
 
 
-def table(model: Any = None) -> TableDef:
+def table(model: Any = None, *, searchable: Any = None) -> TableDef:
     """Declare a table whose rows all match ``model`` (a pydantic model or any type).
 
-    ``table()`` with no model accepts any JSON value.
+    ``table()`` with no model accepts any JSON value. ``searchable={"text_field": "text",
+    "timestamp_field": "createdAt"}`` keeps a full-text index of the rows' text field
+    (``store.search``, ``ctx.search``; docs/api.md); the timestamp field orders results.
     """
-    return TableDef(model=model)
+    tdef = TableDef(model=model)
+    search = _searchable("table()", searchable)
+    if search is None:
+        return tdef
+    _check_search_fields("table()", tdef, search)
+    return TableDef(model=model, searchable=search)
 
 
 def item(key: str, model: Any) -> ItemDef:
@@ -351,6 +358,11 @@ def _decl(kind: str, name: str, spec: Any) -> dict[str, Any]:
     raise SchemaError(f"{kind} {name!r} must be declared as a dict with an 'input' model")
 
 
+def _field_name_ok(name: Any) -> bool:
+    """A searchable field is a non-empty top-level key without ``"`` or ``\\``."""
+    return isinstance(name, str) and 0 < len(name) <= 64 and not {'"', "\\"} & set(name)
+
+
 def _searchable(table_name: str, spec: Any) -> Searchable | None:
     """``{"text_field": ..., "timestamp_field": ...}`` (camelCase accepted) as a Searchable."""
     if spec is None or isinstance(spec, Searchable):
@@ -359,10 +371,10 @@ def _searchable(table_name: str, spec: Any) -> Searchable | None:
         raise SchemaError(f"table {table_name!r}: searchable must be a dict with a text_field")
     text = spec.get("text_field", spec.get("textField"))
     stamp = spec.get("timestamp_field", spec.get("timestampField"))
-    if not isinstance(text, str) or not text or not (stamp is None or isinstance(stamp, str)):
+    if not _field_name_ok(text) or not (stamp is None or _field_name_ok(stamp)):
         raise SchemaError(
             f"table {table_name!r}: searchable needs a text_field (str) and an optional "
-            "timestamp_field (str)"
+            "timestamp_field (str), names of top-level fields without '\"' or '\\\\'"
         )
     return Searchable(text, stamp)
 
@@ -415,6 +427,7 @@ def define_schema(
             spec = spec.get("schema")
         if not isinstance(spec, TableDef):
             raise SchemaError(f"table {name!r}: use table(Model) or singleton_table(item(...))")
+        search = search or spec.searchable
         if search is not None:
             _check_search_fields(name, spec, search)
             spec = TableDef(model=spec.model, items=spec.items, searchable=search)

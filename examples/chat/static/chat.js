@@ -287,3 +287,32 @@ els.form.addEventListener("submit", (e) => {
       showToast(`Not sent: ${err.message}`);
     });
 });
+
+// -- search (the server's "$search" over what this user may see) -------------------------
+
+const searchEls = {
+  form: $("search-form"), input: $("search-input"), box: $("search-results"),
+  summary: $("search-summary"), close: $("search-close"),
+};
+searchEls.form.addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const q = searchEls.input.value.trim();
+  if (!q) { searchEls.box.hidden = true; return; }
+  try {
+    const hits = await store.search("messages", q, 20);
+    const list = searchEls.box.querySelector("ol");
+    list.replaceChildren(...hits.map((h) => {
+      const li = document.createElement("li");
+      const who = document.createElement("b");
+      who.textContent = `${h.value.senderId ?? "?"}: `;
+      li.append(who, document.createTextNode(h.value.text ?? ""));
+      li.dataset.key = h.key;
+      return li;
+    }));
+    searchEls.summary.textContent = `${hits.length} message${hits.length === 1 ? "" : "s"} match “${q}”`;
+    searchEls.box.hidden = false;
+  } catch (err) {
+    showToast(`Search: ${err.message}`);
+  }
+});
+searchEls.close.addEventListener("click", () => { searchEls.box.hidden = true; });

@@ -23,6 +23,7 @@ from ..core.events import (
     StartedOver,
 )
 from ..core.keys import PUBLIC, private_ns, unique_id
+from ..core.search import search_args
 from ..core.system_tables import SYSTEM_TABLES
 from ..errors import (
     ActionError,
@@ -346,6 +347,17 @@ class SyncedStoreClient:
         if not self.is_online or self._conn is None:
             raise OfflineError(f"{name!r} needs the server and this client is offline")
         return await self._await_result(self.engine.call_query(name, args))
+
+    async def search(self, table: str, query: str, limit: int = 20) -> list[dict[str, Any]]:
+        """Rows of searchable ``table`` whose text holds every word of ``query`` (plain words;
+        nothing in it is operator syntax), searched on the server (``$search``) over the rows
+        this user may see: ``[{"key", "sort_key", "value", "private", "score"}]``, newest
+        first by the table's ``timestamp_field`` (else by relevance), at most ``limit``
+        (1-100). Raises :class:`ValidationError` for a bad query at once,
+        :class:`OfflineError` when offline."""
+        args = search_args(self.config.schema, table, query, limit)
+        out: list[dict[str, Any]] = await self._query("$search", args)
+        return out
 
     async def _await_result(self, rid: str) -> Any:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()

@@ -29,6 +29,7 @@ from typing import Any, Literal
 from ..core.context import ReadContext, json_input
 from ..core.external import EXTERNAL_JOB, ExternalMixin
 from ..core.keys import check_depth
+from ..core.search import DEFAULT_LIMIT
 from ..errors import ActionError, PermissionDeniedError, SyncedStoreError
 from ..protocol.codes import ErrorKind
 from ..protocol.messages import Action, ActionResult, action_failed
@@ -37,6 +38,7 @@ from ..types import JobStatus, RowKey
 from . import external
 from .instance import Instance
 from .registry import InstanceRegistry
+from .search import search_rows
 from .session import Session
 
 __all__ = ["ActionContext", "ActionRunner", "JobListener"]
@@ -95,6 +97,15 @@ class ActionContext(ExternalMixin, ReadContext):
         the delivery job is committed in this instance's outbox (it runs soon after)."""
         await super().mutate_external(instance_id, mutator, input)
         await external.enqueue_from_action(self.instance, self.user_id, self.external_calls[-1:])
+
+    async def search(
+        self, table: str, query: str, *, limit: int = DEFAULT_LIMIT
+    ) -> list[dict[str, Any]]:
+        """Committed rows of searchable ``table`` whose text holds every word of ``query``,
+        as :attr:`user_id` may see them (public and own private rows, as a pull): a list of
+        ``{"key", "sort_key", "value", "private", "score"}``, newest first (or by relevance
+        without a timestamp field). See server/search.py."""
+        return await search_rows(self._reader, self.schema, self.user_id, table, query, limit)
 
     async def close(self) -> None:
         """Release the read connections."""

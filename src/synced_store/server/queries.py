@@ -62,3 +62,7 @@ async def call(inst: Instance, session: Session, msg: Action) -> ActionResult:
     except SyncedStoreError as exc:
         return action_failed(msg.request_id, exc.kind, str(exc))
     return ActionResult(request_id=msg.request_id, ok=True, output=out)
+
+
+# The built-in queries register themselves on import (after ``register`` exists).
+from . import search as _search  # noqa: E402,F401

@@ -28,12 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InstanceUnavailableError, OverloadedError, StorageError
-from ..schema import BackendConfig
+from ..schema import BackendConfig, Schema
 from ..storage.base import StorageBackend, WriterTx
 from ..storage.records import Compaction, DatabaseSchemaError
 from ..storage.sqlite_backend import SqliteBackend
 from .instance import Instance
 from .limits import Retention, ServerLimits
+from .search import search_config
 
 __all__ = ["FdBudget", "InstanceRegistry", "fd_budget"]
 
@@ -316,6 +317,7 @@ class InstanceRegistry:
                 await inst.in_writer(lambda tx: tx.set_schema_version(v))
             else:
                 await inst.migrate_schema()
+            await inst.in_writer(functools.partial(_configure_search, self.config.schema))
         except BaseException:
             inst.stop()
             await asyncio.gather(writer, return_exceptions=True)
@@ -526,3 +528,11 @@ class InstanceRegistry:
                 for iid, f in sorted(self.failed.items())
             },
         }
+
+
+async def _configure_search(schema: Schema, tx: WriterTx) -> None:
+    """Point the instance's full-text index at the schema's searchable tables (indexing the
+    stored rows of a table that just became searchable: server/search.py)."""
+    built = await tx.configure_search(search_config(schema))
+    if built:
+        log.info("indexed searchable table(s) %s", ", ".join(built))

@@ -36,7 +36,7 @@ Guarantees every backend gives (``tests/storage/`` is the contract suite):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Protocol
 
 from ..errors import StorageError
@@ -56,6 +56,7 @@ from .records import (
     ScanRow,
     StoredRow,
 )
+from .search_index import SearchHit
 
 __all__ = [
     "DEFAULT_JOB_LEASE",
@@ -100,6 +101,21 @@ class RowReader(Protocol):
 
 class CommittedReader(RowReader, Protocol):
     """Committed rows, read outside the writer's transaction (an action's read-only tables)."""
+
+    async def search(
+        self,
+        table: str,
+        words: Sequence[str],
+        namespaces: Sequence[str],
+        limit: int,
+        *,
+        newest_first: bool,
+    ) -> list[SearchHit]:
+        """At most ``limit`` live rows of searchable ``table`` in ``namespaces`` whose text
+        holds every one of ``words`` (core/search.py's :func:`parse_query`), newest first by
+        the table's timestamp field (rows without one last) or, without ``newest_first``, by
+        relevance. A table the index does not cover (:meth:`WriterTx.configure_search`)
+        has no hits."""
 
     async def close(self) -> None:
         """Release what the reader holds (safe to call twice)."""
@@ -237,6 +253,14 @@ class WriterTx(RowReader, Protocol):
 
     async def set_schema_version(self, version: int) -> None:
         """Record the schema version of the stored data (:attr:`schema_version` too)."""
+
+    async def configure_search(self, tables: Mapping[str, tuple[str, str | None]]) -> list[str]:
+        """Make the full-text index cover exactly ``tables`` (``{table: (text field,
+        timestamp field or None)}``, the schema's searchable tables): a table new to it, or
+        whose fields changed, is indexed from its stored rows; a table no longer listed loses
+        its entries. Returns the tables (re)indexed. From then on every write, tombstone and
+        deletion of their rows updates the index in the same transaction (a rollback leaves
+        no entry), whatever writes it."""
 
     async def compact_tombstones(self, before_version: int, limit: int | None = None) -> int:
         """Raise the tombstone horizon to ``before_version`` (never lowers it), then forget up

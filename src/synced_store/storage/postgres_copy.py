@@ -113,6 +113,7 @@ async def copy_sqlite_instance(
                 if old is not None:
                     for table in _TABLES:
                         await conn.execute(f"DELETE FROM {S}.{table} WHERE inst = $1", old)
+                    await conn.execute(f"DELETE FROM {S}.search_tables WHERE inst = $1", old)
                     await conn.execute(f"DELETE FROM {S}.instances WHERE key = $1", old)
                 sv = meta.get("schema_version")
                 inst = await conn.fetchval(

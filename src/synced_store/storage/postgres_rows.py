@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -11,7 +12,9 @@ import orjson
 from ..types import EntryKey, RowKey
 from .postgres_errors import DRIVER_ERRORS, Conn, pg_error
 from .postgres_schema import SCHEMA
+from .postgres_search import search
 from .records import ChangedRow, Changes, HistoryCompactedError, Row, ScanRow
+from .search_index import SearchHit
 
 if TYPE_CHECKING:
     from .postgres import PostgresBackend
@@ -185,6 +188,31 @@ class PostgresReader:
                     exclusive=exclusive,
                     reverse=reverse,
                     limit=limit,
+                )
+        except DRIVER_ERRORS as exc:
+            raise pg_error(exc) from exc
+
+    async def search(
+        self,
+        table: str,
+        words: Sequence[str],
+        namespaces: Sequence[str],
+        limit: int,
+        *,
+        newest_first: bool,
+    ) -> list[SearchHit]:
+        """Committed rows matching every word (postgres_search.py)."""
+        try:
+            async with self._backend.connection() as conn:
+                return await search(
+                    conn,
+                    S,
+                    self._inst,
+                    table,
+                    words,
+                    namespaces,
+                    limit,
+                    newest_first=newest_first,
                 )
         except DRIVER_ERRORS as exc:
             raise pg_error(exc) from exc

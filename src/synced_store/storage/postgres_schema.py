@@ -10,7 +10,9 @@ from ``instances.key``) rather than the id text:
   is also the instance's lock (``SELECT ... FOR UPDATE`` by the writer);
 * ``rows``, ``clients``, ``mutation_errors``, ``jobs``, ``checkpoints``: as in SQLite
   (storage/sqlite.py), plus the instance key, and ``jobs.lease_until`` for claims shared by
-  several processes.
+  several processes;
+* ``search_tables``, ``search_docs`` and the trigger ``rows_search``: the full-text index of
+  searchable tables (layout version 2, postgres_search.py).
 
 Keys and names are ``text COLLATE "C"``: scans must order them by code point, as every
 client does (a database's default collation would not). Values are ``text``, never
@@ -20,6 +22,7 @@ client does (a database's default collation would not). Values are ``text``, nev
 from __future__ import annotations
 
 from .postgres_errors import Conn
+from .postgres_search import search_v2
 from .records import DatabaseSchemaError
 
 __all__ = [
@@ -34,7 +37,7 @@ __all__ = [
 #: The PostgreSQL schema holding synced-store's tables.
 SCHEMA = "synced_store"
 #: The layout this code reads and writes; ``db upgrade`` brings a database to it.
-STORAGE_VERSION = 1
+STORAGE_VERSION = 2
 #: Serializes concurrent ``db upgrade`` runs (an arbitrary advisory lock key).
 _UPGRADE_LOCK = 0x5359_4E43
 
@@ -82,7 +85,7 @@ CREATE TABLE {SCHEMA}.checkpoints (
 """
 
 #: ``STEPS[v]`` brings a database from layout ``v`` to ``v + 1`` (0: an empty database).
-STEPS: dict[int, str] = {0: _V1}
+STEPS: dict[int, str] = {0: _V1, 1: search_v2(SCHEMA)}
 
 
 async def schema_version(conn: Conn) -> int:

@@ -23,7 +23,7 @@ store (U+0000 in a key or id) is refused with a ValidationError before anything 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -35,6 +35,7 @@ from .postgres_errors import DRIVER_ERRORS, Conn, check_text, clean_text, pg_err
 from .postgres_jobs import JobsMixin
 from .postgres_rows import changed_rows, nul_free_start, read_row, scan_sql
 from .postgres_schema import SCHEMA
+from .postgres_search import configure
 from .records import Changes, ClientState, RejectedMutation, Row, ScanRow
 
 if TYPE_CHECKING:
@@ -464,3 +465,16 @@ class PostgresWriterTx(JobsMixin, CompactMixin):
         )
         self.schema_version = version
         self._store._schema_version_is(version)
+
+    async def configure_search(self, tables: Mapping[str, tuple[str, str | None]]) -> list[str]:
+        """See :meth:`synced_store.storage.base.WriterTx.configure_search`."""
+        await self._flush()
+        await self._modify()
+        if self.broken is not None:
+            raise self.broken
+        try:
+            return await configure(self.conn, S, self.inst, tables)
+        except DRIVER_ERRORS as exc:
+            err = pg_error(exc)
+            self.broken = err
+            raise err from exc

@@ -3,8 +3,9 @@
 Tables: ``meta`` (version, tombstone horizon), ``rows`` (every row with the version that last
 changed it; deletes keep a tombstone), ``clients`` (last_mutation_id per client, written in the
 same transaction as the mutations), ``mutation_errors`` (permanent failures reported to their
-client, a bounded number per client), ``jobs`` (the durable action outbox, sqlite_jobs.py) and
-``checkpoints`` (``(time, version)`` pairs behind time-based retention, sqlite_compact.py).
+client, a bounded number per client), ``jobs`` (the durable action outbox, sqlite_jobs.py),
+``checkpoints`` (``(time, version)`` pairs behind time-based retention, sqlite_compact.py) and
+the full-text index of searchable tables (``search_*``, sqlite_search.py).
 
 Durability: WAL with ``synchronous=NORMAL`` survives a killed process (kill -9) with every
 committed transaction; ``durability="full"`` (``synchronous=FULL``) also survives power loss.
@@ -29,6 +30,7 @@ from .ids import validate_instance_id
 from .records import Changes, ClientState, OpEncoder, RejectedMutation
 from .sqlite_catchup import SqliteCatchUp
 from .sqlite_rows import SqliteReader, changes_since, open_reader
+from .sqlite_search import SEARCH_DDL
 from .sqlite_tx import ERROR_MESSAGE_CHARS, SqliteWriterTx
 
 __all__ = [
@@ -46,7 +48,8 @@ STORAGE_VERSION = 2
 #: The write-ahead log is truncated back to this size after a checkpoint.
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
 
-_DDL = """
+_DDL = (
+    """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rows (
     ns TEXT NOT NULL, tbl TEXT NOT NULL, item TEXT NOT NULL, sk TEXT NOT NULL,
@@ -76,6 +79,8 @@ CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, next_run_at);
 CREATE INDEX IF NOT EXISTS jobs_by_user ON jobs (user_id, status);
 CREATE TABLE IF NOT EXISTS checkpoints (at REAL PRIMARY KEY, version INTEGER NOT NULL);
 """
+    + SEARCH_DDL
+)
 
 
 def instance_path(data_dir: Path, instance_id: str) -> Path:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
@@ -11,6 +13,8 @@ import orjson
 from ..types import EntryKey, RowKey
 from .errors import storage_error
 from .records import ChangedRow, Changes, HistoryCompactedError, Row, ScanRow
+from .search_index import SearchHit
+from .sqlite_search import search
 
 __all__ = ["SqliteReader", "changes_since", "read_row", "scan_rows"]
 
@@ -136,6 +140,25 @@ class SqliteReader:
                 exclusive=exclusive,
                 reverse=reverse,
                 limit=limit,
+            )
+        except sqlite3.Error as exc:
+            raise storage_error(exc) from exc
+
+    async def search(
+        self,
+        table: str,
+        words: Sequence[str],
+        namespaces: Sequence[str],
+        limit: int,
+        *,
+        newest_first: bool,
+    ) -> list[SearchHit]:
+        """Committed rows matching every word (sqlite_search.py), in a worker thread: a
+        search that matches many rows does not hold up the event loop."""
+        conn = self._connection()
+        try:
+            return await asyncio.to_thread(
+                search, conn, table, words, namespaces, limit, newest_first=newest_first
             )
         except sqlite3.Error as exc:
             raise storage_error(exc) from exc

@@ -9,7 +9,7 @@ to fit the storage interface; none of them suspends). A driver error marks the t
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from ..errors import QuotaExceededError, StorageError
@@ -19,6 +19,7 @@ from .records import Changes, ClientState, RejectedMutation, Row, ScanRow
 from .sqlite_compact import CompactMixin
 from .sqlite_jobs import JobsMixin
 from .sqlite_rows import changes_since, read_row, scan_rows
+from .sqlite_search import configure
 
 __all__ = ["ERROR_MESSAGE_CHARS", "SqliteWriterTx"]
 
@@ -243,3 +244,12 @@ class SqliteWriterTx(JobsMixin, CompactMixin):
         self._exec("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (version,))
         self.schema_version = version
         self._on_schema_version(version)
+
+    async def configure_search(self, tables: Mapping[str, tuple[str, str | None]]) -> list[str]:
+        """See :meth:`synced_store.storage.base.WriterTx.configure_search`."""
+        if not self._open:
+            raise StorageError("the writer's transaction is over", transient=False)
+        try:
+            return configure(self.conn, tables)
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from exc

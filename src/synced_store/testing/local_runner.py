@@ -21,8 +21,10 @@ from ..core.context import MutationContext, ReadContext, json_input
 from ..core.keys import PUBLIC, SERVER_ONLY, check_depth, private_ns
 from ..core.store import MemoryStore
 from ..schema import BackendConfig
+from ..server.search import search_rows
 from ..types import EntryKey, RowKey
 from .platform import MockPlatformCaller
+from .search import MemorySearchReader
 from .seeding import Rows
 
 __all__ = ["LocalRunner", "create_local_runner"]
@@ -73,6 +75,11 @@ class LocalActionContext(ReadContext):
     async def mutate(self, name: str, input: Any) -> None:
         """Run mutator ``name`` as this action's user (committed at once)."""
         await self.runner.mutate(name, input, user_id=self.user_id, source=self.source)
+
+    async def search(self, table: str, query: str, *, limit: int = 20) -> list[dict[str, Any]]:
+        """``ctx.search`` as on the server (server/search.py), over the runner's rows."""
+        reader = MemorySearchReader(self.runner.store, self.schema)
+        return await search_rows(reader, self.schema, self.user_id, table, query, limit)
 
 
 class LocalRunner:

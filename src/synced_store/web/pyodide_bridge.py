@@ -215,7 +215,11 @@ class Bridge:
             msg = f"action {name!r} needs the server and this page is offline"
             return json.dumps({"ok": False, "kind": "offline", "error": msg})
         try:
-            rid = self.engine.call_action(name, json.loads(input_json))
+            args = json.loads(input_json)
+            if name.startswith("$"):  # a built-in query of the server, such as "$search"
+                rid = self.engine.call_query(name, args)
+            else:
+                rid = self.engine.call_action(name, args)
         except SyncedStoreError as exc:
             return json.dumps({"ok": False, "kind": exc.kind, "error": str(exc)})
         except Exception as exc:

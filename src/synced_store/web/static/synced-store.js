@@ -257,9 +257,19 @@ export class SyncedStore {
     return { id: m.id, confirmed };
   }
 
-  /** Run a server action; flushes pending mutations first. Resolves with its output. */
+  /** Full-text search of a searchable table on the server (the "$search" built-in query),
+   * over the rows this user may see: [{key, sort_key, value, private, score}], newest first
+   * by the table's timestamp field, else by relevance (docs/api.md). */
+  search(table, query, limit = 20) {
+    return this.action("$search", { table, query, limit });
+  }
+
+  /** Run a server action (or a built-in "$..." query); flushes pending mutations first.
+   * Resolves with its output. */
   async action(name, input) {
-    if (!this.config.actions.includes(name)) throw new Error(`unknown action ${name}`);
+    if (!this.config.actions.includes(name) && !name.startsWith("$")) {
+      throw new Error(`unknown action ${name}`);
+    }
     checkDepth(input, this.maxValueDepth, `input for action '${name}'`);
     if (this._handover) await this._handover; // the engine is taking over the connection
     if (this.status === "connecting") { // (as right after the handover)
