@@ -35,6 +35,7 @@ from ..protocol.codes import END_REASONS, TERMINAL_CODES, CloseCode
 from ..schema import BackendConfig
 from ..storage.client_cache import Persistence
 from ..types import ConnectionStatus, EntryKey
+from .paging import WindowedReads
 from .proxies import ActionProxy, MutateProxy, MutationResult
 from .transport import Connection, ConnectionLost, Connector, WebSocketConnector, sync_url
 
@@ -49,7 +50,7 @@ BACK_OFF_MIN = 1.0
 BACK_OFF_HOLD = 10.0
 
 
-class SyncedStoreClient:
+class SyncedStoreClient(WindowedReads):
     """A local-first client of one instance. Create it with :func:`connect`."""
 
     def __init__(
