@@ -382,14 +382,13 @@ class Session:
                 ops = await cu.next_part(part_bytes)
                 if reset is None:
                     reset = cu.reset  # final once the first part is read (storage/base.py)
-                if cu.done and cu.windows.floors:  # a windowed reset: no rows below them
-                    self._floors = cu.windows.floors
-                    ops = [op for op in ops if op]
                 elif phase_started and cu.reset:
                     # Compacted past this catch-up while it ran: the client reconnects and
                     # gets a reset.
                     raise StorageError("history compacted during a catch-up", transient=True)
                 phase_started = False
+                if cu.done and cu.windows.floors:  # a windowed reset: nothing below them
+                    self._floors = cu.windows.floors
                 if cu.done and not self._need_pull:
                     break
                 if cu.done:
