@@ -23,8 +23,9 @@ __all__ = ["WindowPlan", "after_table"]
 
 def after_table(table: str) -> tuple[str, str]:
     """A ``(tbl, item)`` position after every row of ``table`` and before the next table's
-    (table names never hold U+0000)."""
-    return table + "\x00", ""
+    (table names are ``[A-Za-z0-9_.-]``; U+0001 sorts below all of them, and PostgreSQL's
+    text cannot hold U+0000)."""
+    return table + "\x01", ""
 
 
 class WindowPlan:
