@@ -127,7 +127,7 @@ export class SyncedStore {
 
     this.clientId = null;
     /** The server snapshot (rows, cookie, last mutation id): protocol.js's Receiver. */
-    this.rx = new Receiver();
+    this.rx = new Receiver({ windowed: config.windowed || [] });
     this.nextMutationId = 1;
     /** Pending mutations, oldest first: {id, name, args, v (schema version), k (dedupe key)}. */
     this.pending = [];
@@ -336,7 +336,7 @@ export class SyncedStore {
     this.clientId = rec.clientId;
     this._recordKey = rec.key;
     const st = readRecord(rec, this.config.schemaVersion, this.config.migratesFrom);
-    this.rx = new Receiver(st);
+    this.rx = new Receiver({ ...st, windowed: this.config.windowed || [] });
     this.pending = st.pending;
     this.nextMutationId = st.nextMutationId;
     for (const m of this.pending) this._confirmation(m.id);
