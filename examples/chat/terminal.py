@@ -63,7 +63,7 @@ class ChatView:
         rows = [self.line(m) for m in list(self.messages.values())[-self.limit :]]
         footer = Text(
             f"[{self.room} · {self.user} · {self.status}] type a message, "
-            "'@bot …' to ask the bot, /cancel, /quit",
+            "'@bot …' to ask the bot, /older, /cancel, /quit",
             style="dim",
         )
         return Group(*rows, footer)
@@ -136,6 +136,13 @@ async def run_chat_client(
                 if text == "/quit":
                     return 0
                 try:
+                    if text == "/older":  # the room's history, 50 messages further back
+                        await store.wait_for_server_data(idle_timeout)
+                        added = await store.load_older("messages", limit=50)
+                        view.limit += added
+                        if not added:
+                            console.print("[dim]no older messages[/dim]")
+                        continue
                     if text == "/cancel":
                         for key, m in reversed(view.messages.items()):
                             # Only a reply this user asked for can be stopped by them.
