@@ -281,6 +281,28 @@ export class SyncedStore {
     return result;
   }
 
+  /**
+   * Page older rows of a windowed table in (pull_windows; the engine's core/window.py): up to
+   * `limit` rows older than the oldest held, from the server. Resolves with the number added
+   * (0: the table is held from its first row). Needs the engine and the connection.
+   */
+  async loadOlder(table, { limit = 50, scope = "public" } = {}) {
+    if (this._handover) await this._handover;
+    if (!this._bridge) throw new Error("loadOlder needs the engine (Python is still loading)");
+    for (let attempt = 0; attempt < 8; attempt++) {
+      const r = JSON.parse(await this._bridge.call("load_older", table, limit, scope === "private"));
+      if (!r.ok) throw Object.assign(new Error(r.error), { kind: r.kind });
+      if (r.done) return 0;
+      let output = null;
+      let failure = null;
+      try { output = await this._actionResult(r.request_id); } catch (e) { failure = e; }
+      const d = JSON.parse(await this._bridge.call("page_done", r.request_id, JSON.stringify(output)));
+      if (failure) throw failure;
+      if (d.added !== null) return d.added;
+    }
+    throw new Error("loadOlder: rows kept changing; try again");
+  }
+
   /** Resolves when no mutation is pending. */
   waitForSync() {
     if (!this.pending.length) return Promise.resolve();
