@@ -77,7 +77,18 @@ test("a windowed table drops changes below its floor; other tables still fail lo
   rx.receive(JSON.stringify([3 % 10, 1, 1, "abc"]));
   assert.equal(rx.cookie, 4);
   assert.ok(!rx.rows.has(P.rowKey("", "msgs", "m1")));
+  // A reset says which windows it cut short: the others hold the whole table and take every
+  // new row, below the oldest held or not.
+  rx.receive(JSON.stringify({ type: "poke", reset: true, cookie: 9, patch: [
+    { op: "set", t: "msgs", k: "m5", sk: "05", v: { text: "m5" } }], windows: [] }));
+  poke(9, [{ op: "set", t: "msgs", k: "m1", sk: "01", v: { text: "first" } }]);
+  assert.ok(rx.rows.has(P.rowKey("", "msgs", "m1")));
+  rx.receive(JSON.stringify({ type: "poke", reset: true, cookie: 20, patch: [
+    { op: "set", t: "msgs", k: "m5", sk: "05", v: { text: "m5" } }],
+    windows: [["", "msgs", "05", "m5"]] }));
+  poke(20, [{ op: "set", t: "msgs", k: "m1", sk: "01", v: { text: "first" } }]);
+  assert.ok(!rx.rows.has(P.rowKey("", "msgs", "m1")));
   // A table that is not windowed: a merge for a missing row is still a protocol error.
-  assert.throws(() => poke(4, [{ op: "merge", t: "other", k: "x", append: { a: "b" } }]),
+  assert.throws(() => poke(21, [{ op: "merge", t: "other", k: "x", append: { a: "b" } }]),
     P.ProtocolError);
 });

@@ -341,3 +341,14 @@ async def test_subscribe_to_scan_entries_pulls_what_it_lacks(tmp_path: Path) -> 
         await wait_for(c, lambda ctx: ctx.table("messages").get("z"), description="z")
         assert calls[-1][1] == {"added": ["z"], "modified": [], "removed": ["m48"]}
         unsub()
+
+
+async def test_a_window_holding_the_whole_table_takes_every_new_row(tmp_path: Path) -> None:
+    async with await create_test_harness(backend, data_dir=tmp_path) as h:
+        await h.seed_instance(seed_rows(3))  # fewer rows than the window: the reset says so
+        c = await h.create_client("alice")
+        assert not c.has_older("messages")
+        writer = await h.create_client("bob")
+        await writer.mutate.send(id="a", sk="", text="sorts before every row")
+        await wait_for(c, lambda ctx: ctx.table("messages").get("a"), description="a")
+        assert sorted(held(c)) == ["a", "m0", "m1", "m2"]

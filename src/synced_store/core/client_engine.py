@@ -400,22 +400,19 @@ class ClientEngine:
         if msg.cookie is None:
             self._parts.clear()
             raise ProtocolError("a final poke without a cookie")
-        errors: list[MutationErrorReport] = []
         if self._parts:
             # A multi-part poke: the parts' patches and rejected-mutation reports (``errors``
             # may come in any part) apply together, with the final part.
             parts, self._parts = self._parts, []
-            patch: list[PatchOp] = []
-            for p in parts:
-                patch.extend(p.patch)
-                errors.extend(p.errors or ())
-            patch.extend(msg.patch)
-            errors.extend(msg.errors or ())
+            patch: list[PatchOp] = [op for p in (*parts, msg) for op in p.patch]
+            errors: list[MutationErrorReport] = [e for p in (*parts, msg) for e in p.errors or ()]
             reset = parts[0].reset
         else:
             patch = msg.patch
             errors = msg.errors or []
             reset = msg.reset
+        if reset and self.windows is not None:  # which windows the reset cut short
+            self.windows.cut = msg.windows
         self.apply_server_update(
             cookie=msg.cookie,
             patch=patch,

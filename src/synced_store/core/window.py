@@ -40,6 +40,7 @@ import pydantic_core
 
 from ..protocol.messages import DelOp, MergeOp, MutationErrorReport, PatchOp, SetOp
 from ..types import EntryKey, RowKey
+from .keys import private_ns
 
 if TYPE_CHECKING:
     from .client_engine import ClientEngine
@@ -78,6 +79,8 @@ class ClientWindows:
         self.complete: set[tuple[str, str]] = set()
         #: Bumped when floors move up or the rows are replaced (a reset, an eviction).
         self.generation = 0
+        #: Set by the engine from a reset's ``windows``: the windows it cut short.
+        self.cut: list[list[str]] | None = None
         self._bypass = False
         self._sizes: dict[RowKey, int] | None = None
         self._bytes = 0
@@ -142,7 +145,11 @@ class ClientWindows:
         windows = self.windows
         if reset:
             self.generation += 1
-            self.complete.clear()
+            # A window the reset did not cut short holds the whole table.
+            short = {(c[0], c[1]) for c in self.cut or () if len(c) == 4}
+            own = private_ns(self._engine.user_id)
+            self.complete = {(ns, t) for ns in ("", own) for t in windows} - short
+            self.cut = None
             self._sizes = {}
             self._bytes = 0
             for op in patch:

@@ -424,8 +424,9 @@ class Session:
         version = cu.upto
         patch: list[Any] = raw_ops(ops)
         del ops
-        if self._floors:
-            below_floors(self._pending, self._floors)
+        floors = self._floors
+        if floors:
+            below_floors(self._pending, floors)
             self._floors = {}
         if self._has_poke():
             patch.extend(self._pending_ops())
@@ -455,6 +456,9 @@ class Session:
             last_mutation_id=lmid,
             errors=errors or None,
             patch=patch,
+            windows=[[ns, t, *ek] for (ns, t), ek in floors.items()]
+            if reset and self.windows
+            else None,
         )
         # The client holds all of this once the frame is written: a flush that lands while the
         # socket takes it must already see it (what it may skip, where it stands).

@@ -266,6 +266,8 @@ export class Receiver {
     this.lastMutationId = lastMutationId;
     /** Tables the schema windows (pull_windows): see _skip. */
     this.windowed = new Set(windowed);
+    /** The windows the last reset cut short ("ns|table"); null: unknown, all of them. */
+    this.cut = null;
     /** rowKey(ns, t, k) -> {ns, t, k, sk, v} */
     this.rows = new Map();
     for (const [ns, t, k, sk, v] of rows) this.rows.set(rowKey(ns, t, k), { ns, t, k, sk, v });
@@ -322,6 +324,7 @@ export class Receiver {
     if (msg.cookie === undefined || msg.cookie === null) {
       throw new ProtocolError("a final poke without a cookie");
     }
+    if (first.reset) this.cut = new Set((msg.windows || []).map((w) => `${w[0]}|${w[1]}`));
     const all = [...parts, msg];
     const patch = all.flatMap((p) => p.patch);
     const errors = all.flatMap((p) => p.errors || []);
@@ -335,6 +338,7 @@ export class Receiver {
   _skip(op, ns, key, after, floors) {
     if (!this.windowed.has(op.t) || after.has(key) || this.rows.has(key)) return false;
     if (op.op !== "set") return true;
+    if (this.cut !== null && !this.cut.has(`${ns}|${op.t}`)) return false; // held whole
     const tk = JSON.stringify([ns, op.t]);
     if (!floors.has(tk)) {
       let fl = null;
