@@ -22,6 +22,7 @@ from ..errors import (
 )
 from ..schema import Schema, TableDef
 from ..types import EntryKey, JSONValue, RowKey
+from .around import AroundScan
 from .keys import (
     MAX_INPUT_BYTES,
     PUBLIC,
@@ -369,7 +370,8 @@ class TableHandle:
         limit: int | None = None,
         cursor: EntryKey | str | None = None,
         reverse: bool = False,
-    ) -> ScanResult:
+        around_cursor: dict[str, int] | None = None,
+    ) -> ScanResult | AroundScan:
         """Scan in ``(sort_key, item_key)`` order.
 
         Args:
@@ -377,7 +379,10 @@ class TableHandle:
             limit: at most this many rows.
             cursor: start after this EntryKey (before it when ``reverse``); ``"$last"`` is the end.
             reverse: descending order.
+            around_cursor: ``{"before": b, "after": a}`` rows around ``cursor`` (client only).
         """
+        if around_cursor is not None:
+            return AroundScan(self, prefix, cursor, around_cursor)
         if limit is not None and (not isinstance(limit, int) or limit < 0):
             raise ValidationError("scan limit must be a non-negative int")
         return ScanResult(
