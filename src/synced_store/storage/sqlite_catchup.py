@@ -153,7 +153,7 @@ class SqliteCatchUp:
                 ).fetchall()
                 if rows:
                     self._pos = (rows[-1][0], rows[-1][1])
-                    j = self.windows.first_windowed([r[0] for r in rows])
+                    j = self.windows.first_windowed(rows)
                     if j is not None:  # a windowed table: skip it (read below, windowed)
                         self._pos = after_table(rows[j][0])
                         rows = rows[:j]

@@ -42,12 +42,14 @@ class WindowPlan:
         #: (namespace, table) -> the oldest row sent, for windows that left older rows out.
         self.floors: dict[tuple[str, str], EntryKey] = {}
 
-    def first_windowed(self, tables: Sequence[str]) -> int | None:
-        """Index of the first of ``tables`` (read in key order) that is windowed, or None."""
-        if not self.windows:
+    def first_windowed(self, rows: Sequence[Any]) -> int | None:
+        """Index of the first of ``rows`` (``(table, ...)``, read in key order) of a windowed
+        table, or None."""
+        windows = self.windows
+        if not windows:
             return None
-        for i, t in enumerate(tables):
-            if t in self.windows:
+        for i, r in enumerate(rows):
+            if r[0] in windows:
                 return i
         return None
 
