@@ -18,6 +18,7 @@ from synced_store.testing import TestHarness, create_test_harness, wait_for
 pytestmark = pytest.mark.e2e
 
 WINDOW = 5
+TESTS_DIR = str(Path(__file__).resolve().parents[1])
 
 
 class Msg(BaseModel):
@@ -352,3 +353,72 @@ async def test_a_window_holding_the_whole_table_takes_every_new_row(tmp_path: Pa
         await writer.mutate.send(id="a", sk="", text="sorts before every row")
         await wait_for(c, lambda ctx: ctx.table("messages").get("a"), description="a")
         assert sorted(held(c)) == ["a", "m0", "m1", "m2"]
+
+
+async def test_paging_across_processes_on_postgres(tmp_path: Path, pg_dsn: str) -> None:
+    """The reader's process fans out another process's commits through its follower: a page
+    read from the shared database may be newer than what that process sent the client, and the
+    page must still join without a gap, a duplicate or a delta against the wrong value."""
+    from synced_store.client import connect
+    from synced_store.testing import ServerProcess
+
+    tests_dir = TESTS_DIR
+    servers = [
+        ServerProcess(
+            "server.test_windows:backend",
+            tmp_path / f"unused{i}",
+            pythonpath=[tests_dir],
+            database=pg_dsn,
+        )
+        for i in range(2)
+    ]
+    await asyncio.gather(*(asyncio.to_thread(s.start) for s in servers))
+    writer = await connect(servers[0].url, backend, instance_id="room", token="bob")
+    try:
+        await writer.wait_for_server_data(10)
+        for i in range(60):
+            await writer.mutate.send(id=f"m{i}", sk=sk(i), text=f"message {i}")
+        await writer.wait_for_sync(20)
+        reader = await connect(servers[1].url, backend, instance_id="room", token="alice")
+        await reader.wait_for_server_data(10)
+        stop = asyncio.Event()
+
+        async def churn() -> None:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                await writer.mutate.edit(id=f"m{(i * 7) % 60}", more="+")  # merges, old rows
+                await writer.mutate.send(id=f"n{i}", sk=sk(1000 + i), text=f"new {i}")
+                await asyncio.sleep(0.002)
+
+        task = asyncio.create_task(churn())
+        try:
+            while reader.has_older("messages"):
+                await reader.load_older("messages", limit=4)
+        finally:
+            stop.set()
+            await task
+        await writer.wait_for_sync(20)
+        truth = await connect(servers[0].url, backend, instance_id="room", token="carol")
+        try:
+            await truth.wait_for_server_data(10)
+            while truth.has_older("messages"):
+                await truth.load_older("messages", limit=500)
+            want = held(truth)
+            await wait_for(
+                reader,
+                lambda ctx: ctx.table("messages").values(),
+                lambda values: (
+                    sorted(v["text"] for v in values) == sorted(t for _, t in want.values())
+                ),
+                description="the reader converges",
+                timeout=15,
+            )
+            assert held(reader) == want
+        finally:
+            await truth.close()
+        await reader.close()
+    finally:
+        await writer.close()
+        for s in servers:
+            s.kill()

@@ -41,6 +41,8 @@ MAX_SCAN_LIMIT = 500
 SCAN_MAX_BYTES = 1 << 20
 
 Floors = Mapping[tuple[str, str], EntryKey]
+#: A version no instance reaches: ``follower.reach`` then reads until nothing newer exists.
+_EVERYTHING = 1 << 62
 
 
 def floor_encoder(floors: Floors) -> OpEncoder:
@@ -98,6 +100,11 @@ async def scan(inst: Instance, session: Session, args: Any) -> Any:
         rows = await reader.scan(ns, table, start, exclusive=True, reverse=True, limit=limit + 1)
     finally:
         await reader.close()
+    # On a shared backend the read may have seen other processes' commits this process has not
+    # fanned out yet: take them in first, so their pokes reach the client before this reply
+    # (a change to a paged row then cuts the page, core/window.py) and never a delta after it
+    # against a value older than the page's.
+    await inst.follower.reach(_EVERYTHING)
     out: list[list[Any]] = []
     size = 0
     for ek, value in rows[:limit]:
