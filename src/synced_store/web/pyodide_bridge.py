@@ -142,6 +142,14 @@ class Bridge:
             )
             if st.get("cookie") is not None:
                 self.engine.has_server_data = True
+        w = self.engine.windows
+        cut = st.get("windows_cut")
+        if w is not None and isinstance(cut, list) and st.get("cookie") is not None:
+            # The shell's receiver knows which windows its last reset cut short: the others
+            # hold the whole table (core/window.py).
+            own = private_ns(self.engine.user_id)
+            short = {tuple(str(c).split("|", 1)) for c in cut}
+            w.complete = {(ns, t) for ns in ("", own) for t in w.windows} - short
 
     def _record(self, m: PendingMutation) -> list[Any]:
         """A pending mutation as the shell stores it (the version it was made under)."""

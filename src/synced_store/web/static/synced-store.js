@@ -666,6 +666,9 @@ export class SyncedStore {
         cookie: this.rx.cookie, last_mutation_id: this.rx.lastMutationId,
         rows: Array.from(this.rx.rows.values(), (r) => [r.ns, r.t, r.k, r.sk, r.v]),
         pending: this.pending.map((m) => [m.id, m.name, m.args, m.v, m.k]),
+        // The windows the last reset cut short ("ns|table"; null: unknown): the others are
+        // held whole (core/window.py).
+        windows_cut: this.rx.cut === null ? null : Array.from(this.rx.cut),
       };
       const spec = JSON.stringify({ schema: this.config.pyodide.python.schema,
         mutators: this.config.pyodide.python.mutators });
