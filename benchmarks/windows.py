@@ -274,7 +274,10 @@ def doc_section(out: dict[str, Any]) -> str:
             "messages from it. Bytes = WebSocket payloads received until then. The full sync "
             f"runs on a room of {out['full_messages']:,} (the same rows), not 1,000,000: one "
             "Python client holding a million rows takes minutes and gigabytes on this 2-core "
-            f"machine. Medians of {len(out['runs']['big'])} runs.",
+            f"machine. Medians of {len(out['runs']['big'])} runs. Client RSS is the client "
+            "process's after the first render; RSS growth is that minus its RSS before "
+            "`connect()` (every module imported). Raw data: "
+            "`benchmarks/results/windows-last-run.json`.",
             "",
             table_md(out),
         ]
