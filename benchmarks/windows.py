@@ -265,10 +265,16 @@ def table_md(out: dict[str, Any]) -> str:
 def doc_section(out: dict[str, Any]) -> str:
     n, m = out["messages"], out["full_messages"]
     if m == n:
-        full = f"The full sync is of the same {n:,} rows, in the same run."
+        full = (
+            f"The full sync is of the same {n:,} rows, in the same run (a copy of the room "
+            "served by a second process without windows); the windowed client is measured on "
+            "both copies, and the one on the full sync's copy is the baseline of the ratios."
+        )
     else:
         full = (
-            f"The full sync runs on a room of {m:,} (the same rows), not {n:,} (`--full-messages`)."
+            f"The full sync runs on a room of {m:,} (the same rows), not {n:,} "
+            "(`--full-messages`); the windowed client on that room is the baseline of the "
+            "ratios."
         )
     return "\n".join(
         [
@@ -282,9 +288,8 @@ def doc_section(out: dict[str, Any]) -> str:
             "Python process (`synced_store.client.connect`, no local cache). First render = "
             "from `connect()` to the client having server data and reading the latest 50 "
             "messages from it. Bytes = WebSocket payloads received until then. "
-            f"{full} Windowed rooms of both sizes are measured, and the windowed client on "
-            f"the room of {m:,} is the baseline the ratios compare with. Medians of "
-            f"{len(out['runs']['big'])} runs. Client RSS is the client process's after the "
+            f"{full} Medians of {len(out['runs']['big'])} runs. "
+            "Client RSS is the client process's after the "
             "first render; RSS growth is that minus its RSS before `connect()` (every module "
             "imported). Raw data: `benchmarks/results/windows-last-run.json`.",
             "",
