@@ -143,9 +143,10 @@ def chat(url: str, room: str, user: str, idle_timeout: float) -> None:
     """Chat in a room from the terminal and watch bot replies stream.
 
     Type a line and press Enter to send it; start it with "@bot " to ask the bot. /search WORDS
-    finds messages, /cancel stops the reply that is streaming, /quit leaves. Input can be
-    piped; the client then prints a transcript and exits once the bot replies it asked for
-    are final.
+    finds messages, /older shows 50 older messages (a room opens with its latest 50), /name
+    NAME sets your display name, /rooms lists the rooms, /cancel stops the reply that is
+    streaming, /quit leaves. Input can be piped; the client then prints a transcript and exits
+    once the bot replies it asked for are final.
 
     \b
     Example:

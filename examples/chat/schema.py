@@ -193,4 +193,7 @@ chat_schema = define_schema(
             "output": SetDisplayNameOutput,
         },
     },
+    # A new client receives the latest 50 messages (ids sort by time) and pages back on demand
+    # ("load older", /older); docs/api.md, "Windowed sync".
+    pull_windows={"messages": 50},
 )

@@ -71,7 +71,7 @@ class ChatView:
         rows = [self.line(m) for m in list(self.messages.values())[-self.limit :]]
         footer = Text(
             f"[{self.room} · {self.user} · {self.status}] type a message, "
-            "'@bot …' to ask the bot, /name NAME, /search words, /rooms, /cancel, /quit",
+            "'@bot …' to ask the bot, /name NAME, /search words, /older, /rooms, /cancel, /quit",
             style="dim",
         )
         return Group(*rows, footer)
@@ -159,6 +159,13 @@ async def run_chat_client(
                         continue
                     if text.startswith("/search"):
                         await _search(store, console, text.removeprefix("/search"))
+                        continue
+                    if text == "/older":  # the room's history, 50 messages further back
+                        await store.wait_for_server_data(idle_timeout)
+                        added = await store.load_older("messages", limit=50)
+                        view.limit += added
+                        if not added:
+                            console.print("[dim]no older messages[/dim]")
                         continue
                     if text == "/cancel":
                         for key, m in reversed(view.messages.items()):

@@ -299,6 +299,13 @@ class Schema:
     actions: Mapping[str, ActionDef]
     #: Version steps keyed by the version they start from.
     migrations: Mapping[int, Migration] = field(default_factory=dict)
+    #: Windowed tables: ``{table: N}``, a new client first receives the latest N rows (by
+    #: sort key) of each, older rows on demand (docs/api.md, "Windowed sync").
+    pull_windows: Mapping[str, int] = field(default_factory=dict)
+    #: Bytes of windowed rows a client's first catch-up carries at most (the newest first).
+    initial_pull_max_bytes: int = 1 << 20
+    #: A client's storage budget for windowed rows: past 1.2 x it, the oldest are evicted.
+    pull_max_bytes: int = 4 << 20
 
     def can_migrate_from(self, version: int) -> bool:
         """True if every step from ``version`` up to :attr:`schema_version` is declared."""
@@ -399,6 +406,9 @@ def define_schema(
     mutators: Mapping[str, Any] | None = None,
     actions: Mapping[str, Any] | None = None,
     migrations: Mapping[str, Migration] | None = None,
+    pull_windows: Mapping[str, int | None] | None = None,
+    initial_pull_max_bytes: int = 1 << 20,
+    pull_max_bytes: int = 4 << 20,
 ) -> Schema:
     """Declare a schema.
 
@@ -411,6 +421,13 @@ def define_schema(
         mutators: ``{name: {"description": str, "input": Model}}``.
         actions: ``{name: {"description": str, "input": Model, "output": Model}}``.
         migrations: ``{"1to2": define_migration(...), "2to3": ...}``, one per version step.
+        pull_windows: ``{table: N}`` (N >= 1, or None: the whole table): a new client first
+            receives only the latest N rows of the table by ``(sort_key, item_key)`` and
+            pages back on demand (docs/api.md, "Windowed sync").
+        initial_pull_max_bytes: at most this many bytes of windowed rows in a client's first
+            catch-up (at least one row per windowed table travels).
+        pull_max_bytes: a client's storage budget for windowed rows; above 1.2 x it, the
+            oldest rows no pending mutation read are evicted (re-fetched on demand).
     """
     if (
         not isinstance(schema_version, int)
@@ -465,7 +482,29 @@ def define_schema(
         mutators=mdefs,
         actions=adefs,
         migrations=steps,
+        pull_windows=_windows(tdefs, pull_windows),
+        initial_pull_max_bytes=_budget("initial_pull_max_bytes", initial_pull_max_bytes),
+        pull_max_bytes=_budget("pull_max_bytes", pull_max_bytes),
     )
+
+
+def _windows(tdefs: Mapping[str, TableDef], spec: Mapping[str, Any] | None) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for name, n in (spec or {}).items():
+        if name not in tdefs or tdefs[name].is_singleton:
+            raise SchemaError(f"pull_windows: {name!r} is not a declared (non-singleton) table")
+        if n is None or n == "all":
+            continue
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 100_000:
+            raise SchemaError(f"pull_windows[{name!r}] must be an int in 1..100000 or None")
+        out[name] = n
+    return out
+
+
+def _budget(name: str, n: Any) -> int:
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1024:
+        raise SchemaError(f"{name} must be an int of at least 1024 (bytes)")
+    return int(n)
 
 
 @dataclass(frozen=True)

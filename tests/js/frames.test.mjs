@@ -55,3 +55,40 @@ test("row values keep keys such as __proto__ as plain data", () => {
   assert.throws(() => rx.receive('{"type":"poke","base_cookie":2,"cookie":3,"patch":'
     + '[{"op":"merge","t":"t","k":"r","append":{"toString":"x"}}]}'), P.ProtocolError);
 });
+
+test("a windowed table drops changes below its floor; other tables still fail loudly", () => {
+  const row = (k, sk) => ["", "msgs", k, sk, { text: k }];
+  const rx = new P.Receiver({ cookie: 1, rows: [row("m5", "05"), row("m6", "06")], windowed: ["msgs"] });
+  const poke = (base, patch) => rx.receive(JSON.stringify({ type: "poke", base_cookie: base,
+    cookie: base + 1, patch }));
+  poke(1, [
+    { op: "merge", t: "msgs", k: "m1", sk: "01", append: { text: "!" } }, // not held: dropped
+    { op: "set", t: "msgs", k: "m2", sk: "02", v: { text: "old" } }, // below the floor: dropped
+    { op: "del", t: "msgs", k: "m3" }, // not held: dropped
+    { op: "set", t: "msgs", k: "m7", sk: "07", v: { text: "new" } }, // a new row: applied
+    { op: "merge", t: "msgs", k: "m5", sk: "05", append: { text: "+" } }, // held: applied
+  ]);
+  assert.deepStrictEqual([...rx.rows.values()].map((r) => [r.k, r.v.text]).sort(),
+    [["m5", "m5+"], ["m6", "m6"], ["m7", "new"]]);
+  assert.equal(rx.cookie, 2);
+  // Append frames bound to a row the client does not hold are dropped the same way.
+  rx.receive(JSON.stringify({ type: "poke", base_cookie: 2, cookie: 3, patch: [],
+    bind: [[1, "", "msgs", "m1", "text", "01"]] }));
+  rx.receive(JSON.stringify([3 % 10, 1, 1, "abc"]));
+  assert.equal(rx.cookie, 4);
+  assert.ok(!rx.rows.has(P.rowKey("", "msgs", "m1")));
+  // A reset says which windows it cut short: the others hold the whole table and take every
+  // new row, below the oldest held or not.
+  rx.receive(JSON.stringify({ type: "poke", reset: true, cookie: 9, patch: [
+    { op: "set", t: "msgs", k: "m5", sk: "05", v: { text: "m5" } }], windows: [] }));
+  poke(9, [{ op: "set", t: "msgs", k: "m1", sk: "01", v: { text: "first" } }]);
+  assert.ok(rx.rows.has(P.rowKey("", "msgs", "m1")));
+  rx.receive(JSON.stringify({ type: "poke", reset: true, cookie: 20, patch: [
+    { op: "set", t: "msgs", k: "m5", sk: "05", v: { text: "m5" } }],
+    windows: [["", "msgs", "05", "m5"]] }));
+  poke(20, [{ op: "set", t: "msgs", k: "m1", sk: "01", v: { text: "first" } }]);
+  assert.ok(!rx.rows.has(P.rowKey("", "msgs", "m1")));
+  // A table that is not windowed: a merge for a missing row is still a protocol error.
+  assert.throws(() => poke(21, [{ op: "merge", t: "other", k: "x", append: { a: "b" } }]),
+    P.ProtocolError);
+});

@@ -267,3 +267,40 @@ def test_actions_go_through_the_engine(spec: str) -> None:
     ]
     bad = json.loads(b.call_action("callBot", json.dumps({"nope": 1})))
     assert bad["ok"] is False
+
+
+def test_windowed_history_pages_in_through_the_bridge(spec: str) -> None:
+    """The chat windows its messages: the engine takes over the shell's knowledge of which
+    windows were cut, pages with load_older / page_done, and drops deltas of rows it lacks."""
+    msg = {"text": "x", "role": "user", "senderId": "bob"}
+    rows = [["", "messages", f"m{i}", "", {**msg, "id": f"m{i}"}] for i in (5, 6)]
+    b = Bridge(spec, state(cookie=3, rows=rows, windows_cut=["|messages"]))
+    w = b.engine.windows
+    assert w is not None
+    assert ("", "messages") not in w.complete
+    b.connect("alice")
+    b.receive(connected())
+    # A delta of a message the page does not hold (below its oldest): dropped, no reconnect.
+    poke = frame(
+        type="poke",
+        base_cookie=3,
+        cookie=4,
+        patch=[{"op": "merge", "t": "messages", "k": "m1", "append": {"text": "!"}}],
+    )
+    assert b.receive(poke) is None
+    start = json.loads(b.load_older("messages", 2, False))
+    assert start["ok"]
+    rid = start["request_id"]
+    sent = [json.loads(f) for f in json.loads(b.take_output())["send"]]
+    (query,) = [f for f in sent if f.get("type") == "action"]
+    assert query["name"] == "$scan"
+    assert query["input"]["before"] == ["", "m5"]
+    out = {"rows": [["", f"m{i}", {**msg, "id": f"m{i}"}] for i in (4, 3)], "more": False}
+    assert json.loads(b.page_done(rid, json.dumps(out))) == {"added": 2}
+    keys = sorted(k.item for k, _, _ in b.engine.snapshot_rows() if k.table == "messages")
+    assert keys == ["m3", "m4", "m5", "m6"]
+    assert json.loads(b.load_older("messages", 2, False)) == {"ok": True, "done": True}
+    # A state from a reset that cut nothing: the table is held whole.
+    b2 = Bridge(spec, state(cookie=3, rows=rows, windows_cut=[]))
+    assert b2.engine.windows is not None
+    assert ("", "messages") in b2.engine.windows.complete

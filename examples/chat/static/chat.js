@@ -269,6 +269,23 @@ store.subscribe({ table: "$user_info" }, (rows) => {
   if (lastRender) render(...lastRender);
 });
 
+// The room's history: a new page receives the latest 50 messages (the schema's pull_windows)
+// and pages back 50 at a time once Python (the engine) runs.
+const older = $("older");
+const showOlder = () => { older.hidden = !store.optimistic; };
+store.on("ready", showOlder);
+showOlder();
+older.addEventListener("click", async () => {
+  older.disabled = true;
+  try {
+    const added = await store.loadOlder("messages", { limit: 50 });
+    if (!added) { older.textContent = "No older messages"; return; }
+  } catch (err) {
+    showToast(`Could not load older messages: ${err.message}`);
+  }
+  older.disabled = false;
+});
+
 // -- sending -----------------------------------------------------------------------------
 
 els.form.addEventListener("submit", (e) => {

@@ -38,6 +38,7 @@ from ..protocol.codes import END_REASONS, TERMINAL_CODES, CloseCode
 from ..storage.client_cache import Persistence
 from ..types import ConnectionStatus, EntryKey
 from .external import ExternalStoreView, close_views, open_view
+from .paging import WindowedReads
 from .proxies import ActionProxy, MutateProxy, MutationResult
 from .transport import Connection, ConnectionLost, Connector, WebSocketConnector, sync_url
 
@@ -52,7 +53,7 @@ BACK_OFF_MIN = 1.0
 BACK_OFF_HOLD = 10.0
 
 
-class SyncedStoreClient:
+class SyncedStoreClient(WindowedReads):
     """A local-first client of one instance. Create it with :func:`connect`."""
 
     def __init__(

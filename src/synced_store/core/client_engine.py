@@ -15,13 +15,13 @@ On a server update (a poke) the engine:
    subscriptions whose read sets touch a row that really changed.
 
 It is the only receive path of every client (the asyncio facade, the browser's Pyodide worker):
-:meth:`ClientEngine.receive` takes each frame as it arrives and handles every message —
-append frames, multi-part pokes, the server having lost this client's history, action
-results, error kinds. Usage contract for the I/O layer around it: start each connection with
+:meth:`ClientEngine.receive` takes each frame as it arrives and handles every message — append
+frames, multi-part pokes, the server having lost this client's history, action results, error
+kinds. Usage contract for the I/O layer around it: start each connection with
 :meth:`connect_frame`, feed every frame to :meth:`receive`, send everything from
 :meth:`frames_to_send` after any call, handle everything from :meth:`events_received`, and call
-:meth:`disconnected` when the connection ends. ``receive`` raising :class:`ProtocolError`
-means "reconnect" (a malformed or out-of-sequence frame, or the server asked to push again).
+:meth:`disconnected` when the connection ends. ``receive`` raising :class:`ProtocolError` means
+"reconnect" (a malformed or out-of-sequence frame, or the server asked to push again).
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ from .readset import ReadSet
 from .rebase import apply_rows, restore_snapshot, rows_after_patch, snapshot_rows
 from .store import MemoryStore
 from .subscriptions import Subscription, Subscriptions, TableCallback, TableSubscription
+from .window import ClientWindows
 
 __all__ = [
     "SKIP",
@@ -134,6 +135,7 @@ class ClientEngine:
         self._parts: list[Poke] = []
         self._append = AppendDecoder()
         self._action_ids = 0
+        self.windows = ClientWindows(self) if self.schema.pull_windows else None  # window.py
 
     # -- outputs ---------------------------------------------------------------------------
 
@@ -398,22 +400,19 @@ class ClientEngine:
         if msg.cookie is None:
             self._parts.clear()
             raise ProtocolError("a final poke without a cookie")
-        errors: list[MutationErrorReport] = []
         if self._parts:
             # A multi-part poke: the parts' patches and rejected-mutation reports (``errors``
             # may come in any part) apply together, with the final part.
             parts, self._parts = self._parts, []
-            patch: list[PatchOp] = []
-            for p in parts:
-                patch.extend(p.patch)
-                errors.extend(p.errors or ())
-            patch.extend(msg.patch)
-            errors.extend(msg.errors or ())
+            patch: list[PatchOp] = [op for p in (*parts, msg) for op in p.patch]
+            errors: list[MutationErrorReport] = [e for p in (*parts, msg) for e in p.errors or ()]
             reset = parts[0].reset
         else:
             patch = msg.patch
             errors = msg.errors or []
             reset = msg.reset
+        if reset and self.windows is not None:  # which windows the reset cut short
+            self.windows.cut = msg.windows
         self.apply_server_update(
             cookie=msg.cookie,
             patch=patch,
@@ -433,6 +432,8 @@ class ClientEngine:
     ) -> None:
         """Rebase: restore the snapshot, apply ``patch``, drop confirmed mutations, replay."""
         with gc_paused(reset or len(patch) >= BULK_OPS):
+            if self.windows is not None:  # windowed tables: core/window.py
+                return self.windows.apply(cookie, patch, last_mutation_id, errors, reset)
             self._apply_server_update(cookie, patch, last_mutation_id, errors, reset)
 
     def _apply_server_update(
@@ -447,9 +448,7 @@ class ClientEngine:
         old_view: dict[RowKey, Any] = {}
         # Work out every row first, so a malformed op changes nothing (no half-applied poke).
         keys, rows_after, last = rows_after_patch(store, self._originals, patch, reset)
-        lmid = self.last_mutation_id
-        if last_mutation_id is not None and last_mutation_id > lmid:
-            lmid = last_mutation_id
+        lmid = max(self.last_mutation_id, last_mutation_id or 0)
         # 1. Restore the snapshot where this update can change the view: the patched rows and
         #    the rows the newly confirmed mutations wrote (every row on a reset). The other
         #    rows keep their pending overlay unless a pending mutation has to re-run (step 4).
@@ -511,8 +510,7 @@ class ClientEngine:
                 self._tx(ReadSet(), old_view).replay(m.writes)
                 for key in m.writes:
                     dirty.pop(key, None)
-        if self._sent_upto < self.last_mutation_id:
-            self._sent_upto = self.last_mutation_id
+        self._sent_upto = max(self._sent_upto, self.last_mutation_id)
         # 5. Notify subscriptions whose reads changed.
         self._events.append(SnapshotUpdated(reset, applied, cookie, self.last_mutation_id))
         self.subscriptions.notify(self._diff(old_view), reset)

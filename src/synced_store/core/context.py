@@ -8,19 +8,19 @@ to one of the two, so this module does no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal, Protocol, cast
 
 import pydantic_core
 
 from ..errors import (
-    MutatorError,
     PermissionDeniedError,
     ValidationError,
     ValueTooLargeError,
 )
 from ..schema import Schema, TableDef
 from ..types import EntryKey, JSONValue, RowKey
+from .around import AroundScan
 from .external import ExternalMixin
 from .keys import (
     MAX_INPUT_BYTES,
@@ -32,6 +32,7 @@ from .keys import (
     encode_value,
     private_ns,
 )
+from .steps import run_sync
 
 __all__ = [
     "AsyncTx",
@@ -165,23 +166,6 @@ def json_input(encode: Callable[[Any], Any], value: Any, what: str) -> Any:
             "under the protocol's frame limit"
         )
     return out
-
-
-def run_sync(coro: Coroutine[Any, Any, Any]) -> Any:
-    """Run a coroutine that must not suspend (a mutator or query on a client pass).
-
-    Table operations never suspend, so a client mutator completes in one step. One that awaits
-    anything else (a sleep, a network call) is a bug: it raises :class:`MutatorError`.
-    """
-    try:
-        coro.send(None)
-    except StopIteration as stop:
-        return stop.value
-    coro.close()
-    raise MutatorError(
-        "a mutator or query awaited something other than a table operation; "
-        "client passes must be deterministic and do no I/O"
-    )
 
 
 def _to_entry(key: Any) -> str:
@@ -369,7 +353,8 @@ class TableHandle:
         limit: int | None = None,
         cursor: EntryKey | str | None = None,
         reverse: bool = False,
-    ) -> ScanResult:
+        around_cursor: dict[str, int] | None = None,
+    ) -> ScanResult | AroundScan:
         """Scan in ``(sort_key, item_key)`` order.
 
         Args:
@@ -377,7 +362,10 @@ class TableHandle:
             limit: at most this many rows.
             cursor: start after this EntryKey (before it when ``reverse``); ``"$last"`` is the end.
             reverse: descending order.
+            around_cursor: ``{"before": b, "after": a}`` rows around ``cursor`` (client only).
         """
+        if around_cursor is not None:
+            return AroundScan(self, prefix, cursor, around_cursor)
         if limit is not None and (not isinstance(limit, int) or limit < 0):
             raise ValidationError("scan limit must be a non-negative int")
         return ScanResult(

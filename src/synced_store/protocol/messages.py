@@ -198,6 +198,9 @@ class Poke(_Message, tag="poke"):
     #: The patch is the complete visible state (first part of a catch-up only).
     reset: bool = False
     bind: list[Binding] | None = None
+    #: The last part of a windowed reset: ``[[ns, table, sort_key, item_key], ...]``, the
+    #: oldest row sent of each window that left older rows out (docs/protocol.md).
+    windows: list[list[str]] | None = None
 
 
 class PushResponse(_Message, tag="push_response"):

@@ -321,6 +321,8 @@ class SyncEndpoint:
             lmid_of=lambda: instance.committed_lmid(client_id),
             abort=conn.abort,
             end=conn.end,
+            windows=instance.config.schema.pull_windows,
+            window_bytes=instance.config.schema.initial_pull_max_bytes,
         )
         expiry: asyncio.TimerHandle | None = None
         if identity.expires_at is not None:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from ..core.keys import private_ns
@@ -43,6 +43,7 @@ from ..storage.base import CatchUp, InstanceStore
 from ..types import RowKey
 from .fanout import FRAME_BUDGET, Change, Fanout, ops_bytes
 from .limits import ServerLimits
+from .windows import below_floors, floor_encoder
 from .wire import SharedFrame, Wire
 
 __all__ = ["MAX_PENDING_ROWS", "Session"]
@@ -80,7 +81,13 @@ class Session:
         lmid_of: Callable[[], Awaitable[int]] | None = None,
         abort: Callable[[int, str], None] | None = None,
         end: Callable[[int, str], None] | None = None,
+        windows: Mapping[str, int] | None = None,
+        window_bytes: int = 1 << 20,
     ) -> None:
+        #: The schema's pull windows (a reset sends their latest rows: server/windows.py).
+        self.windows = windows
+        self.window_bytes = window_bytes
+        self._floors: dict[tuple[str, str], Any] = {}
         #: The schema version the client's mutations are written against (older ones are
         #: migrated with the schema's ``migrate_pending_mutation`` steps).
         self.schema_version = schema_version
@@ -347,7 +354,14 @@ class Session:
         self._need_pull = False
         self._drop_pending()
         self._pending_lmid = None
-        cu = self._store.catch_up(base, namespaces=("", self.own_ns), encode=op_text)
+        enc = floor_encoder(self._floors) if self._floors else op_text
+        cu = self._store.catch_up(
+            base,
+            namespaces=("", self.own_ns),
+            encode=enc,
+            windows=self.windows,
+            window_bytes=self.window_bytes,
+        )
         return cu, await self._lmid_of()
 
     async def _send_catch_up(self) -> None:
@@ -357,6 +371,7 @@ class Session:
         self._sent_bytes = 0
         self._sent_stale = False
         part_bytes = self._limits.catch_up_part_bytes
+        self._floors = {}
         cu, lmid = await self._start_phase(base)
         errors = _merged(self._take_errors(), await self._errors_between(self.known_lmid, lmid))
         first = True  # no part sent yet
@@ -372,6 +387,8 @@ class Session:
                     # gets a reset.
                     raise StorageError("history compacted during a catch-up", transient=True)
                 phase_started = False
+                if cu.done and cu.windows.floors:  # a windowed reset: nothing below them
+                    self._floors = cu.windows.floors
                 if cu.done and not self._need_pull:
                     break
                 if cu.done:
@@ -388,6 +405,8 @@ class Session:
                     )
                     if not ops:
                         continue
+                if self._floors:
+                    ops = [op for op in ops if op]
                 part = Poke(final=False, reset=bool(reset and first), patch=raw_ops(ops))
                 first = False
                 if errors:  # reports travel in parts too (the client keeps them to the end)
@@ -405,6 +424,10 @@ class Session:
         version = cu.upto
         patch: list[Any] = raw_ops(ops)
         del ops
+        floors = self._floors
+        if floors:
+            below_floors(self._pending, floors)
+            self._floors = {}
         if self._has_poke():
             patch.extend(self._pending_ops())
             version = max(version, self._pending_version)
@@ -433,6 +456,9 @@ class Session:
             last_mutation_id=lmid,
             errors=errors or None,
             patch=patch,
+            windows=[[ns, t, *ek] for (ns, t), ek in floors.items()]
+            if reset and self.windows
+            else None,
         )
         # The client holds all of this once the frame is written: a flush that lands while the
         # socket takes it must already see it (what it may skip, where it stands).

@@ -57,6 +57,7 @@ from .records import (
     StoredRow,
 )
 from .search_index import SearchHit
+from .windows import WindowPlan
 
 __all__ = [
     "DEFAULT_JOB_LEASE",
@@ -306,6 +307,9 @@ class CatchUp(Protocol):
     reset: bool
     #: True once the last part was read.
     done: bool
+    #: A reset's windows: ``windows.floors`` holds, per ``(ns, table)`` cut short, the oldest
+    #: row sent.
+    windows: WindowPlan
 
     async def next_part(self, max_bytes: int) -> list[str]:
         """The next encoded rows, about ``max_bytes`` of text in all (at least one row, so a
@@ -358,11 +362,20 @@ class InstanceStore(Protocol):
         one process per instance needs no lease: a no-op there)."""
 
     def catch_up(
-        self, base: int | None, *, namespaces: Sequence[str], encode: OpEncoder
+        self,
+        base: int | None,
+        *,
+        namespaces: Sequence[str],
+        encode: OpEncoder,
+        windows: Mapping[str, int] | None = None,
+        window_bytes: int = 1 << 20,
     ) -> CatchUp:
         """A catch-up from cookie ``base`` to :attr:`version`, of rows in ``namespaces`` (in
         this order for a reset), each row turned into text by ``encode``. Reads nothing yet:
-        the version it stops at is the one the caller has been told of."""
+        the version it stops at is the one the caller has been told of. A reset sends of each
+        table in ``windows`` (``{table: N}``) only its latest N rows, at most
+        ``window_bytes`` of them in all (storage/windows.py; ``CatchUp.windows`` tells which
+        rows it left out)."""
 
     def reader(self) -> CommittedReader:
         """A read-only view of committed rows (an action's context)."""

@@ -9,13 +9,14 @@ its rows, so a compaction that forgot tombstones it needs ends it with HistoryCo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import StorageError
 from .postgres_errors import DRIVER_ERRORS, pg_error
 from .postgres_schema import SCHEMA
 from .records import HistoryCompactedError, OpEncoder
+from .windows import WindowPlan, after_table
 
 if TYPE_CHECKING:
     from .postgres import PostgresBackend
@@ -25,6 +26,10 @@ __all__ = ["PostgresCatchUp"]
 S = SCHEMA
 #: Rows read per query at most; fewer when rows are large (about one part's worth).
 _BATCH = 512
+_WINDOW = (
+    f"SELECT item, sk, value FROM {S}.rows WHERE inst = $1 AND ns = $2 AND tbl = $3 "
+    "AND NOT deleted AND version <= $4 ORDER BY sk DESC, item DESC LIMIT $5"
+)
 _RESET = (
     f"SELECT tbl, item, sk, value FROM {S}.rows WHERE inst = $1 AND ns = $2 AND NOT deleted "
     "AND version <= $3 AND (tbl, item) > ($4, $5) ORDER BY tbl, item LIMIT $6"
@@ -58,8 +63,12 @@ class PostgresCatchUp:
         horizon: int,
         namespaces: Sequence[str],
         encode: OpEncoder,
+        windows: Mapping[str, int] | None = None,
+        window_bytes: int = 1 << 20,
     ) -> None:
         self.upto = upto
+        #: A reset's windowed tables (storage/windows.py): what it sent of them.
+        self.windows = WindowPlan(namespaces, windows, window_bytes)
         self._backend = backend
         self._inst = inst
         self._base = base
@@ -124,9 +133,22 @@ class PostgresCatchUp:
                     )
                     if rows:
                         self._pos = (rows[-1][0], rows[-1][1])
+                        j = self.windows.first_windowed(rows)
+                        if j is not None:  # a windowed table: skip it (read below)
+                            self._pos = after_table(rows[j][0])
+                            rows = rows[:j]
+                            if not rows:
+                                continue
                         return [enc(ns, t, i, sk, v, False) for t, i, sk, v in rows]
                     self._ns.pop(0)
                     self._pos = None
+                plan = self.windows
+                while plan.todo:
+                    ns, t, n = plan.todo.pop(0)
+                    latest = await conn.fetch(_WINDOW, self._inst, ns, t, self.upto, n)
+                    ops = plan.take(ns, t, n, [tuple(r) for r in latest], enc)
+                    if ops:
+                        return ops
                 return []
             visible = self._visible
             while True:

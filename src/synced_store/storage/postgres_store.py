@@ -3,7 +3,7 @@ on pooled connections, committed reads, catch-ups, and news of other processes' 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -182,7 +182,13 @@ class PostgresInstanceStore:
             raise pg_error(exc) from exc
 
     def catch_up(
-        self, base: int | None, *, namespaces: Sequence[str], encode: OpEncoder
+        self,
+        base: int | None,
+        *,
+        namespaces: Sequence[str],
+        encode: OpEncoder,
+        windows: Mapping[str, int] | None = None,
+        window_bytes: int = 1 << 20,
     ) -> PostgresCatchUp:
         """A catch-up from cookie ``base`` to :attr:`version` (what this process has taken
         in), read in parts."""
@@ -194,6 +200,8 @@ class PostgresInstanceStore:
             horizon=self.horizon,
             namespaces=namespaces,
             encode=encode,
+            windows=windows,
+            window_bytes=window_bytes,
         )
 
     def reader(self) -> PostgresReader:

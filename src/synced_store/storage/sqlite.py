@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -245,7 +245,13 @@ class SqliteInstanceStore:
         """No leases: one process runs an instance's jobs (requeued when it reopens)."""
 
     def catch_up(
-        self, base: int | None, *, namespaces: Sequence[str], encode: OpEncoder
+        self,
+        base: int | None,
+        *,
+        namespaces: Sequence[str],
+        encode: OpEncoder,
+        windows: Mapping[str, int] | None = None,
+        window_bytes: int = 1 << 20,
     ) -> SqliteCatchUp:
         """A catch-up from cookie ``base`` to the committed version, read in parts in a worker
         thread (sqlite_catchup.py). Call on the loop thread: the version it stops at is the
@@ -257,6 +263,8 @@ class SqliteInstanceStore:
             horizon=self.horizon,
             namespaces=namespaces,
             encode=encode,
+            windows=windows,
+            window_bytes=window_bytes,
         )
 
     def reader(self) -> SqliteReader:

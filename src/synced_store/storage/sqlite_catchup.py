@@ -16,13 +16,14 @@ import asyncio
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import StorageError
 from .errors import storage_error
 from .records import HistoryCompactedError, OpEncoder
+from .windows import WindowPlan, after_table
 
 __all__ = ["SqliteCatchUp"]
 
@@ -52,8 +53,12 @@ class SqliteCatchUp:
         horizon: int,
         namespaces: Sequence[str],
         encode: OpEncoder,
+        windows: Mapping[str, int] | None = None,
+        window_bytes: int = 1 << 20,
     ) -> None:
         self.upto = upto
+        #: A reset's windowed tables (storage/windows.py): what it sent of them.
+        self.windows = WindowPlan(namespaces, windows, window_bytes)
         self._base = base
         self._decide(horizon)
         self._checked = False
@@ -148,10 +153,28 @@ class SqliteCatchUp:
                 ).fetchall()
                 if rows:
                     self._pos = (rows[-1][0], rows[-1][1])
+                    j = self.windows.first_windowed(rows)
+                    if j is not None:  # a windowed table: skip it (read below, windowed)
+                        self._pos = after_table(rows[j][0])
+                        rows = rows[:j]
+                        if not rows:
+                            continue
                     enc = self._encode
                     return [enc(ns, t, i, sk, v, False) for t, i, sk, v in rows]
                 self._ns.pop(0)
                 self._pos = None
+            plan = self.windows
+            while plan.todo:
+                ns, t, n = plan.todo.pop(0)
+                latest = conn.execute(
+                    "SELECT item, sk, value FROM rows INDEXED BY rows_in_order WHERE ns = ? "
+                    "AND tbl = ? AND deleted = 0 AND version <= ? "
+                    "ORDER BY sk DESC, item DESC LIMIT ?",
+                    (ns, t, upto, n),
+                ).fetchall()
+                ops = plan.take(ns, t, n, latest, self._encode)
+                if ops:
+                    return ops
             return []
         pos = self._pos if self._pos is not None else (self.base, _MAX, _MAX, _MAX)
         while True:

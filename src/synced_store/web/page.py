@@ -150,6 +150,8 @@ def page_config(
         "mutators": sorted(schema.mutators),
         "maxValueDepth": MAX_VALUE_DEPTH,
         "actions": sorted(schema.actions),
+        # Windowed tables (pull_windows): protocol.js drops changes below their floor.
+        "windowed": sorted(schema.pull_windows),
         "pyodide": pyodide,
     }
 

@@ -28,6 +28,8 @@ from synced_store.core.events import (
     SnapshotUpdated,
     StartedOver,
 )
+from synced_store.core.keys import private_ns
+from synced_store.core.window import PageToken
 from synced_store.errors import ProtocolError, SyncedStoreError
 from synced_store.schema import Schema
 from synced_store.types import RowKey
@@ -125,6 +127,7 @@ class Bridge:
             next_mutation_id=int(st.get("next_mutation_id") or 1),
         )
         self._subs: dict[int, Subscription] = {}
+        self._pages: dict[str, PageToken] = {}
         self._dirty: set[int] = set()
         self._pending_keys: list[list[str]] = []
         self._first: list[bytes] = []
@@ -140,6 +143,14 @@ class Bridge:
             )
             if st.get("cookie") is not None:
                 self.engine.has_server_data = True
+        w = self.engine.windows
+        cut = st.get("windows_cut")
+        if w is not None and isinstance(cut, list) and st.get("cookie") is not None:
+            # The shell's receiver knows which windows its last reset cut short: the others
+            # hold the whole table (core/window.py).
+            own = private_ns(self.engine.user_id)
+            short = {tuple(str(c).split("|", 1)) for c in cut}
+            w.complete = {(ns, t) for ns in ("", own) for t in w.windows} - short
 
     def _record(self, m: PendingMutation) -> list[Any]:
         """A pending mutation as the shell stores it (the version it was made under)."""
@@ -225,6 +236,49 @@ class Bridge:
         except Exception as exc:
             return json.dumps({"ok": False, "kind": "invalid_input", "error": str(exc)})
         return json.dumps({"ok": True, "request_id": rid})
+
+    # -- windowed tables (core/window.py) --------------------------------------------------
+
+    def load_older(self, table: str, limit: int, private: bool) -> str:
+        """Ask the server for rows of a windowed table older than the oldest held (``$scan``):
+        ``{"ok": true, "request_id"}`` (hand its result to :meth:`page_done`), ``{"ok": true,
+        "done": true}`` (the table is held from its first row) or ``{"ok": false, "error",
+        "kind"}``."""
+        w = self.engine.windows
+        if w is None or table not in w.windows:
+            return json.dumps({"ok": False, "kind": "validation_error", "error": "not windowed"})
+        if not self.engine.connected:
+            return json.dumps({"ok": False, "kind": "offline", "error": "the page is offline"})
+        ns = private_ns(self.engine.user_id) if private else ""
+        if (ns, table) in w.complete:
+            return json.dumps({"ok": True, "done": True})
+        token = w.begin_page(ns, table)
+        fl = token.floor
+        rid = self.engine.call_query(
+            "$scan",
+            {
+                "table": table,
+                "private": private,
+                "before": None if fl is None else [fl.sort_key, fl.item_key],
+                "limit": max(1, min(500, int(limit))),
+            },
+        )
+        self._pages[rid] = token
+        return json.dumps({"ok": True, "request_id": rid})
+
+    def page_done(self, request_id: str, output_json: str) -> str:
+        """Add a ``$scan`` result (``null``: it failed): ``{"added": n}``, or ``{"added":
+        null}`` when the page must be asked again."""
+        w = self.engine.windows
+        token = self._pages.pop(request_id, None)
+        if w is None or token is None:
+            return json.dumps({"added": None})
+        try:
+            out = json.loads(output_json)
+            added = None if out is None else w.apply_page(token, out["rows"], bool(out["more"]))
+        finally:
+            w.end_page()
+        return json.dumps({"added": added})
 
     # -- subscriptions ---------------------------------------------------------------------
 

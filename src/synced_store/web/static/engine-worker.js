@@ -79,6 +79,8 @@ function handle(method, args) {
     case "disconnected":
     case "mutate":
     case "call_action":
+    case "load_older":
+    case "page_done":
     case "subscribe_table":
     case "unsubscribe":
       return bridge[method](...args) ?? null;

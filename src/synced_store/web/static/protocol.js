@@ -261,9 +261,13 @@ function opRow(op, current) {
  * Call `newConnection()` when a connection starts.
  */
 export class Receiver {
-  constructor({ cookie = null, lastMutationId = 0, rows = [] } = {}) {
+  constructor({ cookie = null, lastMutationId = 0, rows = [], windowed = [] } = {}) {
     this.cookie = cookie;
     this.lastMutationId = lastMutationId;
+    /** Tables the schema windows (pull_windows): see _skip. */
+    this.windowed = new Set(windowed);
+    /** The windows the last reset cut short ("ns|table"); null: unknown, all of them. */
+    this.cut = null;
     /** rowKey(ns, t, k) -> {ns, t, k, sk, v} */
     this.rows = new Map();
     for (const [ns, t, k, sk, v] of rows) this.rows.set(rowKey(ns, t, k), { ns, t, k, sk, v });
@@ -320,18 +324,42 @@ export class Receiver {
     if (msg.cookie === undefined || msg.cookie === null) {
       throw new ProtocolError("a final poke without a cookie");
     }
+    if (first.reset) this.cut = new Set((msg.windows || []).map((w) => `${w[0]}|${w[1]}`));
     const all = [...parts, msg];
     const patch = all.flatMap((p) => p.patch);
     const errors = all.flatMap((p) => p.errors || []);
     return this._apply(!!first.reset, patch, msg.cookie, msg.last_mutation_id ?? null, errors);
   }
 
+  // core/window.py: a client holds a windowed table as one run of rows from its oldest (the
+  // floor) up to the newest, so a change to a row it does not hold below the floor is dropped
+  // (the row is read fresh when paged in): a merge (or append) or del of a row it does not
+  // have, a set below the floor. A set at or above it (a new row) applies.
+  _skip(op, ns, key, after, floors) {
+    if (!this.windowed.has(op.t) || after.has(key) || this.rows.has(key)) return false;
+    if (op.op !== "set") return true;
+    if (this.cut !== null && !this.cut.has(`${ns}|${op.t}`)) return false; // held whole
+    const tk = JSON.stringify([ns, op.t]);
+    if (!floors.has(tk)) {
+      let fl = null;
+      for (const r of this.rows.values()) {
+        if (r.ns === ns && r.t === op.t && (fl === null || r.sk < fl.sk || (r.sk === fl.sk && r.k < fl.k))) fl = r;
+      }
+      floors.set(tk, fl);
+    }
+    const fl = floors.get(tk);
+    const sk = op.sk || "";
+    return fl !== null && (sk < fl.sk || (sk === fl.sk && op.k < fl.k));
+  }
+
   _apply(reset, patch, cookie, lastMutationId, errors) {
     // Work out every row first, so a bad op changes nothing (no half-applied poke).
     const after = new Map();
+    const floors = new Map();
     for (const op of patch) {
       const ns = op.ns || "";
       const key = rowKey(ns, op.t, op.k);
+      if (!reset && this._skip(op, ns, key, after, floors)) continue;
       const cur = after.has(key) ? after.get(key) : reset ? null : this.rows.get(key) || null;
       const row = opRow(op, cur);
       after.set(key, row && { ns, t: op.t, k: op.k, sk: row.sk, v: row.v });

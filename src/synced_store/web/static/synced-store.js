@@ -127,7 +127,7 @@ export class SyncedStore {
 
     this.clientId = null;
     /** The server snapshot (rows, cookie, last mutation id): protocol.js's Receiver. */
-    this.rx = new Receiver();
+    this.rx = new Receiver({ windowed: config.windowed || [] });
     this.nextMutationId = 1;
     /** Pending mutations, oldest first: {id, name, args, v (schema version), k (dedupe key)}. */
     this.pending = [];
@@ -291,6 +291,28 @@ export class SyncedStore {
     return result;
   }
 
+  /**
+   * Page older rows of a windowed table in (pull_windows; the engine's core/window.py): up to
+   * `limit` rows older than the oldest held, from the server. Resolves with the number added
+   * (0: the table is held from its first row). Needs the engine and the connection.
+   */
+  async loadOlder(table, { limit = 50, scope = "public" } = {}) {
+    if (this._handover) await this._handover;
+    if (!this._bridge) throw new Error("loadOlder needs the engine (Python is still loading)");
+    for (let attempt = 0; attempt < 8; attempt++) {
+      const r = JSON.parse(await this._bridge.call("load_older", table, limit, scope === "private"));
+      if (!r.ok) throw Object.assign(new Error(r.error), { kind: r.kind });
+      if (r.done) return 0;
+      let output = null;
+      let failure = null;
+      try { output = await this._actionResult(r.request_id); } catch (e) { failure = e; }
+      const d = JSON.parse(await this._bridge.call("page_done", r.request_id, JSON.stringify(output)));
+      if (failure) throw failure;
+      if (d.added !== null) return d.added;
+    }
+    throw new Error("loadOlder: rows kept changing; try again");
+  }
+
   /** Resolves when no mutation is pending. */
   waitForSync() {
     if (!this.pending.length) return Promise.resolve();
@@ -346,7 +368,7 @@ export class SyncedStore {
     this.clientId = rec.clientId;
     this._recordKey = rec.key;
     const st = readRecord(rec, this.config.schemaVersion, this.config.migratesFrom);
-    this.rx = new Receiver(st);
+    this.rx = new Receiver({ ...st, windowed: this.config.windowed || [] });
     this.pending = st.pending;
     this.nextMutationId = st.nextMutationId;
     for (const m of this.pending) this._confirmation(m.id);
@@ -654,6 +676,9 @@ export class SyncedStore {
         cookie: this.rx.cookie, last_mutation_id: this.rx.lastMutationId,
         rows: Array.from(this.rx.rows.values(), (r) => [r.ns, r.t, r.k, r.sk, r.v]),
         pending: this.pending.map((m) => [m.id, m.name, m.args, m.v, m.k]),
+        // The windows the last reset cut short ("ns|table"; null: unknown): the others are
+        // held whole (core/window.py).
+        windows_cut: this.rx.cut === null ? null : Array.from(this.rx.cut),
       };
       const spec = JSON.stringify({ schema: this.config.pyodide.python.schema,
         mutators: this.config.pyodide.python.mutators });
