@@ -1,17 +1,22 @@
 """Writes sent ahead of the commit (storage/postgres_pipeline.py): the writer's transaction
 keeps its meaning while finished mutations' rows are stored in the background — reads, scans,
-savepoints, deletions and the commit see them in order, and a send that fails breaks the
-transaction like any statement."""
+savepoints, deletions and the commit see them in order, a send that fails breaks the
+transaction like any statement, and an instance's batch keeps one savepoint per mutation."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import orjson
 import pytest
+from pydantic import BaseModel
 
+from synced_store import define_backend_config, define_schema, table
 from synced_store.errors import StorageError
+from synced_store.server.instance import Instance
 from synced_store.storage.postgres import PostgresBackend
 from synced_store.storage.postgres_pipeline import SEND_AHEAD_ROWS
 from synced_store.storage.postgres_store import PostgresInstanceStore
@@ -50,9 +55,9 @@ async def store(storage: PostgresBackend) -> AsyncIterator[PostgresInstanceStore
         await s.close()
 
 
-async def _live(storage: PostgresBackend) -> list[StoredRow]:
-    """The committed live rows of table ``t``."""
-    return await (await storage.inspect("room")).rows("t")
+async def _live(storage: PostgresBackend, table: str = "t") -> list[StoredRow]:
+    """The committed live rows of ``table``."""
+    return await (await storage.inspect("room")).rows(table)
 
 
 def _item(i: int) -> str:
@@ -161,3 +166,54 @@ async def test_a_rollback_waits_for_the_send_in_flight(
     await _mutation(tx, 7, tx.version + 1)
     await tx.commit(tx.version + 1)
     assert [r.item_key for r in await _live(storage)] == [_item(7)]
+
+
+class Put(BaseModel):
+    id: str
+    n: int = 0
+    copy_from: str | None = None
+    fail: bool = False
+
+
+async def _put(ctx: Any, input: Put) -> None:
+    n = input.n
+    if input.copy_from is not None:
+        n = (await ctx.table("entries").get(input.copy_from))["n"]
+    await ctx.table("entries").set(input.id, {"n": n})
+    if input.fail:
+        raise ValueError("refused")
+
+
+_backend = define_backend_config(
+    define_schema(1, tables={"entries": table()}, mutators={"put": {"input": Put}}),
+    {"put": _put},
+)
+
+
+async def test_a_writer_batch_with_sends_ahead_keeps_its_savepoints_and_reads(
+    storage: PostgresBackend, store: PostgresInstanceStore
+) -> None:
+    inst = Instance("room", store, _backend)
+    writer = asyncio.create_task(inst.run())
+    n = 3 * SEND_AHEAD_ROWS
+    fail, copy = 2 * SEND_AHEAD_ROWS + 5, 2 * SEND_AHEAD_ROWS + 6
+    args = [{"id": _item(i), "n": i} for i in range(n)]
+    args[fail] = {"id": _item(fail), "n": -1, "fail": True}
+    args[copy] = {"id": _item(copy), "copy_from": _item(3)}  # written before a send ahead
+    try:
+        v0 = store.version
+        results = await asyncio.gather(
+            *(inst.mutate("u", "put", a) for a in args), return_exceptions=True
+        )
+        # The first commits alone (the writer was idle), the others queue into one batch.
+        assert store.version == v0 + 2
+    finally:
+        inst.stop()
+        await writer
+    assert [i for i, r in enumerate(results) if r is not None] == [fail]
+    assert isinstance(results[fail], ValueError)
+    rows = {r.item_key: r.value for r in await _live(storage, "entries")}
+    assert _item(fail) not in rows  # its write rolled back with its savepoint, alone
+    assert rows[_item(copy)] == {"n": 3}
+    assert len(rows) == n - 1
+    assert all(rows[_item(i)] == {"n": i} for i in range(n) if i not in (fail, copy))
