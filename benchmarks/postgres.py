@@ -508,7 +508,7 @@ def _reading(data: dict[str, Any]) -> list[str]:
         "`NOTIFY` and `COMMIT`) and PostgreSQL's WAL flush, which this box's disk takes about "
         "1.5 ms to do (SQLite's `durability=normal` does not flush at each commit).",
         f"* **The writer is not held back by the driver**: it sends a batch's rows with "
-        f"`executemany`, a hundred at a time while the next mutators run (the database "
+        f"`executemany`, 250 at a time while the next mutators run (the database "
         f"stores them meanwhile), so it beats one `INSERT` per row "
         f"({w['pg']['mutations_per_s'] / w['raw_each']['rows_per_s']:.2f}×) and reaches "
         f"{w['pg']['mutations_per_s'] / w['raw_many']['rows_per_s']:.2f}× of asyncpg's own "

@@ -24,7 +24,7 @@ from typing import Any
 __all__ = ["SEND_AHEAD_ROWS", "SendAhead"]
 
 #: Buffered writes of finished mutations that are sent ahead of the commit.
-SEND_AHEAD_ROWS = 100
+SEND_AHEAD_ROWS = 250
 
 
 class SendAhead:
