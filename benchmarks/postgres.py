@@ -475,7 +475,7 @@ def _writer_rerun(w: dict[str, Any]) -> list[str]:
     sq = ", ".join(f"{r:.2f}×" for r in w["sqlite_ratios"])
     return [
         "",
-        f"This table was measured apart from the rest of the section: {w['facts']} Load "
+        f"This table was measured apart from the rest of the section. {w['facts']} Load "
         "average at its start " + ", ".join(f"{x:.2f}" for x in w["loadavg_start"]) + f". "
         f"{len(w['ratios'])} runs in a row; the table shows the median one. PostgreSQL writer "
         f"÷ `executemany` in each run: {pg}; SQLite writer ÷ raw sqlite3: {sq}.",
