@@ -82,7 +82,8 @@ class MutationRunner:
                     schema, stx, user_id, is_server=True, source=source, platform=self.platform
                 )
                 await self.config.mutators[n](ctx, value)
-                jobs.extend(ctx.enqueued)
+                if ctx.enqueued:
+                    jobs.extend(ctx.enqueued)
             if jobs:
                 await self._check_job_quota(tx, user_id, len(jobs))
                 now = time.time()
