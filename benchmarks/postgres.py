@@ -2,7 +2,9 @@
 
 ``python -m benchmarks.postgres [--quick] [--write-doc]`` — one command, one sitting; with
 ``--write-doc`` it replaces the ``postgres`` section of docs/benchmarks.md
-(``--report-only benchmarks/results/postgres-last-run.json`` rewrites it from a saved run).
+(``--report-only benchmarks/results/postgres-last-run.json`` rewrites it from a saved run;
+``--only-writer N`` re-runs just the in-process writer-vs-raw part N times in a row, keeps the
+saved run's other numbers, and shows the median run with every run's ratios).
 
 * **Confirmed mutations/s** through real servers (``synced-store serve``-equivalent
   processes, ``ServerProcess``) on one PostgreSQL database with 1, 2 and 3 processes, and on
@@ -433,6 +435,7 @@ def doc_section(data: dict[str, Any]) -> str:
         "mutations (one `msgs` row each) fanning out to 10 sessions that discard frames; then "
         "the driver alone upserting the same rows into the same table in transactions of the "
         "writer's mean batch.",
+        *_writer_rerun(w),
         "",
         "| | rows/s | batch | writer ÷ raw |",
         "|---|---:|---:|---:|",
@@ -464,6 +467,21 @@ def doc_section(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _writer_rerun(w: dict[str, Any]) -> list[str]:
+    """The note on a writer part re-run alone (``--only-writer``), if it was."""
+    if "ratios" not in w:
+        return []
+    pg = ", ".join(f"{r:.2f}×" for r in w["ratios"])
+    sq = ", ".join(f"{r:.2f}×" for r in w["sqlite_ratios"])
+    return [
+        "",
+        f"This table was measured apart from the rest of the section. {w['facts']} Load "
+        "average at its start " + ", ".join(f"{x:.2f}" for x in w["loadavg_start"]) + f". "
+        f"{len(w['ratios'])} runs in a row; the table shows the median one. PostgreSQL writer "
+        f"÷ `executemany` in each run: {pg}; SQLite writer ÷ raw sqlite3: {sq}.",
+    ]
+
+
 def _reading(data: dict[str, Any]) -> list[str]:
     """What the numbers say, from this run's numbers."""
     lat = {r["setup"]: r for r in data["latency"]}
@@ -489,8 +507,9 @@ def _reading(data: dict[str, Any]) -> list[str]:
         "`BEGIN`, the instance's row lock, the buffered rows, one statement with the version, "
         "`NOTIFY` and `COMMIT`) and PostgreSQL's WAL flush, which this box's disk takes about "
         "1.5 ms to do (SQLite's `durability=normal` does not flush at each commit).",
-        f"* **The writer is not held back by the driver**: it sends a batch's rows in one "
-        f"`executemany`, so it beats one `INSERT` per row "
+        f"* **The writer is not held back by the driver**: it sends a batch's rows with "
+        f"`executemany`, 250 at a time while the next mutators run (the database "
+        f"stores them meanwhile), so it beats one `INSERT` per row "
         f"({w['pg']['mutations_per_s'] / w['raw_each']['rows_per_s']:.2f}×) and reaches "
         f"{w['pg']['mutations_per_s'] / w['raw_many']['rows_per_s']:.2f}× of asyncpg's own "
         "`executemany` of the same rows. What is left is the writer's per-mutation work in "
@@ -522,18 +541,57 @@ def _reading(data: dict[str, Any]) -> list[str]:
     ]
 
 
+async def writer_only(quick: bool, repeat: int) -> dict[str, Any]:
+    """The writer-vs-raw part alone, ``repeat`` times in one sitting: the run with the median
+    PostgreSQL ratio, with every run's ratios (``ratios``, ``sqlite_ratios``) beside it."""
+    runs = []
+    load = os.getloadavg()
+    for i in range(repeat):
+        base = Path(tempfile.mkdtemp(prefix="synced-store-pg-writer-"))
+        try:
+            progress(f"writer vs raw, run {i + 1} of {repeat}")
+            runs.append(await writer_runs(quick, base))
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+
+    def ratio(w: dict[str, Any]) -> float:
+        return float(w["pg"]["mutations_per_s"] / w["raw_many"]["rows_per_s"])
+
+    out = dict(sorted(runs, key=ratio)[len(runs) // 2])
+    out["ratios"] = [ratio(w) for w in runs]
+    out["sqlite_ratios"] = [
+        w["sqlite"]["mutations_per_s"] / w["sqlite_raw"]["rows_per_s"] for w in runs
+    ]
+    out["loadavg_start"] = load
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="short runs (a smoke test)")
     p.add_argument("--write-doc", action="store_true", help="replace the section of the doc")
     p.add_argument("--loadgen", help=argparse.SUPPRESS)
     p.add_argument("--report-only", metavar="JSON", help="rewrite the section from a saved run")
+    p.add_argument(
+        "--only-writer",
+        metavar="N",
+        type=int,
+        help="re-run only the writer-vs-raw part, N times (the rest from the saved run)",
+    )
     args = p.parse_args()
     if args.loadgen:
         print(json.dumps(asyncio.run(_loadgen(json.loads(args.loadgen)))), flush=True)
         return
     if args.report_only:
         data = json.loads(Path(args.report_only).read_text())
+    elif args.only_writer:
+        data = json.loads(RAW.read_text())
+        data["writer"] = asyncio.run(writer_only(args.quick, args.only_writer))
+        command = f"python -m benchmarks.postgres --only-writer {args.only_writer}" + (
+            " --quick" if args.quick else ""
+        )
+        data["writer"]["facts"] = run_facts(command)
+        RAW.write_text(json.dumps(data, indent=1, default=str))
     else:
         data = asyncio.run(run(args.quick))
         data["command"] = "python -m benchmarks.postgres" + (" --quick" if args.quick else "")

@@ -260,6 +260,9 @@ class Fanout:
             self._remember(key, value, size)
             if ns != "":
                 continue
+            if op is None:  # the whole row: no append to bind or stream
+                f.pairs = None
+                continue
             grown = _single_append(op)
             bound = handles.get(key) if grown is not None else None
             if (

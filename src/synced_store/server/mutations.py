@@ -95,8 +95,10 @@ class MutationRunner:
                 )
                 ctx.external_access = access
                 await self.config.mutators[n](ctx, value)
-                jobs.extend(ctx.enqueued)
-                jobs.extend((EXTERNAL_JOB, c) for c in ctx.external_calls)  # the outbox
+                if ctx.enqueued:
+                    jobs.extend(ctx.enqueued)
+                if ctx.external_calls:
+                    jobs.extend((EXTERNAL_JOB, c) for c in ctx.external_calls)  # the outbox
             if jobs:
                 await self._check_job_quota(tx, user_id, len(jobs))
                 now = time.time()

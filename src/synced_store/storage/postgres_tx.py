@@ -14,6 +14,9 @@ Round trips are what a batch costs, so the common statements wait in memory:
   before anything of it reached the database is undone by dropping its part of the buffer.
   A real ``SAVEPOINT`` is sent just before the first statement that changes the database
   inside it (a deletion, a job, an error report).
+* **Finished writes are sent ahead.** Once enough writes of completed mutations are buffered,
+  they go to the database in the background while the next mutators run
+  (postgres_pipeline.py); every other statement waits for them first.
 * **The commit is one round trip**: the version update, the ``NOTIFY`` that tells other
   processes (payload ``instance:version``, no row data) and ``COMMIT``, as one simple query.
 
@@ -33,6 +36,7 @@ from ..types import EntryKey, RowKey
 from .postgres_compact import CompactMixin
 from .postgres_errors import DRIVER_ERRORS, Conn, check_text, clean_text, pg_error
 from .postgres_jobs import JobsMixin
+from .postgres_pipeline import SEND_AHEAD_ROWS, SendAhead
 from .postgres_rows import changed_rows, nul_free_start, read_row, scan_sql
 from .postgres_schema import SCHEMA
 from .postgres_search import configure
@@ -105,11 +109,18 @@ class PostgresWriterTx(JobsMixin, CompactMixin):
         self._sp: tuple[int, int] | None = None
         #: True once the open savepoint exists in the database.
         self._sp_real = False
+        #: Buffered writes of finished mutations being stored in the background.
+        self._ahead = SendAhead()
 
     # -- statements ------------------------------------------------------------------------
 
     async def _q(self, method: str, sql: str, *args: Any) -> Any:
-        """Run ``conn.<method>(sql, *args)``; a driver error breaks the transaction."""
+        """Run ``conn.<method>(sql, *args)`` after what was sent ahead; a driver error breaks
+        the transaction."""
+        await self._ahead.settle()
+        return await self._run(method, sql, *args)
+
+    async def _run(self, method: str, sql: str, *args: Any) -> Any:
         if not self._open:
             raise StorageError("the writer's transaction is over", transient=False)
         if self.broken is not None:
@@ -151,18 +162,28 @@ class PostgresWriterTx(JobsMixin, CompactMixin):
             self._sp = (0, 0)
         await self._send(rows, clients)
 
-    async def _send(self, rows: list[_RowWrite], clients: list[_ClientWrite]) -> None:
+    async def _send_ahead(self) -> None:
+        """Hand the buffered writes (of finished mutations only) to the background."""
+        rows, clients = self._rows, self._clients
+        self._rows, self._clients = [], []
+        self._row_at, self._tables, self._client_at = {}, {}, {}
+        await self._ahead.start(self._send(rows, clients, ahead=True))
+
+    async def _send(
+        self, rows: list[_RowWrite], clients: list[_ClientWrite], *, ahead: bool = False
+    ) -> None:
         inst = self.inst
+        q = self._run if ahead else self._q  # a send ahead is the statement in flight
         if rows:
             last = {key: (sk, text, v) for key, sk, text, v in rows}  # the latest write wins
-            await self._q(
+            await q(
                 "executemany",
                 _UPSERT,
                 [(inst, k.ns, k.table, k.item, sk, t, v) for k, (sk, t, v) in last.items()],
             )
         if clients:
             latest = {c[0]: c for c in clients}
-            await self._q("executemany", _SET_CLIENT, [(inst, *c) for c in latest.values()])
+            await q("executemany", _SET_CLIENT, [(inst, *c) for c in latest.values()])
 
     def _reindex(self) -> None:
         self._row_at = {w[0]: i for i, w in enumerate(self._rows)}
@@ -205,9 +226,11 @@ class PostgresWriterTx(JobsMixin, CompactMixin):
         """Abandon the transaction (never raises; safe twice and after a failed commit)."""
         self._open = False
         self._rows, self._clients = [], []
+        await self._ahead.abandon()
         await self._store._release(self.conn, self, rollback=True)
 
     async def changes_since(self, after: int, *, limit: int) -> Changes:
+        await self._ahead.settle()
         self._check_usable()
         try:
             return await changed_rows(
@@ -225,6 +248,8 @@ class PostgresWriterTx(JobsMixin, CompactMixin):
             raise self.broken
 
     async def savepoint(self) -> None:
+        if self._sp is None and len(self._rows) >= SEND_AHEAD_ROWS and self.broken is None:
+            await self._send_ahead()  # all of it written by finished mutations
         self._sp = (len(self._rows), len(self._clients))
         self._sp_real = False
 
@@ -255,6 +280,7 @@ class PostgresWriterTx(JobsMixin, CompactMixin):
         if at is not None:
             _, sk, text, _ = self._rows[at]
             return sk, orjson.loads(text)
+        await self._ahead.settle()
         self._check_usable()
         try:
             return await read_row(self.conn, self.inst, key)
@@ -306,15 +332,18 @@ class PostgresWriterTx(JobsMixin, CompactMixin):
         return out[:limit]
 
     async def write(self, key: RowKey, sort_key: str, encoded: bytes, version: int) -> None:
-        check_text(key.ns, "namespace")
-        check_text(key.table, "table name")
-        check_text(key.item, "item key")
-        check_text(sort_key, "sort key")
+        ns, table, item = key
+        if "\x00" in ns or "\x00" in table or "\x00" in item or "\x00" in sort_key:
+            check_text(ns, "namespace")
+            check_text(table, "table name")
+            check_text(item, "item key")
+            check_text(sort_key, "sort key")
         if not self._open:
             raise StorageError("the writer's transaction is over", transient=False)
-        self._row_at[key] = len(self._rows)
-        self._rows.append((key, sort_key, encoded.decode(), version))
-        self._tables.setdefault((key.ns, key.table), set()).add(key)
+        rows = self._rows
+        self._row_at[key] = len(rows)
+        rows.append((key, sort_key, encoded.decode(), version))
+        self._tables.setdefault((ns, table), set()).add(key)
 
     async def remove(self, key: RowKey, version: int) -> bool:
         if any("\x00" in part for part in key):
