@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import pytest
 
 from synced_store.errors import InstanceUnavailableError, ValidationError
+from synced_store.storage import postgres_rows
 from synced_store.storage.base import WriterTx
 from synced_store.storage.postgres import PostgresBackend
 from synced_store.storage.postgres_schema import STORAGE_VERSION, upgrade
 from synced_store.storage.records import ChangedRow, DatabaseSchemaError
+from synced_store.storage.search_index import SearchHit
 from synced_store.testing.postgres import temporary_database
 
 from .helpers import in_tx, key, put
@@ -217,3 +220,43 @@ async def test_jobs_are_claimed_once_across_processes(
     finally:
         await sa.close()
         await sb.close()
+
+
+async def test_a_flood_of_searches_leaves_pooled_connections_to_others(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Searches hold at most a quarter of the pool at once (``search_slots``): however many
+    are in progress, a read still gets a connection at once."""
+    storage = PostgresBackend(dsn, pool_size=4)
+    await storage.start()
+    store = await storage.open_instance("room")
+    await in_tx(store, lambda tx: tx.configure_search({"docs": ("text", None)}))
+    await put(store, "a", {"text": "hello"}, table="docs")
+    release, entered = asyncio.Event(), asyncio.Event()
+    inside: list[int] = []
+    real_search = postgres_rows.search
+
+    async def held_search(*args: Any, **kwargs: Any) -> list[SearchHit]:
+        inside.append(1)
+        entered.set()
+        await release.wait()
+        return await real_search(*args, **kwargs)
+
+    monkeypatch.setattr(postgres_rows, "search", held_search)
+    reader = store.reader()
+    searches = [
+        asyncio.ensure_future(reader.search("docs", ["hello"], [""], 10, newest_first=False))
+        for _ in range(storage.pool_size)
+    ]
+    try:
+        await asyncio.wait_for(entered.wait(), 10)
+        row = await asyncio.wait_for(reader.read(key("a", "docs")), 5)
+        assert row is not None
+        assert len(inside) == 1  # the others wait for a search slot
+    finally:
+        release.set()
+        hits = await asyncio.gather(*searches)
+        await reader.close()
+        await store.close()
+        await storage.close()
+    assert [[h.item for h in found] for found in hits] == [["a"]] * storage.pool_size

@@ -114,6 +114,9 @@ class PostgresBackend:
         self.notifications = 0
         #: Payloads of this process's own commits not heard back yet (they are not news).
         self._own: set[str] = set()
+        #: Searches in progress at once (postgres_rows.py), a quarter of the pool: a flood of
+        #: them waits here and leaves the other connections to writers and catch-ups.
+        self.search_slots = asyncio.Semaphore(max(1, pool_size // 4))
 
     def validate_instance_id(self, instance_id: str) -> str:
         return validate_instance_id(instance_id)

@@ -201,9 +201,10 @@ class PostgresReader:
         *,
         newest_first: bool,
     ) -> list[SearchHit]:
-        """Committed rows matching every word (postgres_search.py)."""
+        """Committed rows matching every word (postgres_search.py), on one of the backend's
+        few search slots (``PostgresBackend.search_slots``)."""
         try:
-            async with self._backend.connection() as conn:
+            async with self._backend.search_slots, self._backend.connection() as conn:
                 return await search(
                     conn,
                     S,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sqlite3
 from collections.abc import Sequence
@@ -15,6 +14,7 @@ from .errors import storage_error
 from .records import ChangedRow, Changes, HistoryCompactedError, Row, ScanRow
 from .search_index import SearchHit
 from .sqlite_search import search
+from .sqlite_searches import RunningSearches
 
 __all__ = ["SqliteReader", "changes_since", "read_row", "scan_rows"]
 
@@ -109,6 +109,7 @@ class SqliteReader:
     def __init__(self, path: Path) -> None:
         self._path = path
         self._conn: sqlite3.Connection | None = None
+        self._searches = RunningSearches(open_reader, path)
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -153,17 +154,22 @@ class SqliteReader:
         *,
         newest_first: bool,
     ) -> list[SearchHit]:
-        """Committed rows matching every word (sqlite_search.py), in a worker thread: a
-        search that matches many rows does not hold up the event loop."""
-        conn = self._connection()
+        """Committed rows matching every word (sqlite_search.py), in a search thread on a
+        connection of its own (sqlite_searches.py): a search that matches many rows does not
+        hold up the event loop, and closing the reader meanwhile interrupts it."""
         try:
-            return await asyncio.to_thread(
-                search, conn, table, words, namespaces, limit, newest_first=newest_first
+            return await self._searches.run(
+                lambda conn: search(
+                    conn, table, words, namespaces, limit, newest_first=newest_first
+                )
             )
         except sqlite3.Error as exc:
             raise storage_error(exc) from exc
 
     async def close(self) -> None:
+        """Close the read connection and interrupt the searches in progress (each closes
+        its own connection in its thread)."""
+        self._searches.interrupt_all()
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(sqlite3.Error):
