@@ -5,6 +5,7 @@ storage budget, and a mutator reading outside the window converges with the serv
 from __future__ import annotations
 
 import asyncio
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -422,3 +423,49 @@ async def test_paging_across_processes_on_postgres(tmp_path: Path, pg_dsn: str) 
         await writer.close()
         for s in servers:
             s.kill()
+
+
+async def test_a_scan_of_large_rows_reads_only_up_to_its_byte_cap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``$scan`` applies SCAN_MAX_BYTES while storage reads: a page of large rows with a large
+    limit neither returns nor reads (decodes, holds in memory) every row up to the limit."""
+    from synced_store.server.windows import SCAN_MAX_BYTES
+    from synced_store.storage.sqlite_rows import SqliteReader
+
+    read: list[int] = []
+    scan = SqliteReader.scan
+
+    async def spy(self: SqliteReader, *args: Any, **kwargs: Any) -> Any:
+        rows = await scan(self, *args, **kwargs)
+        read.append(len(rows))
+        return rows
+
+    monkeypatch.setattr(SqliteReader, "scan", spy)
+    big = "x" * 400_000  # 40 rows of 400 kB: 16 MB in all, about 3 rows fill the cap
+    async with await create_test_harness(backend, data_dir=tmp_path) as h:
+        await h.seed_instance(
+            {"messages": {EntryKey(sk(i), f"m{i}"): {"text": big} for i in range(40)}}
+        )
+        c = await h.create_client("alice")
+        tracemalloc.start()
+        try:
+            out = await c._query("$scan", {"table": "messages", "limit": 500})
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert [r[1] for r in out["rows"]] == ["m39", "m38", "m37"]
+        assert out["more"] is True
+        assert read == [3]  # storage stopped at the row that reached the cap
+        # Everything the query allocated (server and client): a few copies of the page (about
+        # 7 MB), not of the 40 rows (16 MB, twice over as text and as decoded values).
+        assert peak < 16 * SCAN_MAX_BYTES
+        # Paging on from the last row reaches the first without a gap.
+        seen = [r[1] for r in out["rows"]]
+        while out["more"]:
+            last = out["rows"][-1]
+            out = await c._query(
+                "$scan", {"table": "messages", "limit": 500, "before": [last[0], last[1]]}
+            )
+            seen += [r[1] for r in out["rows"]]
+        assert seen == [f"m{i}" for i in range(39, -1, -1)]

@@ -222,3 +222,61 @@ async def test_reads_and_scans_of_keys_holding_nul_find_what_is_stored(
                 await reader.rollback()
             else:
                 await reader.close()
+
+
+async def _big_rows(store: InstanceStore, n: int, size: int, text: str = "x") -> None:
+    """``n`` rows whose values are ``size`` bytes of JSON each (``text`` one character)."""
+    chars = (size - 4) // len(text.encode())
+
+    async def write(tx: WriterTx) -> None:
+        for i in range(n):
+            data = b'"' + (text * chars).encode() + b'"'
+            assert len(data) == size - 2
+            await tx.write(key(f"r{i:02d}"), f"{i:02d}", data, 1)
+
+    await in_tx(store, write, bump=True)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+async def test_a_committed_scan_stops_at_its_byte_budget(
+    store: InstanceStore, reverse: bool
+) -> None:
+    await _big_rows(store, 10, 102)  # values of 100 bytes
+    order = [f"r{i:02d}" for i in range(10)]
+    if reverse:
+        order.reverse()
+    reader = store.reader()
+    try:
+
+        async def items(start: str | None = None, **kw: Any) -> list[str]:
+            ek = None if start is None else EntryKey(start[1:], start)
+            rows = await reader.scan(
+                "", "t", ek, exclusive=True, reverse=reverse, limit=kw.pop("limit", 100), **kw
+            )
+            return [e.item_key for e, _ in rows]
+
+        # The row that reaches the budget is the last one read.
+        assert await items(max_bytes=250) == order[:3]
+        assert await items(max_bytes=300) == order[:3]
+        assert await items(max_bytes=301) == order[:4]
+        assert await items(max_bytes=1) == order[:1]  # at least one row
+        assert await items(max_bytes=10**9) == order
+        assert await items(max_bytes=250, limit=2) == order[:2]  # the limit still applies
+        assert await items(order[2], max_bytes=150) == order[3:5]  # from a start
+        assert await items(order[-1], max_bytes=150) == []
+        assert await items() == order  # without a budget: every row up to the limit
+    finally:
+        await reader.close()
+
+
+async def test_a_scan_budget_counts_utf8_bytes(store: InstanceStore) -> None:
+    await _big_rows(store, 4, 202, "é")  # 200 bytes, 99 characters each
+    reader = store.reader()
+    try:
+        rows = await reader.scan(
+            "", "t", None, exclusive=True, reverse=False, limit=9, max_bytes=300
+        )
+        assert [e.item_key for e, _ in rows] == ["r00", "r01"]
+        assert rows[0][1] == "é" * 99
+    finally:
+        await reader.close()

@@ -4,15 +4,16 @@ that left older rows out (storage/windows.py)."""
 
 from __future__ import annotations
 
+import tracemalloc
 from typing import Any
 
 import orjson
 
 from synced_store.protocol.ops import op_text
-from synced_store.storage.base import InstanceStore
-from synced_store.types import EntryKey
+from synced_store.storage.base import InstanceStore, WriterTx
+from synced_store.types import EntryKey, RowKey
 
-from .helpers import delete, put
+from .helpers import delete, in_tx, put
 
 MINE = ("", "u:alice")
 
@@ -70,3 +71,25 @@ async def test_without_windows_a_reset_is_unchanged(store: InstanceStore) -> Non
     rows, floors = await _reset(store, {})
     assert len(rows) == 6
     assert floors == {}
+
+
+async def test_a_window_of_large_rows_reads_only_up_to_the_budget(store: InstanceStore) -> None:
+    """Rows past the byte budget are never read: a window of 80 rows of 400 kB with a budget of
+    1 MiB holds about 3 of them in memory (a few copies each), not 80 (32 MB)."""
+    big = {"text": "x" * 400_000}
+
+    async def write(tx: WriterTx) -> None:
+        data = orjson.dumps(big)
+        for i in range(80):
+            await tx.write(RowKey("", "msgs", f"m{i:02d}"), f"{i:04d}", data, tx.version + 1)
+
+    await in_tx(store, write, bump=True)
+    tracemalloc.start()
+    try:
+        rows, floors = await _reset(store, {"msgs": 80}, window_bytes=1 << 20, part=1 << 20)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert rows == [("", "msgs", f"m{i:02d}") for i in (77, 78, 79)]
+    assert floors == {("", "msgs"): EntryKey("0077", "m77")}
+    assert peak < 12 << 20

@@ -44,9 +44,19 @@ class EmptyTx:
         return None
 
 
+#: Rows of the first page an external read takes; each next page takes twice as many, up to
+#: :data:`_MAX_PAGE`: a read stops at the byte limit after few rows of large values (a page
+#: holds at most ``_MAX_PAGE`` values of ``MAX_VALUE_BYTES``), and one of many small rows
+#: costs few queries.
+_FIRST_PAGE = 1
+_MAX_PAGE = 16
+
+
 class _CappedHandle(TableHandle):
     """A table handle whose scans return at most ``MAX_EXTERNAL_READ_ITEMS`` rows and
-    ``MAX_EXTERNAL_READ_BYTES`` bytes; a larger read raises :class:`QuotaExceededError`."""
+    ``MAX_EXTERNAL_READ_BYTES`` bytes; a larger read raises :class:`QuotaExceededError`. It
+    reads in small pages and stops at the first page past a limit: a refused read never
+    holds more than one page past ``MAX_EXTERNAL_READ_BYTES`` in memory."""
 
     __slots__ = ()
 
@@ -59,17 +69,27 @@ class _CappedHandle(TableHandle):
     ) -> list[tuple[EntryKey, Any]]:
         cap = MAX_EXTERNAL_READ_ITEMS
         want = cap + 1 if limit is None or limit > cap else limit
-        rows = await super()._scan(prefix, want, cursor, reverse)
+        rows: list[tuple[EntryKey, Any]] = []
+        size = 0
+        page = _FIRST_PAGE
+        while len(rows) < want:
+            n = min(page, want - len(rows))
+            got = await super()._scan(prefix, n, cursor, reverse)
+            rows += got
+            size += sum(len(pydantic_core.to_json(v)) for _, v in got)
+            if size > MAX_EXTERNAL_READ_BYTES:
+                raise QuotaExceededError(
+                    f"a read of external table {self._table!r} returns more than "
+                    f"{MAX_EXTERNAL_READ_BYTES} bytes; pass a smaller limit="
+                )
+            if len(got) < n:
+                break
+            cursor = got[-1][0]  # the next page starts after the last row read
+            page = min(2 * page, _MAX_PAGE)
         if len(rows) > cap:
             raise QuotaExceededError(
                 f"a read of external table {self._table!r} returns more than {cap} rows; "
                 "pass limit= (and page with cursor=)"
-            )
-        size = sum(len(pydantic_core.to_json(v)) for _, v in rows)
-        if size > MAX_EXTERNAL_READ_BYTES:
-            raise QuotaExceededError(
-                f"a read of external table {self._table!r} returns {size} bytes "
-                f"(limit {MAX_EXTERNAL_READ_BYTES}); pass a smaller limit="
             )
         return rows
 

@@ -11,9 +11,11 @@ itself drops changes below its floor (core/window.py); it pages older rows in wi
 ``$scan`` (a built-in query, server/queries.py): ``{"table", "private"?, "before"?, "limit"?}``
 → ``{"rows": [[sort_key, item_key, value], ...], "more": bool}``: up to ``limit`` (1-500)
 committed rows of the table strictly before ``before`` (``[sort_key, item_key]``; None: from
-the end), newest first, at most :data:`SCAN_MAX_BYTES` of values (at least one row), in the
-public namespace or (``private``) the caller's own. ``more`` is False once the scan reached
-the table's first row.
+the end), newest first, at most :data:`SCAN_MAX_BYTES` of values (at least one row: it stops
+after the row that reaches the cap; storage applies the cap while reading, so rows past it
+are never read into memory), in the public namespace or (``private``) the caller's own.
+``more`` is False once the scan reached the table's first row (a page that stopped at the cap
+says True even if it held the first row: the next page is then empty).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import pydantic_core
+import orjson
 
 from ..errors import ValidationError
 from ..protocol.ops import op_text
@@ -97,7 +99,16 @@ async def scan(inst: Instance, session: Session, args: Any) -> Any:
     ns = session.own_ns if args.get("private") is True else ""
     reader = inst.store.reader()
     try:
-        rows = await reader.scan(ns, table, start, exclusive=True, reverse=True, limit=limit + 1)
+        # The byte cap applies while reading: rows past it are never read into memory.
+        rows = await reader.scan(
+            ns,
+            table,
+            start,
+            exclusive=True,
+            reverse=True,
+            limit=limit + 1,
+            max_bytes=SCAN_MAX_BYTES,
+        )
     finally:
         await reader.close()
     # On a shared backend the read may have seen other processes' commits this process has not
@@ -105,11 +116,8 @@ async def scan(inst: Instance, session: Session, args: Any) -> Any:
     # (a change to a paged row then cuts the page, core/window.py) and never a delta after it
     # against a value older than the page's.
     await inst.follower.reach(_EVERYTHING)
-    out: list[list[Any]] = []
-    size = 0
-    for ek, value in rows[:limit]:
-        if out and size >= SCAN_MAX_BYTES:
-            break
-        size += len(pydantic_core.to_json(value)) + len(ek[0]) + len(ek[1])
-        out.append([ek[0], ek[1], value])
-    return {"rows": out, "more": len(rows) > len(out)}
+    out = [[ek[0], ek[1], value] for ek, value in rows[:limit]]
+    # Fewer rows than asked: the table's start, or the byte cap (then ``more`` is True; at
+    # worst the next page is empty, with ``more`` False).
+    more = len(rows) > limit or sum(len(orjson.dumps(v)) for _, v in rows) >= SCAN_MAX_BYTES
+    return {"rows": out, "more": more}

@@ -103,6 +103,23 @@ class RowReader(Protocol):
 class CommittedReader(RowReader, Protocol):
     """Committed rows, read outside the writer's transaction (an action's read-only tables)."""
 
+    async def scan(
+        self,
+        ns: str,
+        table: str,
+        start: EntryKey | None,
+        *,
+        exclusive: bool,
+        reverse: bool,
+        limit: int,
+        max_bytes: int | None = None,
+    ) -> list[ScanRow]:
+        """:meth:`RowReader.scan`; with ``max_bytes``, it also stops after the row whose
+        value (its stored JSON) brings the values read to ``max_bytes`` or more (at least one
+        row): the rows after it are never read, so a page of large rows costs about
+        ``max_bytes`` of memory, not ``limit`` rows. Fewer than ``limit`` rows then mean the
+        end, or that the values read reached ``max_bytes``."""
+
     async def search(
         self,
         table: str,

@@ -26,9 +26,17 @@ __all__ = ["PostgresCatchUp"]
 S = SCHEMA
 #: Rows read per query at most; fewer when rows are large (about one part's worth).
 _BATCH = 512
+#: A window's latest rows, read in full only up to the one that reaches the byte budget ($6):
+#: first the keys and value sizes (``octet_length`` reads no TOASTed value).
 _WINDOW = (
-    f"SELECT item, sk, value FROM {S}.rows WHERE inst = $1 AND ns = $2 AND tbl = $3 "
-    "AND NOT deleted AND version <= $4 ORDER BY sk DESC, item DESC LIMIT $5"
+    f"WITH page AS (SELECT item, sk, octet_length(value) AS n FROM {S}.rows "
+    "WHERE inst = $1 AND ns = $2 AND tbl = $3 AND NOT deleted AND version <= $4 "
+    "ORDER BY sk DESC, item DESC LIMIT $5), "
+    "run AS (SELECT item, sk, sum(n) OVER (ORDER BY sk DESC, item DESC "
+    "ROWS UNBOUNDED PRECEDING) - n AS before FROM page) "
+    f"SELECT r.item, r.sk, r.value FROM run JOIN {S}.rows r ON r.inst = $1 AND r.ns = $2 "
+    "AND r.tbl = $3 AND r.item = run.item WHERE run.before < $6 "
+    "ORDER BY run.sk DESC, run.item DESC"
 )
 _RESET = (
     f"SELECT tbl, item, sk, value FROM {S}.rows WHERE inst = $1 AND ns = $2 AND NOT deleted "
@@ -145,7 +153,9 @@ class PostgresCatchUp:
                 plan = self.windows
                 while plan.todo:
                     ns, t, n = plan.todo.pop(0)
-                    latest = await conn.fetch(_WINDOW, self._inst, ns, t, self.upto, n)
+                    latest = await conn.fetch(
+                        _WINDOW, self._inst, ns, t, self.upto, n, plan.remaining()
+                    )
                     ops = plan.take(ns, t, n, [tuple(r) for r in latest], enc)
                     if ops:
                         return ops

@@ -81,17 +81,30 @@ async def read_row(conn: Conn, inst: int, key: RowKey) -> Row | None:
     return None if r is None else (r[0], orjson.loads(r[1]))
 
 
-def scan_sql(start: bool, exclusive: bool, reverse: bool) -> str:
+def scan_sql(start: bool, exclusive: bool, reverse: bool, budget: bool = False) -> str:
     """The scan statement: ``$1..$3`` instance, namespace, table; with ``start`` ``$4, $5``
-    its sort and item key; the limit last."""
+    its sort and item key; then the limit; with ``budget`` last the byte budget: the page's
+    keys and value sizes are read first (``octet_length`` reads no TOASTed value), and only
+    the rows up to the one that reaches the budget are read in full."""
     where, n = "", 4
     if start:
         op = ("<" if exclusive else "<=") if reverse else (">" if exclusive else ">=")
         where, n = f" AND (sk, item) {op} ($4, $5)", 6
     order = "DESC" if reverse else "ASC"
+    by = f"ORDER BY sk {order}, item {order}"
+    if not budget:
+        return (
+            f"SELECT sk, item, value FROM {S}.rows WHERE inst = $1 AND ns = $2 AND tbl = $3 "
+            f"AND NOT deleted{where} {by} LIMIT ${n}"
+        )
     return (
-        f"SELECT sk, item, value FROM {S}.rows WHERE inst = $1 AND ns = $2 AND tbl = $3 "
-        f"AND NOT deleted{where} ORDER BY sk {order}, item {order} LIMIT ${n}"
+        f"WITH page AS (SELECT sk, item, octet_length(value) AS n FROM {S}.rows "
+        f"WHERE inst = $1 AND ns = $2 AND tbl = $3 AND NOT deleted{where} {by} LIMIT ${n}), "
+        f"run AS (SELECT sk, item, sum(n) OVER (ORDER BY sk {order}, item {order} "
+        "ROWS UNBOUNDED PRECEDING) - n AS before FROM page) "
+        f"SELECT r.sk, r.item, r.value FROM run JOIN {S}.rows r ON r.inst = $1 AND r.ns = $2 "
+        f"AND r.tbl = $3 AND r.item = run.item WHERE run.before < ${n + 1} "
+        f"ORDER BY run.sk {order}, run.item {order}"
     )
 
 
@@ -105,15 +118,21 @@ async def scan_rows(
     exclusive: bool,
     reverse: bool,
     limit: int,
+    max_bytes: int | None = None,
 ) -> list[ScanRow]:
-    """One page of live rows in scan order (raises driver errors)."""
+    """One page of live rows in scan order (raises driver errors); with ``max_bytes``, it
+    stops after the row whose value brings the values read to ``max_bytes`` (the rows after
+    it are never read)."""
     if _has_nul(ns, table):
         return []
     if start is not None:
         start, exclusive = nul_free_start(start, exclusive, reverse)
-    sql = scan_sql(start is not None, exclusive, reverse)
-    args: tuple[str, ...] = () if start is None else (start[0], start[1])
-    rows = await conn.fetch(sql, inst, ns, table, *args, limit)
+    sql = scan_sql(start is not None, exclusive, reverse, max_bytes is not None)
+    args: tuple[str | int, ...] = () if start is None else (start[0], start[1])
+    if max_bytes is not None:
+        rows = await conn.fetch(sql, inst, ns, table, *args, limit, max(1, max_bytes))
+    else:
+        rows = await conn.fetch(sql, inst, ns, table, *args, limit)
     loads = orjson.loads
     return [(EntryKey(sk, item), loads(value)) for sk, item, value in rows]
 
@@ -176,6 +195,7 @@ class PostgresReader:
         exclusive: bool,
         reverse: bool,
         limit: int,
+        max_bytes: int | None = None,
     ) -> list[ScanRow]:
         try:
             async with self._backend.connection() as conn:
@@ -188,6 +208,7 @@ class PostgresReader:
                     exclusive=exclusive,
                     reverse=reverse,
                     limit=limit,
+                    max_bytes=max_bytes,
                 )
         except DRIVER_ERRORS as exc:
             raise pg_error(exc) from exc

@@ -23,7 +23,7 @@ from typing import Any
 from ..errors import StorageError
 from .errors import storage_error
 from .records import HistoryCompactedError, OpEncoder
-from .windows import WindowPlan, after_table
+from .windows import WindowPlan, after_table, within_budget
 
 __all__ = ["SqliteCatchUp"]
 
@@ -166,12 +166,16 @@ class SqliteCatchUp:
             plan = self.windows
             while plan.todo:
                 ns, t, n = plan.todo.pop(0)
-                latest = conn.execute(
+                cur = conn.execute(
                     "SELECT item, sk, value FROM rows INDEXED BY rows_in_order WHERE ns = ? "
                     "AND tbl = ? AND deleted = 0 AND version <= ? "
                     "ORDER BY sk DESC, item DESC LIMIT ?",
                     (ns, t, upto, n),
-                ).fetchall()
+                )
+                try:  # rows past the byte budget are never read
+                    latest = within_budget(cur, 2, plan.remaining())
+                finally:
+                    cur.close()
                 ops = plan.take(ns, t, n, latest, self._encode)
                 if ops:
                     return ops

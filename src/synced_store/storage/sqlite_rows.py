@@ -15,6 +15,7 @@ from .records import ChangedRow, Changes, HistoryCompactedError, Row, ScanRow
 from .search_index import SearchHit
 from .sqlite_search import search
 from .sqlite_searches import RunningSearches
+from .windows import within_budget
 
 __all__ = ["SqliteReader", "changes_since", "read_row", "scan_rows"]
 
@@ -36,8 +37,11 @@ def scan_rows(
     exclusive: bool,
     reverse: bool,
     limit: int,
+    max_bytes: int | None = None,
 ) -> list[ScanRow]:
-    """One page of live rows in scan order (raises sqlite3 errors)."""
+    """One page of live rows in scan order (raises sqlite3 errors); with ``max_bytes``, it
+    stops after the row whose value brings the values read to ``max_bytes`` (the rows after
+    it are never read)."""
     args: tuple[str, ...]
     if start is None:
         where, args = "", ()
@@ -45,11 +49,16 @@ def scan_rows(
         op = ("<" if exclusive else "<=") if reverse else (">" if exclusive else ">=")
         where, args = f" AND (sk, item) {op} (?, ?)", (start[0], start[1])
     order = "DESC" if reverse else "ASC"
-    rows = conn.execute(
+    cur = conn.execute(
         "SELECT sk, item, value FROM rows WHERE ns = ? AND tbl = ? AND deleted = 0"
         f"{where} ORDER BY sk {order}, item {order} LIMIT ?",
         (ns, table, *args, limit),
-    ).fetchall()
+    )
+    try:
+        # The cursor steps one row at a time: a budget stops it before the rows past it.
+        rows = cur.fetchall() if max_bytes is None else within_budget(cur, 2, max_bytes)
+    finally:
+        cur.close()
     loads = orjson.loads
     return [(EntryKey(sk, item), loads(value)) for sk, item, value in rows]
 
@@ -131,6 +140,7 @@ class SqliteReader:
         exclusive: bool,
         reverse: bool,
         limit: int,
+        max_bytes: int | None = None,
     ) -> list[ScanRow]:
         try:
             return scan_rows(
@@ -141,6 +151,7 @@ class SqliteReader:
                 exclusive=exclusive,
                 reverse=reverse,
                 limit=limit,
+                max_bytes=max_bytes,
             )
         except sqlite3.Error as exc:
             raise storage_error(exc) from exc

@@ -12,13 +12,34 @@ it, so what a client holds of a windowed table is always one run of rows up to t
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from ..types import EntryKey
 from .records import OpEncoder
 
-__all__ = ["WindowPlan", "after_table"]
+__all__ = ["WindowPlan", "after_table", "text_bytes", "within_budget"]
+
+_R = TypeVar("_R", bound=Sequence[Any])
+
+
+def text_bytes(text: str) -> int:
+    """UTF-8 bytes of ``text`` (a stored value's JSON)."""
+    return len(text) if text.isascii() else len(text.encode())
+
+
+def within_budget(rows: Iterable[_R], value_at: int, max_bytes: int) -> list[_R]:
+    """The first of ``rows`` while their values (``row[value_at]``, JSON text) come to less
+    than ``max_bytes``: it stops after the row that reaches it (at least one row), and never
+    pulls a row after that one from ``rows`` (an SQLite cursor: those are never read)."""
+    out: list[_R] = []
+    size = 0
+    for row in rows:
+        out.append(row)
+        size += text_bytes(row[value_at])
+        if size >= max_bytes:
+            break
+    return out
 
 
 def after_table(table: str) -> tuple[str, str]:
@@ -41,6 +62,10 @@ class WindowPlan:
         self.used = 0
         #: (namespace, table) -> the oldest row sent, for windows that left older rows out.
         self.floors: dict[tuple[str, str], EntryKey] = {}
+
+    def remaining(self) -> int:
+        """Bytes of values the next window may read (at least 1: one row per window)."""
+        return max(1, self.max_bytes - self.used)
 
     def first_windowed(self, rows: Sequence[Any]) -> int | None:
         """Index of the first of ``rows`` (``(table, ...)``, read in key order) of a windowed
@@ -67,6 +92,10 @@ class WindowPlan:
             out.append(op)
             self.used += len(op)
             last = EntryKey(sk, item)
-        if last is not None and (len(out) < len(rows) or len(rows) >= n):
+        # ``rows`` may stop short of ``n`` at the byte budget (read with :func:`within_budget`):
+        # then ``used`` reached it, and older rows may exist.
+        if last is not None and (
+            len(out) < len(rows) or len(rows) >= n or self.used >= self.max_bytes
+        ):
             self.floors[(ns, table)] = last
         return out
