@@ -199,7 +199,7 @@ async def reactive(variant: str) -> list[tuple[str, LatencyStats]]:
             cursor = None if i == 0 else EntryKey("", f"s/{128 * i - 1:05d}")
             engine.subscribe(_scan_query(cursor), make_cb(True))
     # Initial results are computed synchronously by subscribe(); nothing else to wait for.
-    assert all(s.result is not None for s in engine._subs)
+    assert all(s.result is not None for s in engine.subscriptions._subs)
 
     warm, meas = ITER["reactive_warm"], ITER["reactive"]
     to_cb: list[float] = []
