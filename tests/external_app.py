@@ -6,6 +6,7 @@ Importable as ``external_app:backend`` by server subprocesses (tests dir on PYTH
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from pydantic import BaseModel
@@ -17,6 +18,7 @@ class Room(BaseModel):
     id: str
     title: str
     source: dict[str, Any] | None = None
+    is_system: bool | None = None
 
 
 class Note(BaseModel):
@@ -71,14 +73,20 @@ schema = define_schema(
         "setNote": {"input": NoteIn},
         "explode": {"input": Boom},
         "chain": {"input": Lobby},
+        "slowRoom": {"input": AddRoom},
     },
-    actions={"registerFromAction": {"input": FromAction, "output": dict[str, Any]}},
+    actions={
+        "registerFromAction": {"input": FromAction, "output": dict[str, Any]},
+        "park": {"input": Lobby, "output": dict[str, Any]},
+        "registerFlaky": {"input": FromAction, "output": dict[str, Any]},
+    },
 )
 
 
 async def add_room(ctx: Any, input: AddRoom) -> None:
     """In the lobby: one row per room, and a counter of applications (exactly once)."""
-    await ctx.table("rooms").set(input.id, {**input.model_dump(), "source": ctx.source})
+    row = {**input.model_dump(), "source": ctx.source, "is_system": ctx.is_system}
+    await ctx.table("rooms").set(input.id, row)
     n = await ctx.table("counts").get("rooms")
     await ctx.table("counts").set("rooms", {"n": (n["n"] if n else 0) + 1})
 
@@ -143,15 +151,65 @@ async def register_from_action(ctx: Any, input: FromAction) -> dict[str, Any]:
     return {"rooms_before": len(rooms)}
 
 
-backend = define_backend_config(
-    schema=schema,
-    mutators={
-        "addRoom": add_room,
-        "createRoom": create_room,
-        "readLobby": read_lobby_impl,
-        "setNote": set_note,
-        "explode": explode,
-        "chain": chain,
-    },
-    actions={"registerFromAction": register_from_action},
-)
+#: Set by a test: the ``park`` action waits until it is set (a job that stays unfinished).
+PARK: asyncio.Event | None = None
+
+
+async def park(ctx: Any, input: Lobby) -> dict[str, Any]:
+    if PARK is not None:
+        await PARK.wait()
+    return {}
+
+
+#: Seconds ``slowRoom`` takes on the server (longer than a test's delivery timeout).
+SLOW = 0.3
+
+
+async def slow_room(ctx: Any, input: AddRoom) -> None:
+    """``addRoom`` that takes ``SLOW`` seconds on the server (it holds the writer)."""
+    if ctx.is_server:
+        await asyncio.sleep(SLOW)
+    await add_room(ctx, input)
+
+
+#: Attempts of ``registerFlaky`` that fail after their ``mutate_external`` (then it succeeds).
+FLAKY_FAILURES = [0]
+
+
+async def register_flaky(ctx: Any, input: FromAction) -> dict[str, Any]:
+    await ctx.mutate_external(input.lobby, "addRoom", {"id": input.id, "title": "flaky"})
+    if FLAKY_FAILURES[0] > 0:
+        FLAKY_FAILURES[0] -= 1
+        raise RuntimeError("flaky action fails after its mutate_external")
+    return {}
+
+
+MUTATORS = {
+    "addRoom": add_room,
+    "createRoom": create_room,
+    "readLobby": read_lobby_impl,
+    "setNote": set_note,
+    "explode": explode,
+    "chain": chain,
+    "slowRoom": slow_room,
+}
+ACTIONS = {
+    "registerFromAction": register_from_action,
+    "park": park,
+    "registerFlaky": register_flaky,
+}
+
+backend = define_backend_config(schema=schema, mutators=MUTATORS, actions=ACTIONS)
+#: The same app where only an instance's members may open it.
+members_backend = define_backend_config(schema, MUTATORS, ACTIONS, members_only=True)
+
+
+async def on_init(ctx: Any) -> None:
+    """Records who created the instance, and whether rooms were there before (none)."""
+    rooms = await ctx.table("rooms").keys()
+    text = f"{ctx.user_id} {len(rooms)} {ctx.is_system}"
+    await ctx.table("notes").set("init", {"text": text})
+
+
+#: The same app with an ``on_init`` hook.
+hooks_backend = define_backend_config(schema, MUTATORS, ACTIONS, hooks={"on_init": on_init})

@@ -62,6 +62,7 @@ async def test_mutate_external_lands_once_in_the_target_after_the_commit(tmp_pat
             "user_id": "alice",
             "store": {"instance_id": "room1"},
         }
+        assert row["is_system"] is False  # an app mutator, not a hook
         job = await asyncio.wait_for(q.get(), TIMEOUT)
         assert (job["name"], job["status"]) == (EXTERNAL_JOB, "done")
         assert job["output"] == {"instance": "lobby", "mutator": "addRoom", "duplicate": False}

@@ -65,9 +65,11 @@ def check_instance_id(instance_id: Any) -> str:
 class ExternalAccess(Protocol):
     """What a server plugs into a context for ``external_store``."""
 
-    def reader(self, instance_id: str) -> AsyncTx:
-        """A read-only transaction over the committed rows of ``instance_id`` (an instance
-        that does not exist reads as empty); released when the context ends."""
+    def reader(self, instance_id: str, user_id: str, *, trusted: bool = False) -> AsyncTx:
+        """A read-only transaction over the committed rows of ``instance_id`` for ``user_id``
+        (an instance that does not exist reads as empty); released when the context ends.
+        Unless ``trusted`` (a system hook), its first read checks that ``user_id`` may open
+        the instance (PermissionDeniedError if not)."""
 
 
 class ExternalMixin:
@@ -97,7 +99,9 @@ class ExternalMixin:
         access = self.external_access
         if access is None or not self.is_server:
             return ExternalStore(self.schema, EmptyTx(), self.user_id, instance_id)
-        return ExternalStore(self.schema, access.reader(instance_id), self.user_id, instance_id)
+        trusted = bool(getattr(self, "is_system", False))  # a hook: the trusted system scope
+        tx = access.reader(instance_id, self.user_id, trusted=trusted)
+        return ExternalStore(self.schema, tx, self.user_id, instance_id)
 
     async def mutate_external(self, instance_id: str, mutator: str, input: Any) -> None:
         """Run mutator ``mutator`` with ``input`` in instance ``instance_id``, once, after this

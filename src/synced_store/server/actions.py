@@ -94,9 +94,14 @@ class ActionContext(ExternalMixin, ReadContext):
 
     async def mutate_external(self, instance_id: str, mutator: str, input: Any) -> None:
         """Run ``mutator`` in instance ``instance_id`` once (core/external.py); returns once
-        the delivery job is committed in this instance's outbox (it runs soon after)."""
+        the delivery job is committed in this instance's outbox (it runs soon after). In an
+        action run as a job, a retry's call that repeats the previous attempt's call at the
+        same position (same target, mutator and input) is delivered only once."""
         await super().mutate_external(instance_id, mutator, input)
-        await external.enqueue_from_action(self.instance, self.user_id, self.external_calls[-1:])
+        calls = self.external_calls
+        if self.job_id is not None:  # a retried job's same call is delivered once
+            calls[-1]["key"] = external.job_call_key(self.instance_id, self.job_id, calls)
+        await external.enqueue_from_action(self.instance, self.user_id, calls[-1:])
 
     async def search(
         self, table: str, query: str, *, limit: int = DEFAULT_LIMIT
@@ -358,6 +363,10 @@ class ActionRunner:
                 async with asyncio.timeout(self.timeout):
                     return await external.deliver(self.registry, inst, input, user_id)
             except TimeoutError:
+                # Only the wait timed out: a delivery queued in the target's writer may still
+                # have committed. Its key says so (then the job is done, not failed).
+                if await external.delivered_late(self.registry, input, self.timeout):
+                    return external.late_result(input)
                 raise ActionError(f"delivery timed out after {self.timeout}s") from None
         schema = inst.config.schema
         try:

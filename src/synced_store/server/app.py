@@ -96,6 +96,7 @@ def create_app(
     registry = InstanceRegistry(
         backend, storage, limits=limits, retention=retention, append_deltas=append_deltas
     )
+    registry.authorize = authorize or open_authorize
     from .actions import ActionRunner
 
     actions = ActionRunner(registry, **(action_options or {}))

@@ -7,6 +7,17 @@ released when the mutation or action ends). An instance that does not exist read
 (nothing is created by a read). The view applies a client's visibility rules for the calling
 user (core/external_store.py).
 
+**Who may read or deliver.** The calling user must be allowed to open the other instance as a
+connection would be: the server's ``authorize(user_id, instance_id, {})`` (server/auth.py;
+claims are empty, a job keeps no token) must not deny it, and on a ``members_only`` backend
+the user must already be in its ``$users`` (read-only: nothing joins, nothing is created).
+Otherwise the read raises :class:`PermissionDeniedError` and the delivery fails permanently.
+A delivery never creates a missing instance on a ``members_only`` backend, nor one
+``authorize`` only lets the user open (``Access.OPEN``); where it creates or first opens one,
+``on_init`` runs first, in the delivery's transaction (server/members.py). Hooks
+(``ctx.is_system``) read without these checks; a delivered mutator runs with
+``ctx.is_system`` False.
+
 **Writes: an outbox, delivered exactly once.** Each ``mutate_external`` call of a mutation
 becomes a ``$external`` job in the calling instance's outbox (the jobs table: in the instance's
 SQLite file, or the shared PostgreSQL database), inserted in the mutation's own transaction,
@@ -31,6 +42,7 @@ at most ``PRUNE_PER_DELIVERY`` expired keys of its target.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import signal
@@ -41,7 +53,8 @@ import pydantic_core
 
 from ..core.context import MutationContext
 from ..core.external import EXTERNAL_JOB, EXTERNAL_READ_TIMEOUT, check_instance_id
-from ..core.keys import SERVER_ONLY
+from ..core.keys import PUBLIC, SERVER_ONLY
+from ..core.system_tables import USERS
 from ..errors import (
     ActionError,
     OverloadedError,
@@ -51,6 +64,8 @@ from ..errors import (
 )
 from ..storage.base import CommittedReader
 from ..types import EntryKey, RowKey
+from .auth import Access, Identity, authorize_instance
+from .members import _init_in_tx, _initialized, _needs_init
 
 if TYPE_CHECKING:
     from .instance import Instance
@@ -64,7 +79,10 @@ __all__ = [
     "PermanentDeliveryError",
     "ServerExternalAccess",
     "deliver",
+    "delivered_late",
     "enqueue_from_action",
+    "job_call_key",
+    "late_result",
     "plug_into",
 ]
 
@@ -76,6 +94,8 @@ RECEIVED_TABLE = "$external_received"
 RECEIVED_RETENTION = 7 * 24 * 3600.0
 #: Expired keys one delivery deletes at most.
 PRUNE_PER_DELIVERY = 32
+#: Seconds (at least) the check of a timed-out delivery waits for the target's writer.
+LATE_CHECK_TIMEOUT = 60.0
 #: Test-only: ``before`` / ``after`` kills this process with SIGKILL just before a delivery
 #: (the caller committed, the target not yet) or just after it (the target committed, the
 #: job is not yet marked done), so tests reach the windows between the two commits.
@@ -114,14 +134,18 @@ class _ExternalTx:
     copy_on_read = False
     is_async: Literal[True] = True
 
-    def __init__(self, access: ServerExternalAccess, instance_id: str) -> None:
+    def __init__(
+        self, access: ServerExternalAccess, instance_id: str, user_id: str, trusted: bool
+    ) -> None:
         self._access = access
         self._instance_id = instance_id
+        self._user_id = user_id
+        self._trusted = trusted
         self._reader: CommittedReader | _Empty | None = None
 
     async def _open(self) -> CommittedReader | _Empty:
         if self._reader is None:
-            self._reader = await self._access._open(self._instance_id)
+            self._reader = await self._access._open(self._instance_id, self._user_id, self._trusted)
         return self._reader
 
     async def read(self, key: RowKey) -> tuple[str, Any] | None:
@@ -159,18 +183,26 @@ class ServerExternalAccess:
         self.registry = registry
         self._open_readers: list[tuple[Instance | None, CommittedReader | _Empty]] = []
 
-    def reader(self, instance_id: str) -> _ExternalTx:
-        """A read-only transaction over ``instance_id``'s committed rows."""
-        return _ExternalTx(self, check_instance_id(instance_id))
+    def reader(self, instance_id: str, user_id: str, *, trusted: bool = False) -> _ExternalTx:
+        """A read-only transaction over ``instance_id``'s committed rows for ``user_id``
+        (checked at the first read unless ``trusted``: see the module docstring)."""
+        return _ExternalTx(self, check_instance_id(instance_id), user_id, trusted)
 
-    async def _open(self, instance_id: str) -> CommittedReader | _Empty:
+    async def _open(
+        self, instance_id: str, user_id: str, trusted: bool
+    ) -> CommittedReader | _Empty:
         registry = self.registry
+        if not trusted and await _authorize(registry, user_id, instance_id) is Access.DENY:
+            raise PermissionDeniedError(f"{user_id} is not authorized to open {instance_id}")
         if not await registry.exists(instance_id):
             return _Empty()
         inst = await registry.get(instance_id)
         inst.holds += 1
         reader = inst.store.reader()
-        self._open_readers.append((inst, reader))
+        self._open_readers.append((inst, reader))  # released by close(), also on a refusal
+        member = RowKey(PUBLIC, USERS, user_id)
+        if not trusted and inst.config.members_only and await reader.read(member) is None:
+            raise PermissionDeniedError(f"{user_id} is not a member of {instance_id}")
         return reader
 
     async def close(self) -> None:
@@ -187,6 +219,12 @@ class ServerExternalAccess:
                     inst.last_used = asyncio.get_running_loop().time()
 
 
+async def _authorize(registry: InstanceRegistry, user_id: str, instance_id: str) -> Access:
+    """What the server's ``authorize`` lets ``user_id`` do with ``instance_id`` (no claims:
+    external reads and deliveries carry no token)."""
+    return await authorize_instance(registry.authorize, Identity(user_id), instance_id)
+
+
 def plug_into(registry: InstanceRegistry, inst: Instance) -> None:
     """Give ``inst``'s mutators external stores (``registry.on_open`` calls this)."""
     inst._mutations.external = lambda: ServerExternalAccess(registry)
@@ -198,12 +236,22 @@ async def enqueue_from_action(inst: Instance, user_id: str, calls: list[dict[str
     now = time.time()
 
     async def add(tx: Any) -> None:
+        # The same quotas as jobs a mutation enqueues (QuotaExceededError, nothing written).
+        await inst._mutations._check_job_quota(tx, user_id, len(calls))
         for call in calls:
             await tx.add_job(EXTERNAL_JOB, call, user_id, now)
 
     await inst.in_writer(add)
     if inst.on_jobs_enqueued is not None:
         inst.on_jobs_enqueued()
+
+
+def job_call_key(instance_id: str, job_id: int, calls: list[dict[str, Any]]) -> str:
+    """The idempotency key of the last of ``calls`` made by job ``job_id`` of ``instance_id``:
+    the same for the same call at the same position in every attempt of that job."""
+    call = calls[-1]
+    what = [instance_id, job_id, len(calls), call["instance"], call["mutator"], call["input"]]
+    return "job-" + hashlib.sha256(pydantic_core.to_json(what)).hexdigest()[:32]
 
 
 def _crash_point(where: str) -> None:
@@ -217,8 +265,9 @@ async def deliver(
     """Run one ``$external`` job: its mutator in its target instance, exactly once.
 
     Returns ``{"instance", "mutator", "duplicate"}`` (``duplicate``: the target had already
-    applied it). Raises :class:`PermanentDeliveryError` when the mutator fails there, and the
-    storage error (retried by the runner) when the target cannot be written now.
+    applied it). Raises :class:`PermanentDeliveryError` when the mutator fails there or the
+    user may not open the target (module docstring), and the storage error (retried by the
+    runner) when the target cannot be written now.
     """
     try:
         target_id = check_instance_id(job["instance"])
@@ -234,12 +283,20 @@ async def deliver(
     if mutator is None:
         raise PermanentDeliveryError(f"unknown mutator {name!r} for instance {target_id}")
     mdef = config.schema.mutator(name)
+    access = await _authorize(registry, user_id, target_id)
+    if access is Access.DENY:
+        raise PermanentDeliveryError(f"{user_id} is not authorized to open instance {target_id}")
+    if (access is Access.OPEN or config.members_only) and not await registry.exists(target_id):
+        raise PermanentDeliveryError(
+            f"instance {target_id} does not exist (a delivery from {user_id} may not create it)"
+        )
     source_info = {
         "type": "external-store",
         "user_id": user_id,
         "store": {"instance_id": source.instance_id},
     }
     duplicate = False
+    init = False
 
     async def apply(ctx: MutationContext) -> None:
         nonlocal duplicate
@@ -248,6 +305,13 @@ async def deliver(
         if await tx.read(rk) is not None:
             duplicate = True
             return
+        if init:  # on_init first (is_system True), as when a connection opens it
+            new = target.store.version == 0 and not config.members_only
+            await _init_in_tx(ctx, config, user_id if new else None)
+        if config.members_only and await tx.read(RowKey(PUBLIC, USERS, user_id)) is None:
+            raise PermissionDeniedError(f"{user_id} is not a member of {target_id}")
+        ctx.is_system = False  # an app mutator, run as the user (not a hook)
+        ctx.source = source_info
         await mutator(ctx, mdef.parse_input(args))
         now = time.time()
         record = {"from": source.instance_id, "mutator": name, "at": now}
@@ -257,7 +321,10 @@ async def deliver(
     _crash_point("before")
     try:
         async with registry.hold(target_id) as target:
+            init = _needs_init(target) and target not in _initialized
             await target.mutate(user_id, name, args, source_info, system=apply)
+            if init and not duplicate:  # the marker is committed now
+                _initialized.add(target)
     except (StorageError, OverloadedError):
         raise  # transient: the runner retries with backoff
     except Exception as exc:
@@ -266,6 +333,31 @@ async def deliver(
         ) from exc
     _crash_point("after")
     return {"instance": target_id, "mutator": name, "duplicate": duplicate}
+
+
+async def delivered_late(registry: InstanceRegistry, job: Any, timeout: float) -> bool:
+    """After a delivery's wait timed out: whether its target recorded the job's key anyway.
+
+    The read runs in the target's writer, so it comes after a delivery still queued there
+    (committed or rolled back by then); False when it cannot tell within ``timeout`` (at
+    least ``LATE_CHECK_TIMEOUT``): the job then counts the attempt as failed, as before.
+    """
+    try:
+        target_id = check_instance_id(job["instance"])
+        rk = RowKey(SERVER_ONLY, RECEIVED_TABLE, job["key"])
+        async with asyncio.timeout(max(timeout, LATE_CHECK_TIMEOUT)):
+            if not await registry.exists(target_id):
+                return False
+            async with registry.hold(target_id) as target:
+                return await target.in_writer(lambda tx: tx.read(rk)) is not None
+    except Exception as exc:  # a bad job, the target unavailable, the timeout: not known
+        log.info("could not check a timed-out delivery: %r", exc)
+        return False
+
+
+def late_result(job: Any) -> dict[str, Any]:
+    """The output of a delivery found committed after its wait timed out."""
+    return {"instance": job["instance"], "mutator": job["mutator"], "duplicate": False}
 
 
 def _sort_key(at: float) -> str:

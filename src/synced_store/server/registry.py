@@ -32,6 +32,7 @@ from ..schema import BackendConfig, Schema
 from ..storage.base import StorageBackend, WriterTx
 from ..storage.records import Compaction, DatabaseSchemaError
 from ..storage.sqlite_backend import SqliteBackend
+from .auth import Authorizer, open_authorize
 from .instance import Instance
 from .limits import Retention, ServerLimits
 from .search import search_config
@@ -161,6 +162,9 @@ class InstanceRegistry:
         self._attempts: dict[str, int] = {}
         self._supervisor: asyncio.Task[object] | None = None
         self.action_concurrency = 32
+        #: Who may open which instance (``create_app(authorize=...)``); also checked for
+        #: external stores and deliveries (server/external.py).
+        self.authorize: Authorizer = open_authorize
 
     # -- lifetime --------------------------------------------------------------------------
 
