@@ -7,7 +7,6 @@ and the browser (Pyodide), so this module imports only the standard library and 
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +16,7 @@ import pydantic_core
 from pydantic import BaseModel, TypeAdapter
 
 from .app_config import ClientConfig, check_handlers, check_hooks
+from .core.numbers import check_numbers
 from .errors import SchemaError, UnknownNameError, ValidationError
 
 __all__ = [
@@ -48,49 +48,6 @@ def _short(exc: pydantic.ValidationError) -> str:
         parts.append(f"{loc}: {err.get('msg')}")
     more = exc.error_count() - 3
     return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
-
-
-#: The integers a value may hold: 64-bit signed, what every JSON encoder on the way writes
-#: (orjson on the server and the Python client). Browsers parse any integer, exactly only
-#: up to 2**53.
-INT_MIN, INT_MAX = -(2**63), 2**63 - 1
-
-
-def check_numbers(value: Any, what: str = "value") -> None:
-    """Raise :class:`ValidationError` if ``value`` holds a non-finite float (NaN, Infinity:
-    not JSON) or an integer outside 64 bits (not every JSON encoder on the way can write
-    it). Walks containers without recursion; an object's own members in one pass first (a
-    row is nearly always one flat object)."""
-    stack: list[Any]
-    if type(value) is dict:
-        stack = []
-        for v in value.values():
-            t = type(v)
-            if t is str:
-                continue
-            if t is float:
-                if not math.isfinite(v):
-                    raise ValidationError(f"invalid {what}: {v!r} is not a JSON number")
-            elif t is int:
-                if not INT_MIN <= v <= INT_MAX:
-                    raise ValidationError(f"invalid {what}: integer {v} does not fit in 64 bits")
-            elif t is dict or t is list or t is tuple:
-                stack.append(v)
-    else:
-        stack = [value]
-    while stack:
-        v = stack.pop()
-        t = type(v)
-        if t is float:
-            if not math.isfinite(v):
-                raise ValidationError(f"invalid {what}: {v!r} is not a JSON number")
-        elif t is int:
-            if not INT_MIN <= v <= INT_MAX:
-                raise ValidationError(f"invalid {what}: integer {v} does not fit in 64 bits")
-        elif t is dict:
-            stack.extend(v.values())
-        elif t is list or t is tuple:
-            stack.extend(v)
 
 
 class _Validator:

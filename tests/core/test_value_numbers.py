@@ -13,7 +13,7 @@ from pydantic import BaseModel, JsonValue
 
 from synced_store import ValidationError, define_backend_config, define_schema, table
 from synced_store.core.client_engine import ClientEngine
-from synced_store.schema import INT_MAX, INT_MIN, check_numbers
+from synced_store.core.numbers import INT_MAX, INT_MIN, check_numbers
 
 
 class Put(BaseModel):
