@@ -316,12 +316,11 @@ class InstanceRegistry:
         writer = self._writers[inst] = self.spawn(inst.run(), f"writer:{instance_id}")
         writer.add_done_callback(functools.partial(self._writer_done, inst))
         try:
-            if store.schema_version is None:
-                v = self.config.schema.schema_version
-                await inst.in_writer(lambda tx: tx.set_schema_version(v))
+            if store.schema_version is None:  # new: its version and index in one commit
+                await inst.in_writer(functools.partial(_set_up, self.config.schema))
             else:
                 await inst.migrate_schema()
-            await inst.in_writer(functools.partial(_configure_search, self.config.schema))
+                await inst.in_writer(functools.partial(_configure_search, self.config.schema))
         except BaseException:
             inst.stop()
             await asyncio.gather(writer, return_exceptions=True)
@@ -532,6 +531,12 @@ class InstanceRegistry:
                 for iid, f in sorted(self.failed.items())
             },
         }
+
+
+async def _set_up(schema: Schema, tx: WriterTx) -> None:
+    """A new instance's first transaction: its schema version and its search index."""
+    await tx.set_schema_version(schema.schema_version)
+    await _configure_search(schema, tx)
 
 
 async def _configure_search(schema: Schema, tx: WriterTx) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import StorageError
+from .parts import fill_part
 from .postgres_errors import DRIVER_ERRORS, pg_error
 from .postgres_schema import SCHEMA
 from .records import HistoryCompactedError, OpEncoder
@@ -106,12 +107,9 @@ class PostgresCatchUp:
         batch, self._pending = self._pending, []
         try:
             while True:
-                for i, op in enumerate(batch):
-                    if size >= max_bytes and out:
-                        self._pending = batch[i:]
-                        return out
-                    out.append(op)
-                    size += len(op)
+                size, self._pending = fill_part(batch, out, size, max_bytes)
+                if self._pending:
+                    return out
                 if self.done or size >= max_bytes:
                     return out
                 batch = await self._read_batch()

@@ -22,6 +22,7 @@ from typing import Any
 
 from ..errors import StorageError
 from .errors import storage_error
+from .parts import fill_part
 from .records import HistoryCompactedError, OpEncoder
 from .windows import WindowPlan, after_table, within_budget
 
@@ -118,12 +119,9 @@ class SqliteCatchUp:
         batch, self._pending = self._pending, []
         try:
             while True:
-                for i, op in enumerate(batch):
-                    if size >= max_bytes and out:
-                        self._pending = batch[i:]
-                        return out
-                    out.append(op)
-                    size += len(op)
+                size, self._pending = fill_part(batch, out, size, max_bytes)
+                if self._pending:
+                    return out
                 if self.done or size >= max_bytes:
                     return out
                 batch = self._read_batch()
