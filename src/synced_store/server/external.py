@@ -53,8 +53,7 @@ import pydantic_core
 
 from ..core.context import MutationContext
 from ..core.external import EXTERNAL_JOB, EXTERNAL_READ_TIMEOUT, check_instance_id
-from ..core.keys import PUBLIC, SERVER_ONLY
-from ..core.system_tables import USERS
+from ..core.keys import SERVER_ONLY
 from ..errors import (
     ActionError,
     OverloadedError,
@@ -65,7 +64,7 @@ from ..errors import (
 from ..storage.base import CommittedReader
 from ..types import EntryKey, RowKey
 from .auth import Access, Identity, authorize_instance
-from .members import _init_in_tx, _initialized, _needs_init
+from .members import init_in_tx, initialized, is_member, needs_init
 
 if TYPE_CHECKING:
     from .instance import Instance
@@ -200,8 +199,7 @@ class ServerExternalAccess:
         inst.holds += 1
         reader = inst.store.reader()
         self._open_readers.append((inst, reader))  # released by close(), also on a refusal
-        member = RowKey(PUBLIC, USERS, user_id)
-        if not trusted and inst.config.members_only and await reader.read(member) is None:
+        if not trusted and inst.config.members_only and not await is_member(reader, user_id):
             raise PermissionDeniedError(f"{user_id} is not a member of {instance_id}")
         return reader
 
@@ -307,8 +305,8 @@ async def deliver(
             return
         if init:  # on_init first (is_system True), as when a connection opens it
             new = target.store.version == 0 and not config.members_only
-            await _init_in_tx(ctx, config, user_id if new else None)
-        if config.members_only and await tx.read(RowKey(PUBLIC, USERS, user_id)) is None:
+            await init_in_tx(ctx, config, user_id if new else None)
+        if config.members_only and not await is_member(tx, user_id):
             raise PermissionDeniedError(f"{user_id} is not a member of {target_id}")
         ctx.is_system = False  # an app mutator, run as the user (not a hook)
         ctx.source = source_info
@@ -321,10 +319,10 @@ async def deliver(
     _crash_point("before")
     try:
         async with registry.hold(target_id) as target:
-            init = _needs_init(target) and target not in _initialized
+            init = needs_init(target) and target not in initialized
             await target.mutate(user_id, name, args, source_info, system=apply)
             if init and not duplicate:  # the marker is committed now
-                _initialized.add(target)
+                initialized.add(target)
     except (StorageError, OverloadedError):
         raise  # transient: the runner retries with backoff
     except Exception as exc:

@@ -32,7 +32,7 @@ import contextlib
 import time
 import weakref
 from collections.abc import AsyncIterator, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from ..core.context import AsyncTx
 from ..core.keys import PUBLIC, SERVER_ONLY, encode_value, private_ns
@@ -52,7 +52,11 @@ __all__ = [
     "InstanceMembers",
     "add_members",
     "admit",
+    "init_in_tx",
+    "initialized",
+    "is_member",
     "list_members",
+    "needs_init",
     "remove_members",
     "set_user_info",
 ]
@@ -64,10 +68,10 @@ SYSTEM_USER = "$system"
 #: Most users one call may add or remove.
 MAX_USERS_PER_CALL = 1000
 #: Instances (objects) this process knows are initialized: their marker is committed.
-_initialized: weakref.WeakSet[Instance] = weakref.WeakSet()
+initialized: weakref.WeakSet[Instance] = weakref.WeakSet()
 
 
-def _needs_init(instance: Instance) -> bool:
+def needs_init(instance: Instance) -> bool:
     config = instance.config
     return bool(config.hooks or config.members_only or config.auto_join)
 
@@ -92,7 +96,7 @@ def _check_role(role: str) -> str:
     return role
 
 
-async def _init_in_tx(ctx: MutationContext, config: BackendConfig, creator: str | None) -> None:
+async def init_in_tx(ctx: MutationContext, config: BackendConfig, creator: str | None) -> None:
     """Run ``on_init`` (and add the creator of a members-only instance) unless the marker says
     it already ran."""
     tx = cast(AsyncTx, ctx.tx)
@@ -165,11 +169,11 @@ async def _run(
     the same transaction, if this process has not seen the instance initialized)."""
     out: dict[str, Any] = {}
     creator = source.pop("creator", None)
-    init = _needs_init(instance) and instance not in _initialized
+    init = needs_init(instance) and instance not in initialized
 
     async def system(ctx: MutationContext) -> None:
         if init:
-            await _init_in_tx(ctx, instance.config, creator)
+            await init_in_tx(ctx, instance.config, creator)
         ctx.source = {"type": "system", "event": event, **source}
         out["result"] = await body(ctx)
 
@@ -178,8 +182,18 @@ async def _run(
     )
     await instance.run_system(item)
     if init:
-        _initialized.add(instance)
+        initialized.add(instance)
     return out.get("result")
+
+
+class _Reads(Protocol):
+    async def read(self, key: RowKey) -> tuple[str, Any] | None: ...
+
+
+async def is_member(rows: _Reads, user_id: str) -> bool:
+    """Whether ``user_id`` has a ``$users`` row in ``rows`` (a writer's transaction, or a
+    committed reader: what a ``members_only`` check reads)."""
+    return await rows.read(RowKey(PUBLIC, USERS, user_id)) is not None
 
 
 async def admit(instance: Instance, identity: Identity, access: Access) -> bool:
@@ -188,15 +202,14 @@ async def admit(instance: Instance, identity: Identity, access: Access) -> bool:
     ``members_only`` a user allowed to create the instance (``access``) becomes its owner
     when its connection creates it; with ``auto_join`` the user becomes a member."""
     config = instance.config
-    if not _needs_init(instance):
+    if not needs_init(instance):
         return True
     user_id = identity.user_id
-    if instance in _initialized and not config.auto_join:
+    if instance in initialized and not config.auto_join:
         if not config.members_only:
             return True
-        key = RowKey(PUBLIC, USERS, user_id)
-        row = await instance.in_writer(lambda tx: tx.read(key))
-        return row is not None
+        member: bool = await instance.in_writer(lambda tx: is_member(tx, user_id))
+        return member
     name = identity.claims.get("name") if isinstance(identity.claims, Mapping) else None
     names = {user_id: name} if isinstance(name, str) and name else None
 
