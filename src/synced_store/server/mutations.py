@@ -77,28 +77,33 @@ class MutationRunner:
         stx = ServerTx(tx, version)
         jobs: list[tuple[str, Any]] = []
         access = self.external() if self.external is not None else None
+
+        def context() -> MutationContext:
+            ctx = MutationContext(
+                schema, stx, user_id, is_server=True, source=source, platform=self.platform
+            )
+            ctx.external_access = access
+            return ctx
+
+        def collect(ctx: MutationContext) -> None:
+            """The jobs ``ctx`` enqueued and its ``mutate_external`` calls (the outbox)."""
+            if ctx.enqueued:
+                jobs.extend(ctx.enqueued)
+            if ctx.external_calls:
+                jobs.extend((EXTERNAL_JOB, c) for c in ctx.external_calls)
+
         await tx.savepoint()
         try:
             if system is not None:
-                ctx = MutationContext(
-                    schema, stx, user_id, is_server=True, source=source, platform=self.platform
-                )
+                ctx = context()
                 ctx.is_system = True  # a hook or a data migration: trusted system scope
-                ctx.external_access = access
                 await system(ctx)
-                jobs.extend(ctx.enqueued)
-                jobs.extend((EXTERNAL_JOB, c) for c in ctx.external_calls)  # (hooks)
+                collect(ctx)
             for n, a in calls:
                 value = schema.mutator(n).parse_input(a)
-                ctx = MutationContext(
-                    schema, stx, user_id, is_server=True, source=source, platform=self.platform
-                )
-                ctx.external_access = access
+                ctx = context()
                 await self.config.mutators[n](ctx, value)
-                if ctx.enqueued:
-                    jobs.extend(ctx.enqueued)
-                if ctx.external_calls:
-                    jobs.extend((EXTERNAL_JOB, c) for c in ctx.external_calls)  # the outbox
+                collect(ctx)
             if jobs:
                 await self._check_job_quota(tx, user_id, len(jobs))
                 now = time.time()
