@@ -152,18 +152,10 @@ class ClientWindows:
             self.cut = None
             self._sizes = {}
             self._bytes = 0
-            for op in patch:
-                if op.t in windows:
-                    key = RowKey(op.ns, op.t, op.k)
-                    self._account(key, _size(op.v) if type(op) is SetOp else None)
-            return patch
+            return self._account_all(patch)
         self._ensure_sizes()
         if self._bypass:
-            for op in patch:
-                if op.t in windows:
-                    key = RowKey(op.ns, op.t, op.k)
-                    self._account(key, _size(op.v) if type(op) is SetOp else None)
-            return patch
+            return self._account_all(patch)
         out: list[PatchOp] = []
         floors: dict[tuple[str, str], EntryKey | None] = {}
         for op in patch:
@@ -200,6 +192,15 @@ class ClientWindows:
                 sk = EntryKey(op.sk, op.k) if isinstance(op, SetOp | MergeOp) else None
                 self._dropped.append((self._seq, key, sk))
         return out
+
+    def _account_all(self, patch: list[PatchOp]) -> list[PatchOp]:
+        """Count the windowed rows ``patch`` sets or deletes, keeping all of it."""
+        windows = self.windows
+        for op in patch:
+            if op.t in windows:
+                key = RowKey(op.ns, op.t, op.k)
+                self._account(key, _size(op.v) if type(op) is SetOp else None)
+        return patch
 
     def apply(
         self,
