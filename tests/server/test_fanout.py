@@ -33,6 +33,8 @@ from synced_store.server.wire import AsgiWire, SharedFrame, wire_for
 from synced_store.storage.sqlite import SqliteInstanceStore
 from synced_store.types import RowKey
 
+#: How long :meth:`Room.settled` waits for the sessions to send what they have.
+SETTLE_SECONDS = 30.0
 KEYS = [RowKey("", "messages", f"m{i}") for i in range(4)] + [
     RowKey("u:alice", "notes", "n"),
     RowKey("u:bob", "notes", "n"),
@@ -211,8 +213,13 @@ class Room:
         return version
 
     async def settled(self) -> None:
-        """Wait until every session sent what it has (or its sender stopped: re-raised)."""
-        for _ in range(10_000):
+        """Wait until every session sent what it has (or its sender stopped: re-raised).
+
+        Bounded by time, not by loop turns: a catch-up part is read in a worker thread, which
+        on a loaded machine can take longer than any fixed number of turns."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SETTLE_SECONDS
+        while loop.time() < deadline:
             for t in self.senders.values():
                 if t.done():
                     t.result()
