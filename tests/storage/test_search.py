@@ -1,7 +1,8 @@
 """The full-text index, on every backend: kept in the writer's transaction (savepoints and
-rollbacks included), built and dropped by ``configure_search``, searched by words that are
-never query syntax; and a property test that a search never returns a row its user may not
-see (storage/sqlite_search.py, storage/postgres_search.py, server/search.py)."""
+rollbacks included; at once, or queued for ``index_search``), built and dropped by
+``configure_search``, searched by words that are never query syntax; and a property test that
+a search never returns a row its user may not see (storage/sqlite_search.py,
+storage/postgres_search.py, server/search.py)."""
 
 from __future__ import annotations
 
@@ -44,13 +45,26 @@ async def found(
     table: str = "t",
     newest_first: bool = True,
     limit: int = 100,
+    index: bool = True,
 ) -> list[str]:
+    """What a search finds, after indexing what is queued (as the server does before every
+    search: server/search_indexer.py) unless ``index`` is False."""
+    if index:
+        await index_all(store)
     reader = store.reader()
     try:
         hits = await reader.search(table, words, namespaces, limit, newest_first=newest_first)
     finally:
         await reader.close()
     return [h.item for h in hits]
+
+
+async def index_all(store: InstanceStore) -> int:
+    """Index every queued row, a batch per transaction; how many transactions it took."""
+    n = 1
+    while await in_tx(store, lambda tx: tx.index_search()):
+        n += 1
+    return n
 
 
 async def configure(store: InstanceStore, tables: dict[str, tuple[str, str | None]]) -> list[str]:
@@ -78,7 +92,7 @@ async def test_the_index_follows_writes_in_the_writers_transaction(store: Instan
         await tx.write(key("f"), "", orjson.dumps(msg("hello kept", 6)), v)
         await tx.write(key("b"), "", orjson.dumps(msg("goodbye now", 2)), v)
         await tx.release()
-        assert await found(store, ["kept"]) == []  # not committed yet
+        assert await found(store, ["kept"], index=False) == []  # not committed yet
 
     await in_tx(store, steps, bump=True)
     assert await found(store, ["hello"]) == ["f", "a"]
@@ -87,12 +101,39 @@ async def test_the_index_follows_writes_in_the_writers_transaction(store: Instan
     tx = await store.begin()
     await tx.write(key("g"), "", orjson.dumps(msg("hello rolled back", 7)), tx.version + 1)
     await tx.remove(key("f"), tx.version + 1)
+    await tx.index_search()  # indexes the uncommitted rows in the transaction: rolled back too
     await tx.rollback()
     assert await found(store, ["hello"]) == ["f", "a"]
     await delete(store, "f")
     assert await found(store, ["hello"]) == ["a"]
     await put(store, "f", msg("hello again", 8))  # a revived tombstone
     assert await found(store, ["hello"]) == ["f", "a"]
+
+
+async def test_a_deferring_store_indexes_queued_rows_in_batches(store: InstanceStore) -> None:
+    """With ``deferred_search``, writes are queued in their transaction and indexed (their
+    latest value, once) by ``index_search``, a bounded batch per call; otherwise every write is
+    indexed at once and nothing is ever queued."""
+    from synced_store.storage.sqlite_search import INDEX_BATCH
+
+    await configure(store, SEARCH)
+    await put(store, "a", msg("first words", 1))
+    await put(store, "a", msg("first words grown longer", 1))
+    now = await found(store, ["grown"], index=False)
+    assert now == ([] if store.deferred_search else ["a"])
+    assert await found(store, ["grown"]) == ["a"]
+    assert not await in_tx(store, lambda tx: tx.index_search())  # nothing left
+
+    async def many(tx: WriterTx) -> None:
+        for i in range(INDEX_BATCH + 10):
+            await tx.write(key(f"r{i:04d}"), "", orjson.dumps(msg("bulk words", i)), 1)
+        await tx.remove(key("a"), 1)
+
+    await in_tx(store, many, bump=True)
+    batches = await index_all(store)
+    assert batches == (2 if store.deferred_search else 1)
+    assert len(await found(store, ["bulk"], limit=100)) == 100
+    assert await found(store, ["first"]) == []  # the tombstone left the index
 
 
 async def test_ordering_namespaces_and_limits(store: InstanceStore) -> None:
@@ -205,6 +246,7 @@ async def _check_visibility(
                         live[(ns, tbl, f"r{i}")] = (text, at)
 
             await in_tx(store, write, bump=True)
+            await index_all(store)
             reader = store.reader()
             try:
                 for user, words, limit in queries:

@@ -187,6 +187,7 @@ async def test_a_flood_of_searches_leaves_catch_ups_their_threads(
     store = await storage.open_instance("room")
     await in_tx(store, lambda tx: tx.configure_search({"docs": ("text", None)}))
     await put(store, "a", {"text": "hello"}, table="docs")
+    assert not await in_tx(store, lambda tx: tx.index_search())  # as the server, before searching
     release = threading.Event()
     started: list[int] = []
     real_search = sqlite_rows.search

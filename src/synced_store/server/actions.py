@@ -110,6 +110,7 @@ class ActionContext(ExternalMixin, ReadContext):
         as :attr:`user_id` may see them (public and own private rows, as a pull): a list of
         ``{"key", "sort_key", "value", "private", "score"}``, newest first (or by relevance
         without a timestamp field). See server/search.py."""
+        await self.instance.search_index.catch_up()  # every commit before it is indexed
         return await search_rows(self._reader, self.schema, self.user_id, table, query, limit)
 
     async def close(self) -> None:

@@ -40,6 +40,8 @@ from .follower import CommitFollower
 from .limits import Retention, ServerLimits
 from .mutations import MutationRunner
 from .platform import ServerPlatform
+from .search import search_config
+from .search_indexer import SearchIndexer
 from .session import Session
 
 __all__ = ["Instance"]
@@ -92,6 +94,10 @@ class Instance:
         #: Hands the fan-out every version in order, also those other processes committed.
         self.follower = CommitFollower(
             instance_id, store, self.fanout, self.fail, self._clients_moved
+        )
+        #: Indexes searchable rows the store queued (before searches, and soon after commits).
+        self.search_index = SearchIndexer(
+            instance_id, self.in_writer, search_config(config.schema), enabled=store.deferred_search
         )
         #: Whether ``last_mutation_id`` may be cached: not when other processes write too.
         self._cache_lmids = not store.shared
@@ -379,6 +385,7 @@ class Instance:
         for session in list(self.sessions.values()):
             session.end(CloseCode.INTERNAL_ERROR, "instance unavailable; reconnect later")
         self.follower.close()
+        self.search_index.close()
         self.stop()
         if self.on_failed is not None:
             self.on_failed(self, exc)
@@ -423,6 +430,8 @@ class Instance:
                 op = set_op_json(key, ch[0], ch[2])
                 changes[key] = (ch[0], ch[1], msgspec.Raw(op), len(op))
         follower.committed(gap, version, changes if bumped else None, lmids, errors)
+        if bumped:
+            self.search_index.committed(version, changes)
         for session, msg in replies:
             session.send_message(msg)
         for item, res in results:
@@ -572,6 +581,7 @@ class Instance:
         """Close the database (after the writer stopped)."""
         self.follower.close()
         self.fanout.close()
+        self.search_index.close()
         if self.state == "open":
             self.state = "closed"
         await self.store.close()

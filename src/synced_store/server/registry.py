@@ -320,7 +320,11 @@ class InstanceRegistry:
                 await inst.in_writer(functools.partial(_set_up, self.config.schema))
             else:
                 await inst.migrate_schema()
-                await inst.in_writer(functools.partial(_configure_search, self.config.schema))
+                more = await inst.in_writer(
+                    functools.partial(_configure_search, self.config.schema)
+                )
+                if more:  # rows queued by a migration, or before a crash: indexed soon
+                    inst.search_index.queued(store.version)
         except BaseException:
             inst.stop()
             await asyncio.gather(writer, return_exceptions=True)
@@ -539,9 +543,11 @@ async def _set_up(schema: Schema, tx: WriterTx) -> None:
     await _configure_search(schema, tx)
 
 
-async def _configure_search(schema: Schema, tx: WriterTx) -> None:
+async def _configure_search(schema: Schema, tx: WriterTx) -> bool:
     """Point the instance's full-text index at the schema's searchable tables (indexing the
-    stored rows of a table that just became searchable: server/search.py)."""
+    stored rows of a table that just became searchable: server/search.py), and index a batch
+    of the rows queued for it (server/search_indexer.py); True if more remain queued."""
     built = await tx.configure_search(search_config(schema))
     if built:
         log.info("indexed searchable table(s) %s", ", ".join(built))
+    return await tx.index_search()

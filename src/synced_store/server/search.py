@@ -108,6 +108,7 @@ async def search_query(inst: Instance, session: Session, input: Any) -> Any:
         raise ValidationError(
             '$search takes {"table": str, "query": str, "limit": int} (limit optional)'
         )
+    await inst.search_index.catch_up()  # every commit before this search is indexed
     reader = inst.store.reader()
     try:
         return await search_rows(

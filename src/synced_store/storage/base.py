@@ -277,8 +277,14 @@ class WriterTx(RowReader, Protocol):
         timestamp field or None)}``, the schema's searchable tables): a table new to it, or
         whose fields changed, is indexed from its stored rows; a table no longer listed loses
         its entries. Returns the tables (re)indexed. From then on every write, tombstone and
-        deletion of their rows updates the index in the same transaction (a rollback leaves
-        no entry), whatever writes it."""
+        deletion of their rows reaches the index in the same transaction (a rollback leaves
+        no trace), whatever writes it: at once, or, with :attr:`InstanceStore.deferred_search`,
+        queued in the transaction for :meth:`index_search`."""
+
+    async def index_search(self) -> bool:
+        """Index a bounded batch of the rows queued for the full-text index (their current
+        value; see :attr:`InstanceStore.deferred_search`); True if more remain queued. A
+        backend that indexes every write at once has nothing queued (False)."""
 
     async def compact_tombstones(self, before_version: int, limit: int | None = None) -> int:
         """Raise the tombstone horizon to ``before_version`` (never lowers it), then forget up
@@ -345,6 +351,9 @@ class InstanceStore(Protocol):
     version: int
     #: True if other processes may write this instance too (see :attr:`StorageBackend.shared`).
     shared: bool
+    #: True if the full-text index takes in written rows only at :meth:`WriterTx.index_search`
+    #: (SQLite); False if every write updates it in its own statement (PostgreSQL).
+    deferred_search: bool
     #: The tombstone horizon this process knows of (compaction raises it).
     horizon: int
     #: The schema version of the stored data (None: not recorded yet, a new instance).

@@ -37,6 +37,8 @@ class PostgresInstanceStore:
 
     #: Other server processes may write this instance too.
     shared = True
+    #: Every write updates the full-text index in its own statement (postgres_search.py).
+    deferred_search = False
 
     def __init__(
         self,

@@ -507,3 +507,7 @@ class PostgresWriterTx(JobsMixin, CompactMixin):
             err = pg_error(exc)
             self.broken = err
             raise err from exc
+
+    async def index_search(self) -> bool:
+        """Nothing to do: every write updates the index in its own statement (False)."""
+        return False

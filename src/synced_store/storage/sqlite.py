@@ -100,6 +100,8 @@ class SqliteInstanceStore:
 
     #: One process serves a data dir: nobody else commits behind this store's back.
     shared = False
+    #: Rows are queued for the full-text index and indexed at ``index_search`` (sqlite_search.py).
+    deferred_search = True
 
     def __init__(
         self, path: Path | str, *, durability: str = "normal", busy_timeout_ms: int = 20

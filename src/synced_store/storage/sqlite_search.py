@@ -6,13 +6,19 @@ Tables (created with the rest of the file's schema, storage/sqlite.py):
   fields, as the server's schema last declared them (:func:`configure`);
 * ``search_docs``: one row per indexed row (namespace, table, item key, timestamp), whose
   ``id`` is the row's ``rowid`` in
-* ``search_fts``: an FTS5 table of the indexed text (``unicode61``, accents removed).
+* ``search_fts``: an FTS5 table of the indexed text (``unicode61``, accents removed);
+* ``search_queue``: the rows written since they were last indexed.
 
-Triggers on ``rows`` re-index a row of a searchable table on every insert, update (a new
-value, a tombstone) and delete, so the index changes in the statement that changes the row:
-in the writer's transaction and savepoints, whoever writes (mutators, migrations, a restore),
-and a rollback leaves no index entry behind. Rows of other tables cost the trigger one
-lookup in the (tiny) ``search_tables``.
+Triggers on ``rows`` queue a row of a searchable table on every insert, update (a new value, a
+tombstone) and delete, in the statement that changes the row: in the writer's transaction and
+savepoints, whoever writes (mutators, migrations, a restore), so a rollback leaves nothing
+queued. :func:`index_queued` (``WriterTx.index_search``) re-indexes queued rows from their
+current value, in the writer's transaction too. Indexing is deferred because re-indexing a
+row costs time in its text's length: a reply streamed in 600 chunks would be tokenized 600
+times (O(n²), 200 µs per chunk for a 2.6 KB message); queued, it is indexed once or twice.
+The server indexes what is queued before every search, so a search still sees every commit
+before it (server/search_indexer.py). Rows of other tables cost the trigger one lookup in
+the (tiny) ``search_tables``.
 """
 
 from __future__ import annotations
@@ -24,27 +30,41 @@ import orjson
 
 from .search_index import MAX_INDEXED_CHARS, SearchHit
 
-__all__ = ["SEARCH_DDL", "configure", "fts_query", "json_path", "search"]
+__all__ = [
+    "INDEX_BATCH",
+    "SEARCH_DDL",
+    "configure",
+    "fts_query",
+    "index_queued",
+    "json_path",
+    "search",
+]
 
 _N = MAX_INDEXED_CHARS
 
-_UNINDEX = """
-    DELETE FROM search_fts WHERE rowid IN (
-        SELECT id FROM search_docs WHERE ns = old.ns AND tbl = old.tbl AND item = old.item);
-    DELETE FROM search_docs WHERE ns = old.ns AND tbl = old.tbl AND item = old.item;"""
-_INDEX = f"""
-    INSERT INTO search_docs (ns, tbl, item, ts)
-        SELECT new.ns, new.tbl, new.item,
-            CASE WHEN json_type(new.value, s.ts_path) IN ('integer', 'real')
-                THEN json_extract(new.value, s.ts_path) END
-        FROM search_tables s
-        WHERE s.tbl = new.tbl AND new.deleted = 0 AND json_type(new.value, s.text_path) = 'text';
-    INSERT INTO search_fts (rowid, body)
-        SELECT d.id, substr(json_extract(new.value, s.text_path), 1, {_N})
-        FROM search_docs d JOIN search_tables s ON s.tbl = d.tbl
-        WHERE d.ns = new.ns AND d.tbl = new.tbl AND d.item = new.item;"""
+#: How many queued rows one :func:`index_queued` call indexes at most.
+INDEX_BATCH = 500
 
-SEARCH_DDL = f"""
+_BATCH = "SELECT ns, tbl, item FROM search_queue ORDER BY ns, tbl, item LIMIT ?1"
+_INDEX_QUEUED = (
+    f"DELETE FROM search_fts WHERE rowid IN (SELECT d.id FROM search_docs d "
+    f"WHERE (d.ns, d.tbl, d.item) IN ({_BATCH}))",
+    f"DELETE FROM search_docs WHERE (ns, tbl, item) IN ({_BATCH})",
+    "INSERT INTO search_docs (ns, tbl, item, ts) "
+    "SELECT r.ns, r.tbl, r.item, CASE WHEN json_type(r.value, s.ts_path) IN ('integer', 'real') "
+    "THEN json_extract(r.value, s.ts_path) END "
+    "FROM rows r JOIN search_tables s ON s.tbl = r.tbl "
+    f"WHERE (r.ns, r.tbl, r.item) IN ({_BATCH}) AND r.deleted = 0 "
+    "AND json_type(r.value, s.text_path) = 'text'",
+    "INSERT INTO search_fts (rowid, body) "
+    f"SELECT d.id, substr(json_extract(r.value, s.text_path), 1, {_N}) "
+    "FROM search_docs d JOIN search_tables s ON s.tbl = d.tbl "
+    "JOIN rows r ON r.ns = d.ns AND r.tbl = d.tbl AND r.item = d.item "
+    f"WHERE (d.ns, d.tbl, d.item) IN ({_BATCH})",
+    f"DELETE FROM search_queue WHERE (ns, tbl, item) IN ({_BATCH})",
+)
+
+SEARCH_DDL = """
 CREATE TABLE IF NOT EXISTS search_tables (
     tbl TEXT PRIMARY KEY, text_path TEXT NOT NULL, ts_path TEXT
 ) WITHOUT ROWID;
@@ -56,14 +76,27 @@ CREATE INDEX IF NOT EXISTS search_docs_by_time ON search_docs (tbl, ts);
 CREATE VIRTUAL TABLE IF NOT EXISTS search_fts USING fts5(
     body, tokenize = 'unicode61 remove_diacritics 2'
 );
-CREATE TRIGGER IF NOT EXISTS rows_search_insert AFTER INSERT ON rows
-WHEN new.tbl IN (SELECT tbl FROM search_tables) BEGIN {_INDEX}
+CREATE TABLE IF NOT EXISTS search_queue (
+    ns TEXT NOT NULL, tbl TEXT NOT NULL, item TEXT NOT NULL, PRIMARY KEY (ns, tbl, item)
+) WITHOUT ROWID;
+DROP TRIGGER IF EXISTS rows_search_insert;
+DROP TRIGGER IF EXISTS rows_search_update;
+DROP TRIGGER IF EXISTS rows_search_delete;
+-- Not INSERT OR IGNORE: an outer statement's conflict policy overrides a trigger's.
+CREATE TRIGGER IF NOT EXISTS rows_search_queue_insert AFTER INSERT ON rows
+WHEN new.tbl IN (SELECT tbl FROM search_tables) BEGIN
+    INSERT INTO search_queue SELECT new.ns, new.tbl, new.item WHERE NOT EXISTS (
+        SELECT 1 FROM search_queue WHERE ns = new.ns AND tbl = new.tbl AND item = new.item);
 END;
-CREATE TRIGGER IF NOT EXISTS rows_search_update AFTER UPDATE ON rows
-WHEN new.tbl IN (SELECT tbl FROM search_tables) BEGIN {_UNINDEX} {_INDEX}
+CREATE TRIGGER IF NOT EXISTS rows_search_queue_update AFTER UPDATE ON rows
+WHEN new.tbl IN (SELECT tbl FROM search_tables) BEGIN
+    INSERT INTO search_queue SELECT new.ns, new.tbl, new.item WHERE NOT EXISTS (
+        SELECT 1 FROM search_queue WHERE ns = new.ns AND tbl = new.tbl AND item = new.item);
 END;
-CREATE TRIGGER IF NOT EXISTS rows_search_delete AFTER DELETE ON rows
-WHEN old.tbl IN (SELECT tbl FROM search_tables) BEGIN {_UNINDEX}
+CREATE TRIGGER IF NOT EXISTS rows_search_queue_delete AFTER DELETE ON rows
+WHEN old.tbl IN (SELECT tbl FROM search_tables) BEGIN
+    INSERT INTO search_queue SELECT old.ns, old.tbl, old.item WHERE NOT EXISTS (
+        SELECT 1 FROM search_queue WHERE ns = old.ns AND tbl = old.tbl AND item = old.item);
 END;
 """
 
@@ -74,12 +107,22 @@ def json_path(field: str) -> str:
     return '$."' + field + '"'
 
 
+def index_queued(conn: sqlite3.Connection, limit: int = INDEX_BATCH) -> bool:
+    """Re-index up to ``limit`` queued rows from their current value (a row deleted, tombstoned
+    or without text loses its entry), inside the caller's transaction; True if more remain.
+    Raises sqlite3 errors."""
+    for sql in _INDEX_QUEUED:
+        conn.execute(sql, (limit,))
+    return conn.execute("SELECT 1 FROM search_queue LIMIT 1").fetchone() is not None
+
+
 def _drop(conn: sqlite3.Connection, table: str) -> None:
     conn.execute(
         "DELETE FROM search_fts WHERE rowid IN (SELECT id FROM search_docs WHERE tbl = ?)",
         (table,),
     )
     conn.execute("DELETE FROM search_docs WHERE tbl = ?", (table,))
+    conn.execute("DELETE FROM search_queue WHERE tbl = ?", (table,))
     conn.execute("DELETE FROM search_tables WHERE tbl = ?", (table,))
 
 
@@ -115,6 +158,7 @@ def configure(conn: sqlite3.Connection, tables: Mapping[str, tuple[str, str | No
             "WHERE d.tbl = ?1",
             (t, tp),
         )
+        conn.execute("DELETE FROM search_queue WHERE tbl = ?", (t,))  # all indexed just now
         built.append(t)
     return built
 

@@ -19,7 +19,7 @@ from .records import Changes, ClientState, RejectedMutation, Row, ScanRow
 from .sqlite_compact import CompactMixin
 from .sqlite_jobs import JobsMixin
 from .sqlite_rows import changes_since, read_row, scan_rows
-from .sqlite_search import configure
+from .sqlite_search import configure, index_queued
 
 __all__ = ["ERROR_MESSAGE_CHARS", "SqliteWriterTx"]
 
@@ -251,5 +251,14 @@ class SqliteWriterTx(JobsMixin, CompactMixin):
             raise StorageError("the writer's transaction is over", transient=False)
         try:
             return configure(self.conn, tables)
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from exc
+
+    async def index_search(self) -> bool:
+        """See :meth:`synced_store.storage.base.WriterTx.index_search`."""
+        if not self._open:
+            raise StorageError("the writer's transaction is over", transient=False)
+        try:
+            return index_queued(self.conn)
         except sqlite3.Error as exc:
             raise self._failed(exc) from exc

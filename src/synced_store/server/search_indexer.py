@@ -1,0 +1,131 @@
+"""Keeping an instance's full-text index up to date on a store that defers indexing (SQLite:
+storage/sqlite_search.py queues the rows a transaction writes; ``WriterTx.index_search``
+indexes them).
+
+Re-indexing a row costs time in the length of its text, so indexing every write of a reply
+streamed in hundreds of chunks would cost O(n²). Instead the writer indexes what is queued
+:data:`INDEX_DELAY` seconds after a commit first queues rows (so a streaming row is indexed
+once per period, not once per chunk), and **before every search**: :meth:`SearchIndexer.catch_up`
+returns once every row committed before it was called is indexed, so a search still sees
+every commit that came before it (read-your-writes, as a pull).
+
+Indexing runs in the writer's transactions, in batches of ``INDEX_BATCH`` rows (one
+transaction each: the writer is never held long), with no new version: clients learn nothing
+from it. On a store that indexes every write at once (PostgreSQL) this does nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from ..storage.base import WriterTx
+from ..types import RowKey
+
+__all__ = ["INDEX_DELAY", "SearchIndexer"]
+
+log = logging.getLogger("synced_store.server")
+
+#: Seconds from a commit that queues rows for the index to the writer indexing them.
+INDEX_DELAY = 5.0
+
+InWriter = Callable[[Callable[[WriterTx], Any]], Awaitable[Any]]
+
+
+async def _index_batch(tx: WriterTx) -> tuple[int, bool]:
+    return tx.version, await tx.index_search()
+
+
+class SearchIndexer:
+    """The deferred full-text indexing of one instance (module doc)."""
+
+    def __init__(
+        self,
+        instance_id: str,
+        in_writer: InWriter,
+        tables: Iterable[str],
+        *,
+        enabled: bool,
+        delay: float | None = None,
+    ) -> None:
+        self._instance_id = instance_id
+        self._in_writer = in_writer
+        self._tables = frozenset(tables) if enabled else frozenset()
+        self._delay = INDEX_DELAY if delay is None else delay
+        #: The newest version whose commit queued rows, and the version up to which every
+        #: queued row is indexed.
+        self._queued = 0
+        self._indexed = 0
+        self._run: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
+
+    @property
+    def pending(self) -> bool:
+        """True if committed rows wait to be indexed."""
+        return self._indexed < self._queued
+
+    def committed(self, version: int, keys: Iterable[RowKey]) -> None:
+        """A commit at ``version`` changed ``keys``: note it if one is in a searchable table,
+        and have the writer index it soon."""
+        tables = self._tables
+        if not tables:
+            return
+        for key in keys:
+            if key.table in tables:
+                self.queued(version)
+                return
+
+    def queued(self, version: int) -> None:
+        """Rows committed up to ``version`` may be queued (after a migration, or rows an
+        opening found queued)."""
+        if not self._tables or self._closed:
+            return
+        self._queued = max(self._queued, version)
+        if self._timer is None and self._run is None:
+            self._timer = asyncio.get_running_loop().call_later(self._delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self.pending and self._run is None and not self._closed:
+            self._start().add_done_callback(_log_failure)
+
+    def _start(self) -> asyncio.Future[None]:
+        run = self._run = asyncio.ensure_future(self._index_all())
+        run.add_done_callback(self._ended)
+        return run
+
+    def _ended(self, run: asyncio.Future[None]) -> None:
+        if self._run is run:
+            self._run = None
+        if self.pending and not self._closed:  # committed meanwhile: index it later
+            self.queued(self._queued)
+
+    async def _index_all(self) -> None:
+        more = True
+        while more:
+            version, more = await self._in_writer(_index_batch)
+        self._indexed = max(self._indexed, version)
+
+    async def catch_up(self) -> None:
+        """Return once every row committed before the call is indexed (module doc). Raises
+        the storage error that stopped the indexing, if one did."""
+        target = self._queued
+        while self._indexed < target:
+            run = self._run or self._start()
+            await asyncio.shield(run)
+
+    def close(self) -> None:
+        """Stop indexing (the instance is closing; what is queued stays in the store and is
+        indexed when the instance opens again)."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+def _log_failure(run: asyncio.Future[None]) -> None:
+    if not run.cancelled() and run.exception() is not None:
+        log.warning("search indexing failed (retried at the next search): %s", run.exception())
