@@ -31,6 +31,12 @@ _UPSERT = (
     "VALUES (?, ?, ?, ?, ?, ?, 0) ON CONFLICT (ns, tbl, item) DO UPDATE SET "
     "sk = excluded.sk, value = excluded.value, version = excluded.version, deleted = 0"
 )
+#: A live row keeping its sort key takes a new value and version only: the statement leaves the
+#: indexes on the sort key and on tombstones alone (fewer pages per commit than the upsert).
+_REWRITE = (
+    "UPDATE rows SET value = ?, version = ? "
+    "WHERE ns = ? AND tbl = ? AND item = ? AND sk = ? AND deleted = 0"
+)
 _TOMBSTONE = (
     "UPDATE rows SET deleted = 1, value = NULL, version = ? "
     "WHERE ns = ? AND tbl = ? AND item = ? AND deleted = 0"
@@ -149,7 +155,9 @@ class SqliteWriterTx(JobsMixin, CompactMixin):
             raise self._failed(exc) from exc
 
     async def write(self, key: RowKey, sort_key: str, encoded: bytes, version: int) -> None:
-        self._exec(_UPSERT, (key.ns, key.table, key.item, sort_key, encoded.decode(), version))
+        value = encoded.decode()
+        if self._exec(_REWRITE, (value, version, *key, sort_key)).rowcount == 0:
+            self._exec(_UPSERT, (key.ns, key.table, key.item, sort_key, value, version))
 
     async def remove(self, key: RowKey, version: int) -> bool:
         return self._exec(_TOMBSTONE, (version, key.ns, key.table, key.item)).rowcount > 0
