@@ -12,6 +12,10 @@ sitting, the same load-generator clients for all three:
 - ``bare``: benchmarks/bare_server.py, a raw ASGI app that sends one append frame per chunk to
   every client with a plain ``websocket.send`` (no storage, no sessions): the floor.
 
+Then (unless ``--no-fast``) a provider five times faster (``FAST``: 100 chunks/s), this build
+as shipped (a commit per chunk) and with ``StreamedText``'s ``min_interval`` at 40 ms
+(``--step-interval 0.04``), reporting server CPU per chunk too.
+
 The figure is server CPU seconds (``/proc/<pid>/stat``) over frames delivered. The plan runs
 ``--repeat`` times (default 3), interleaved, and each cell is the median. ``--write-doc``
 writes the "fanout" section of docs/benchmarks.md and benchmarks/results/fanout-last-run.json.
@@ -32,7 +36,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.sections import run_facts, write_section  # noqa: E402
-from benchmarks.streaming import ServerBuild, _variant  # noqa: E402
+from benchmarks.streaming import ServerBuild, _variant, workload_tokens  # noqa: E402
 
 RAW = ROOT / "benchmarks" / "results" / "fanout-last-run.json"
 
@@ -76,6 +80,65 @@ async def _run(builds: list[ServerBuild], repeat: int, streams: int, subs: int) 
             }
         )
     return {"benchmark": "fanout", "repeat": repeat, "streams": streams, "subs": subs, "rows": rows}
+
+
+#: The fast-provider comparison: streams, subscribers and seconds between chunks.
+FAST = (30, 10, 0.01)
+
+
+async def _fast(repeat: int) -> list[dict[str, Any]]:
+    """A provider 5x faster (100 chunks/s), this build with ``StreamedText(min_interval=0.04)``
+    in the chat's action (a commit per frame the fan-out sends) and as shipped (a commit per
+    chunk)."""
+    streams, subs, pace = FAST
+    tokens = len(workload_tokens("story"))
+    cells: dict[str, list[dict[str, Any]]] = {}
+    for i in range(repeat):
+        for name, interval in (("min_interval 40 ms", 0.04), ("default: commit per chunk", None)):
+            r = await _variant(
+                workload="story",
+                naive=False,
+                deflate=False,
+                streams=streams,
+                subscribers=subs,
+                pace=pace,
+                build=ServerBuild(step_interval=interval),
+            )
+            # Server CPU per chunk the provider sent (frames are counted with the sender's).
+            r["server_us_per_chunk"] = round(
+                r["server_cpu_us_per_frame"] * r["frames_per_subscriber"] * (subs + 1) / tokens
+            )
+            cells.setdefault(name, []).append(r)
+            print(
+                f"fast run {i + 1}/{repeat} {name}: server {r['server_us_per_chunk']} us/chunk, "
+                f"{r['server_cpu_us_per_frame']} us/frame, p95 {r['latency_ms']['p95']} ms",
+                flush=True,
+            )
+    return [
+        {
+            "variant": name,
+            "server_us_per_chunk": statistics.median(r["server_us_per_chunk"] for r in rs),
+            "server_us_per_frame": statistics.median(r["server_cpu_us_per_frame"] for r in rs),
+            "frames_per_subscriber": statistics.median(r["frames_per_subscriber"] for r in rs),
+            "p50_ms": statistics.median(r["latency_ms"]["p50"] for r in rs),
+            "p95_ms": statistics.median(r["latency_ms"]["p95"] for r in rs),
+        }
+        for name, rs in cells.items()
+    ]
+
+
+def fast_table(rows: list[dict[str, Any]]) -> str:
+    """The fast-provider table."""
+    lines = [
+        "| server | server µs / chunk | server µs / frame | frames / sub | p50 / p95 ms |",
+        "| :-- | --: | --: | --: | --: |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['variant']} | {r['server_us_per_chunk']:g} | {r['server_us_per_frame']:g} | "
+            f"{r['frames_per_subscriber']:g} | {r['p50_ms']:g} / {r['p95_ms']:g} |"
+        )
+    return "\n".join(lines)
 
 
 def table(out: dict[str, Any]) -> str:
@@ -124,6 +187,20 @@ def doc_section(out: dict[str, Any]) -> str:
             "runs. Raw data: `benchmarks/results/fanout-last-run.json`.",
             "",
             table(out),
+            *(
+                [
+                    "",
+                    f"A provider five times faster ({FAST[0]} streams × {FAST[1]} subscribers, "
+                    f"a chunk every {FAST[2] * 1000:g} ms, no deflate), this build as shipped "
+                    "(a commit per chunk) and with `StreamedText(min_interval=0.04)` in the "
+                    "chat's action (steps at least 40 ms apart, the fan-out's row interval: a "
+                    "commit per frame subscribers receive), same sitting:",
+                    "",
+                    fast_table(out["fast"]),
+                ]
+                if out.get("fast")
+                else []
+            ),
         ]
     )
 
@@ -135,6 +212,9 @@ def main() -> None:
     p.add_argument("--streams", type=int, default=100)
     p.add_argument("--subscribers", type=int, default=10)
     p.add_argument("--no-bare", action="store_true")
+    p.add_argument(
+        "--no-fast", action="store_true", help="skip the fast-provider step-interval comparison"
+    )
     p.add_argument("--write-doc", action="store_true")
     args = p.parse_args()
     builds = [ServerBuild()]
@@ -144,6 +224,8 @@ def main() -> None:
     if not args.no_bare:
         builds.append(ServerBuild("bare", bare=True))
     out = asyncio.run(_run(builds, max(1, args.repeat), args.streams, args.subscribers))
+    if not args.no_fast:
+        out["fast"] = asyncio.run(_fast(max(1, args.repeat)))
     command = " ".join(["python -m benchmarks.fanout", *sys.argv[1:]])
     out["facts"] = run_facts(command)
     if args.old_root:
@@ -155,6 +237,8 @@ def main() -> None:
             text=True,
         ).stdout.strip()
     print(table(out))
+    if out.get("fast"):
+        print(fast_table(out["fast"]))
     if args.write_doc:
         RAW.parent.mkdir(parents=True, exist_ok=True)
         RAW.write_text(json.dumps(out, indent=1))

@@ -161,7 +161,11 @@ def _serve(args: argparse.Namespace) -> None:
     else:
         from examples.chat.app import make_backend
 
+        from synced_store.bot import streamed_text
         from synced_store.server import create_app
+
+        if args.step_interval is not None:
+            streamed_text.STEP_INTERVAL = args.step_interval
 
         bot = PacedBot(workload=args.workload, pace=args.pace, record_dir=Path(args.record_dir))
         app = create_app(
@@ -231,6 +235,9 @@ class ServerBuild:
     root: Path = ROOT
     python: str = sys.executable
     bare: bool = False
+    #: Set: ``StreamedText``'s default ``min_interval`` in the server (0.04: a commit per frame
+    #: the fan-out sends; synced_store/bot/streamed_text.py).
+    step_interval: float | None = None
 
 
 class _Server:
@@ -261,6 +268,11 @@ class _Server:
                 str(pace),
                 *(["--naive"] if naive else []),
                 *(["--bare"] if build.bare else []),
+                *(
+                    ["--step-interval", str(build.step_interval)]
+                    if build.step_interval is not None
+                    else []
+                ),
             ],
             cwd=build.root,
             env={**os.environ, "PYTHONPATH": str(build.root)},
@@ -885,6 +897,7 @@ def _main() -> None:
     p.add_argument("--pace", type=float, default=0.02, help=argparse.SUPPRESS)
     p.add_argument("--naive", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--step-interval", type=float, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve:
         _serve(args)

@@ -108,3 +108,22 @@ async def test_tool_calls_are_collected_apart_from_the_text() -> None:
     assert steps[-1] == "Let me do that."
     assert reply.text == "Let me do that."
     assert reply.tool_calls == [call]
+
+
+async def test_steps_are_at_least_min_interval_apart_and_the_last_never_waits() -> None:
+    """Chunks that arrive within ``min_interval`` of the consumer's last step join the next
+    step (one commit per frame the fan-out would send anyway); the end of the stream does not
+    wait for the interval."""
+    p = Provider()
+    async with StreamedText(p.stream(), min_interval=30.0) as reply:
+        it = aiter(reply)
+        p.put("a")
+        assert await anext(it) == "a"
+        step = asyncio.ensure_future(anext(it))
+        p.put("b")
+        await p.queue.join()
+        done, _ = await asyncio.wait([step], timeout=0.2)
+        assert not done  # within the interval: the step waits for more
+        p.put("c", END)
+        assert await asyncio.wait_for(step, 10) == "abc"  # the stream ended: no more waiting
+        assert [t async for t in it] == []
