@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
 from synced_store.protocol.ops import op_text
@@ -278,5 +279,33 @@ async def test_a_scan_budget_counts_utf8_bytes(store: InstanceStore) -> None:
         )
         assert [e.item_key for e, _ in rows] == ["r00", "r01"]
         assert rows[0][1] == "é" * 99
+    finally:
+        await reader.close()
+
+
+async def test_a_reader_sees_only_committed_rows_before_during_and_after_a_transaction(
+    store: InstanceStore,
+) -> None:
+    """A reader's point read sees committed data whatever the writer is doing (SQLite reads
+    through the idle writer's connection when no transaction is open on it, else through a
+    connection of its own: sqlite_rows.py's SqliteReader)."""
+    await put(store, "a", {"v": 1})
+    reader = store.reader()
+    try:
+        assert await reader.read(key("a")) == ("", {"v": 1})
+        tx = await store.begin()
+        await tx.write(key("a"), "", orjson.dumps({"v": 2}), tx.version + 1)
+        await tx.write(key("b"), "", orjson.dumps({"v": 3}), tx.version + 1)
+        assert await reader.read(key("a")) == ("", {"v": 1})  # not the open transaction's
+        assert await reader.read(key("b")) is None
+        await tx.commit(tx.version + 1)
+        assert await reader.read(key("a")) == ("", {"v": 2})
+        assert await reader.read(key("b")) == ("", {"v": 3})
+    finally:
+        await reader.close()
+    await store.close()
+    reader = store.reader()  # a closed store's file is still readable
+    try:
+        assert await reader.read(key("b")) == ("", {"v": 3})
     finally:
         await reader.close()

@@ -109,6 +109,7 @@ class SqliteInstanceStore:
         self.path = Path(path)
         self._sync = {"normal": "NORMAL", "full": "FULL", "off": "OFF"}[durability]
         self._busy_ms = int(busy_timeout_ms)
+        self._closed = False
         conn: sqlite3.Connection | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -271,7 +272,13 @@ class SqliteInstanceStore:
 
     def reader(self) -> SqliteReader:
         """A separate read-only view of committed rows (an action's context)."""
-        return SqliteReader(self.path)
+        return SqliteReader(self.path, self._idle_writer)
+
+    def _idle_writer(self) -> sqlite3.Connection | None:
+        """The writer's connection while no transaction is open on it (a reader's point read
+        takes its warm page cache: sqlite_rows.py)."""
+        conn = self.conn
+        return None if self._closed or conn.in_transaction else conn
 
     async def vacuum(self) -> None:
         """Return free pages to the file system (databases created with auto_vacuum)."""
@@ -287,4 +294,5 @@ class SqliteInstanceStore:
                 self.conn.execute("ROLLBACK")
         except sqlite3.Error:
             pass  # closing anyway
+        self._closed = True
         self.conn.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import orjson
@@ -113,11 +113,20 @@ def open_reader(path: Path, *, busy_timeout_ms: int = 5000) -> sqlite3.Connectio
 
 class SqliteReader:
     """Committed rows of an instance through a connection of its own (an action's context).
-    The connection opens on the first read, so an action that reads nothing costs none."""
+    The connection opens on the first read, so an action that reads nothing costs none.
 
-    def __init__(self, path: Path) -> None:
+    ``idle_writer`` returns the writer's connection when no transaction is open on it (else
+    None): a point read then uses it, whose page cache is warm, where a connection of its own
+    would re-read from the write-ahead log every page the writer changed since (an action
+    streaming a reply reads its row between commits). Both read committed data, on the event
+    loop thread."""
+
+    def __init__(
+        self, path: Path, idle_writer: Callable[[], sqlite3.Connection | None] | None = None
+    ) -> None:
         self._path = path
         self._conn: sqlite3.Connection | None = None
+        self._idle_writer = idle_writer
         self._searches = RunningSearches(open_reader, path)
 
     def _connection(self) -> sqlite3.Connection:
@@ -126,8 +135,9 @@ class SqliteReader:
         return self._conn
 
     async def read(self, key: RowKey) -> Row | None:
+        conn = self._idle_writer() if self._idle_writer is not None else None
         try:
-            return read_row(self._connection(), key)
+            return read_row(conn or self._connection(), key)
         except sqlite3.Error as exc:
             raise storage_error(exc) from exc
 
