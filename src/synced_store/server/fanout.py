@@ -74,6 +74,7 @@ class _Flush:
     """One flush's ops, computed once, and the frames made from them (per group)."""
 
     __slots__ = (
+        "all_binds",
         "binds",
         "changes",
         "errors",
@@ -97,6 +98,8 @@ class _Flush:
         self.pairs: list[tuple[Binding, str]] | None = []
         #: Handles bound in this flush.
         self.binds: list[Binding] = []
+        #: ``binds`` and the handles of ``pairs`` (made on first use).
+        self.all_binds: list[Binding] | None = None
         #: True once the flush holds a row bound to a handle (its bindings go in the poke).
         self.streaming = False
         self.lmids: dict[str, int] = {}
@@ -349,6 +352,7 @@ class Fanout:
             if frame is None:
                 frame = f.frames[key] = SharedFrame(encode(self._poke(f, cookie, private)))
         else:  # this client's confirmation or rejections: its own frame
+            key = (cookie, own_key, False)
             poke = self._poke(f, cookie, private)
             poke.last_mutation_id = lmid
             poke.errors = errors
@@ -362,17 +366,20 @@ class Fanout:
             session.synced_to = f.version
             if lmid is not None:
                 session.known_lmid = lmid
-            if f.streaming:
+            if f.streaming and not key[2]:  # an append frame binds nothing new
                 session.learn(self._bindings(f))
             self.frames_written += 1
         else:  # the socket asked to pause: from now on this session sends from its queue
             session.enqueue(f.version, _visible(f.changes, own), lmid, errors)
 
     def _bindings(self, f: _Flush) -> list[Binding]:
-        """The bindings a poke of this flush carries: new ones, and those its appends use."""
+        """The bindings a poke of this flush carries: new ones, and those its appends use
+        (made once per flush)."""
         if not f.pairs:
             return f.binds
-        return [*f.binds, *(b for b, _ in f.pairs)]
+        if f.all_binds is None:
+            f.all_binds = [*f.binds, *(b for b, _ in f.pairs)]
+        return f.all_binds
 
     def _poke(self, f: _Flush, cookie: int | None, private: list[Any] | None) -> Poke:
         patch = f.public if not private else [*f.public, *private]
