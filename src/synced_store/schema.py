@@ -201,6 +201,10 @@ class MutatorDef:
         """Validate call-site arguments and return their JSON form (what travels on the wire)."""
         return self._validator.to_json_value(args, f"input for mutator {self.name!r}")
 
+    def input_encode(self, args: Any) -> tuple[Any, bytes]:
+        """:meth:`input_to_json` and its compact JSON bytes."""
+        return self._validator.encode(args, f"input for mutator {self.name!r}")
+
 
 @dataclass(frozen=True)
 class ActionDef:
@@ -224,6 +228,10 @@ class ActionDef:
     def input_to_json(self, args: Any) -> Any:
         """Validate an action's input and return its JSON form."""
         return self._in.to_json_value(args, f"input for action {self.name!r}")
+
+    def input_encode(self, args: Any) -> tuple[Any, bytes]:
+        """:meth:`input_to_json` and its compact JSON bytes."""
+        return self._in.encode(args, f"input for action {self.name!r}")
 
     def output_to_json(self, value: Any) -> Any:
         """Validate an action's return value and return its JSON form."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
+import pydantic_core
 import pytest
 from pydantic import BaseModel, JsonValue
 
@@ -269,10 +270,14 @@ def test_enqueue_action_refuses_too_deep_input(ctx: MutationContext) -> None:
     assert len(ctx.enqueued) == (1 if ctx.is_server else 0)
 
 
+def _encoded(v: Any) -> tuple[Any, bytes]:
+    return v, pydantic_core.to_json(v)
+
+
 def test_json_input_checks_what_the_encoder_returns() -> None:
-    assert json_input(lambda v: v, nest(LIMIT), "x") == nest(LIMIT)
+    assert json_input(_encoded, nest(LIMIT), "x") == nest(LIMIT)
     with pytest.raises(ValueTooDeepError, match=r"^x nests"):
-        json_input(lambda v: [v], nest(LIMIT), "x")
+        json_input(lambda v: _encoded([v]), nest(LIMIT), "x")
 
     def refuses(v: Any) -> Any:
         raise ValidationError("invalid x")

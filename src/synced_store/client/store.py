@@ -334,7 +334,7 @@ class SyncedStoreClient(WindowedReads):
 
     async def _action(self, name: str, args: Any) -> Any:
         adef = self.config.schema.action(name)
-        wire = json_input(adef.input_to_json, args, f"input for action {name!r}")
+        wire = json_input(adef.input_encode, args, f"input for action {name!r}")
         if not self.is_online:
             raise OfflineError(f"action {name!r} needs the server and this client is offline")
         await self.wait_for_sync()

@@ -209,7 +209,7 @@ class ClientEngine:
         """Queue a call of action ``name``; returns its request id. The result arrives as an
         :class:`ActionCompleted` event. Raises (and queues nothing) if ``args`` is invalid."""
         adef = self.schema.action(name)
-        wire = json_input(adef.input_to_json, args, f"input for action {name!r}")
+        wire = json_input(adef.input_encode, args, f"input for action {name!r}")
         self._action_ids += 1
         rid = f"a{self._action_ids}"
         self._frames.append(encode(Action(request_id=rid, name=name, input=wire)))
@@ -286,7 +286,7 @@ class ClientEngine:
         """
         mdef = self.schema.mutator(name)
         # Validated, plain JSON, and no deeper than the server accepts (ValueTooDeepError).
-        wire_args = json_input(mdef.input_to_json, args, f"input for mutator {name!r}")
+        wire_args = json_input(mdef.input_encode, args, f"input for mutator {name!r}")
         handler = self.config.mutators[name]
         m = PendingMutation(
             id=self.next_mutation_id, name=name, args=wire_args, dedupe_key=dedupe_key

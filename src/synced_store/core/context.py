@@ -9,9 +9,7 @@ to one of the two, so this module does no I/O.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Literal, Protocol, cast
-
-import pydantic_core
+from typing import Any, Literal, Protocol
 
 from ..errors import (
     PermissionDeniedError,
@@ -148,18 +146,19 @@ def copy_json(value: Any) -> Any:
     return value
 
 
-def json_input(encode: Callable[[Any], Any], value: Any, what: str) -> Any:
-    """``encode(value)`` (a mutator's or action's ``input_to_json``: validated, plain JSON),
-    refused with :class:`ValueTooDeepError` when it nests deeper than ``MAX_VALUE_DEPTH`` (the
-    server refuses such input; see :func:`_validated` for why the given value decides when
-    validation itself fails) and :class:`ValueTooLargeError` above ``MAX_INPUT_BYTES``."""
+def json_input(encode: Callable[[Any], tuple[Any, bytes]], value: Any, what: str) -> Any:
+    """The value of ``encode(value)`` (a mutator's or action's ``input_encode``: validated,
+    plain JSON, and its JSON bytes), refused with :class:`ValueTooDeepError` when it nests
+    deeper than ``MAX_VALUE_DEPTH`` (the server refuses such input; see :func:`_validated` for
+    why the given value decides when validation itself fails) and
+    :class:`ValueTooLargeError` above ``MAX_INPUT_BYTES``."""
     try:
-        out = encode(value)
+        out, data = encode(value)
     except ValidationError:
         check_depth(value, what=what)
         raise
     check_depth(out, what=what)
-    size = len(pydantic_core.to_json(out))
+    size = len(data)
     if size > MAX_INPUT_BYTES:
         raise ValueTooLargeError(
             f"{what} is {size} bytes of JSON (limit {MAX_INPUT_BYTES}): a push frame must stay "
@@ -260,10 +259,11 @@ class TableHandle:
     def __init__(
         self, tx: Tx | AsyncTx, ns: str, table: str, tdef: TableDef | None, writable: bool
     ) -> None:
-        # One of the two is used, as ``_async`` says (the same object, typed twice).
+        # One of the two is used, as ``_async`` says (the same object, typed twice; no cast()
+        # call: a handle is made per table access).
         self._async: bool = getattr(tx, "is_async", False)
-        self._tx = cast(Tx, tx)
-        self._atx = cast(AsyncTx, tx)
+        self._tx: Tx = tx  # type: ignore[assignment]
+        self._atx: AsyncTx = tx  # type: ignore[assignment]
         self._ns = ns
         self._table = table
         self._def = tdef
@@ -564,7 +564,7 @@ class MutationContext(ExternalMixin, ReadContext):
         A no-op on clients (the input is still validated, so mistakes show up at once).
         """
         adef = self.schema.action(name)
-        args = json_input(adef.input_to_json, input, f"input for action {name!r}")
+        args = json_input(adef.input_encode, input, f"input for action {name!r}")
         if self.is_server:
             self.enqueued.append((name, args))
 

@@ -119,7 +119,7 @@ class ExternalMixin:
 
         check_instance_id(instance_id)
         mdef = self.schema.mutator(mutator)
-        args = json_input(mdef.input_to_json, input, f"input for mutator {mutator!r}")
+        args = json_input(mdef.input_encode, input, f"input for mutator {mutator!r}")
         calls = self.external_calls
         if len(calls) >= MAX_EXTERNAL_MUTATIONS:
             raise QuotaExceededError(

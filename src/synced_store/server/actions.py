@@ -89,7 +89,7 @@ class ActionContext(ExternalMixin, ReadContext):
         Every client sees it like any other mutation. Raises if the mutator fails.
         """
         mdef = self.instance.config.schema.mutator(name)
-        wire = json_input(mdef.input_to_json, input, f"input for mutator {name!r}")
+        wire = json_input(mdef.input_encode, input, f"input for mutator {name!r}")
         await self.instance.mutate(self.user_id, name, wire, self.source)
 
     async def mutate_external(self, instance_id: str, mutator: str, input: Any) -> None:

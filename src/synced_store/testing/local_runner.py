@@ -170,7 +170,7 @@ class LocalRunner:
         """Run mutator ``name`` as the server would; raise (and change nothing) if it fails."""
         uid = user_id or self.user_id
         mdef = self.backend.schema.mutator(name)
-        wire = json_input(mdef.input_to_json, input, f"input for mutator {name!r}")
+        wire = json_input(mdef.input_encode, input, f"input for mutator {name!r}")
         handler = self.backend.mutators[name]
         ctx = MutationContext(
             self.backend.schema,
@@ -197,9 +197,7 @@ class LocalRunner:
         return its validated output JSON."""
         uid = user_id or self.user_id
         adef = self.backend.schema.action(name)
-        value = adef.parse_input(
-            json_input(adef.input_to_json, input, f"input for action {name!r}")
-        )
+        value = adef.parse_input(json_input(adef.input_encode, input, f"input for action {name!r}"))
         ctx = LocalActionContext(self, uid, name, job_id)
         out = await self.backend.actions[name](ctx, value)
         return adef.output_to_json(out)

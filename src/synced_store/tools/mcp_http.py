@@ -95,7 +95,7 @@ class ServerTarget:
         ep = self.endpoint
         ep.take_rate(self.user_id)
         mdef = ep.registry.config.schema.mutator(name)
-        wire = json_input(mdef.input_to_json, args, f"input for mutator {name!r}")
+        wire = json_input(mdef.input_encode, args, f"input for mutator {name!r}")
         source = {"type": "user", "user_id": self.user_id, "via": "mcp"}
         async with ep.registry.hold(self.caller.instance_id) as inst:
             await inst.mutate(self.user_id, name, wire, source)
