@@ -94,7 +94,7 @@ async def test_the_indexer_runs_one_pass_at_a_time_and_catches_up_to_the_call() 
         tx: Any = Tx()
         tx.version = began
 
-        async def index_search() -> bool:
+        async def index_search(upto: int | None = None) -> bool:
             return False
 
         tx.index_search = index_search
@@ -132,3 +132,71 @@ async def test_the_indexer_runs_one_pass_at_a_time_and_catches_up_to_the_call() 
     disabled = SearchIndexer("room", in_writer, ["messages"], enabled=False)
     disabled.committed(8, [RowKey("", "messages", "m")])
     assert not disabled.pending
+
+
+async def test_a_search_right_after_a_pass_ends_starts_a_new_one_without_spinning() -> None:
+    """Regression: a commit and a search in the loop turn in which a pass finishes (an action
+    committing inline, then searching) must start a new pass, not spin on the finished one."""
+    loop = asyncio.get_running_loop()
+    passes: list[int | None] = []
+    outcome: list[str] = []
+    ix: SearchIndexer
+
+    async def in_writer(fn: Any) -> Any:
+        class Tx:
+            pass
+
+        tx: Any = Tx()
+
+        async def index_search(upto: int | None = None) -> bool:
+            passes.append(upto)
+            return False
+
+        tx.index_search = index_search
+
+        def action_step() -> None:  # runs in the same loop turn as the pass's end
+            if len(passes) > 1:
+                return
+            ix.committed(2, [RowKey("", "t", "x")])
+            step = ix.catch_up().__await__()
+            try:
+                next(step)
+                outcome.append("waits for a new pass")
+            except StopIteration:
+                outcome.append("returned")
+
+        loop.call_soon(action_step)
+        return await fn(tx)
+
+    ix = SearchIndexer("r", in_writer, ["t"], enabled=True, delay=3600)
+    ix.committed(1, [RowKey("", "t", "a")])
+    await asyncio.wait_for(ix.catch_up(), 5)
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert outcome == ["waits for a new pass"]
+    await asyncio.wait_for(ix.catch_up(), 5)
+    assert passes == [1, 2]
+    assert not ix.pending
+
+
+async def test_a_pass_indexes_only_rows_queued_before_it(tmp_path: Path) -> None:
+    """Storage: ``index_search(upto)`` takes the rows queued at versions up to ``upto``, oldest
+    first, so rows committed during a pass (a bulk import) never keep a search waiting."""
+    from synced_store.storage.sqlite import SqliteInstanceStore
+    from synced_store.storage.sqlite_search import INDEX_BATCH
+
+    from ..storage.helpers import in_tx, put
+
+    store = SqliteInstanceStore(tmp_path / "room.sqlite3")
+    try:
+        await in_tx(store, lambda tx: tx.configure_search({"t": ("text", None)}))
+        first = await put(store, "old", {"text": "early words"})
+        for i in range(INDEX_BATCH + 5):  # newer rows, queued after ``first``
+            await put(store, f"new{i:04d}", {"text": "late words"})
+        assert not await in_tx(store, lambda tx: tx.index_search(first))  # one batch: done
+        conn = store.conn
+        queued = conn.execute("SELECT COUNT(*), MIN(version) FROM search_queue").fetchone()
+        assert queued == (INDEX_BATCH + 5, first + 1)
+        assert conn.execute("SELECT item FROM search_docs").fetchall() == [("old",)]
+    finally:
+        await store.close()

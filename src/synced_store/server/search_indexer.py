@@ -34,10 +34,6 @@ INDEX_DELAY = 5.0
 InWriter = Callable[[Callable[[WriterTx], Any]], Awaitable[Any]]
 
 
-async def _index_batch(tx: WriterTx) -> tuple[int, bool]:
-    return tx.version, await tx.index_search()
-
-
 class SearchIndexer:
     """The deferred full-text indexing of one instance (module doc)."""
 
@@ -90,31 +86,38 @@ class SearchIndexer:
     def _on_timer(self) -> None:
         self._timer = None
         if self.pending and self._run is None and not self._closed:
-            self._start().add_done_callback(_log_failure)
+            self._start()
 
     def _start(self) -> asyncio.Future[None]:
-        run = self._run = asyncio.ensure_future(self._index_all())
+        """A pass up to the newest version that queued rows (runs after it are not its)."""
+        run = self._run = asyncio.ensure_future(self._index_upto(self._queued))
+        run.add_done_callback(_log_failure)
         run.add_done_callback(self._ended)
         return run
 
     def _ended(self, run: asyncio.Future[None]) -> None:
-        if self._run is run:
-            self._run = None
         if self.pending and not self._closed:  # committed meanwhile: index it later
             self.queued(self._queued)
 
-    async def _index_all(self) -> None:
-        more = True
-        while more:
-            version, more = await self._in_writer(_index_batch)
-        self._indexed = max(self._indexed, version)
+    async def _index_upto(self, upto: int) -> None:
+        """Index the rows queued at versions up to ``upto``, a batch per transaction: rows
+        committed during the pass wait for the next one, so heavy writing cannot keep a
+        search waiting."""
+        try:
+            while await self._in_writer(lambda tx: tx.index_search(upto)):
+                pass
+            self._indexed = max(self._indexed, upto)
+        finally:
+            self._run = None  # before any waiter resumes: a later call starts a new pass
 
     async def catch_up(self) -> None:
         """Return once every row committed before the call is indexed (module doc). Raises
         the storage error that stopped the indexing, if one did."""
         target = self._queued
         while self._indexed < target:
-            run = self._run or self._start()
+            run = self._run
+            if run is None or run.done():
+                run = self._start()
             await asyncio.shield(run)
 
     def close(self) -> None:
@@ -127,5 +130,7 @@ class SearchIndexer:
 
 
 def _log_failure(run: asyncio.Future[None]) -> None:
+    """Log a failed pass (and retrieve its error: searches that waited for it may all have
+    been cancelled)."""
     if not run.cancelled() and run.exception() is not None:
         log.warning("search indexing failed (retried at the next search): %s", run.exception())

@@ -281,9 +281,10 @@ class WriterTx(RowReader, Protocol):
         no trace), whatever writes it: at once, or, with :attr:`InstanceStore.deferred_search`,
         queued in the transaction for :meth:`index_search`."""
 
-    async def index_search(self) -> bool:
-        """Index a bounded batch of the rows queued for the full-text index (their current
-        value; see :attr:`InstanceStore.deferred_search`); True if more remain queued. A
+    async def index_search(self, upto: int | None = None) -> bool:
+        """Index a bounded batch of the rows queued for the full-text index at versions up to
+        ``upto`` (None: any), oldest first, from their current value (see
+        :attr:`InstanceStore.deferred_search`); True if more such rows remain queued. A
         backend that indexes every write at once has nothing queued (False)."""
 
     async def compact_tombstones(self, before_version: int, limit: int | None = None) -> int:

@@ -508,6 +508,6 @@ class PostgresWriterTx(JobsMixin, CompactMixin):
             self.broken = err
             raise err from exc
 
-    async def index_search(self) -> bool:
+    async def index_search(self, upto: int | None = None) -> bool:
         """Nothing to do: every write updates the index in its own statement (False)."""
         return False

@@ -24,13 +24,14 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from ..errors import InstanceUnavailableError
 from .base import RemoteCommits
 from .errors import storage_error
 from .ids import validate_instance_id
 from .records import Changes, ClientState, OpEncoder, RejectedMutation
 from .sqlite_catchup import SqliteCatchUp
 from .sqlite_rows import SqliteReader, changes_since, open_reader
-from .sqlite_search import SEARCH_DDL
+from .sqlite_search import SEARCH_DDL, upgrade_queue
 from .sqlite_tx import ERROR_MESSAGE_CHARS, SqliteWriterTx
 
 __all__ = [
@@ -44,7 +45,8 @@ __all__ = [
 
 T = TypeVar("T")
 
-STORAGE_VERSION = 2
+#: The file layout: 3 since rows are queued for the full-text index (sqlite_search.py).
+STORAGE_VERSION = 3
 #: The write-ahead log is truncated back to this size after a checkpoint.
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
 
@@ -83,6 +85,15 @@ CREATE TABLE IF NOT EXISTS checkpoints (at REAL PRIMARY KEY, version INTEGER NOT
 )
 
 
+def _stored_layout(conn: sqlite3.Connection) -> int:
+    """The layout version a file records (0: a new file)."""
+    try:
+        r = conn.execute("SELECT value FROM meta WHERE key = 'storage_version'").fetchone()
+    except sqlite3.OperationalError:  # no meta table: a new file
+        return 0
+    return 1 if r is None else int(r[0])
+
+
 def instance_path(data_dir: Path, instance_id: str) -> Path:
     """The database file of an instance."""
     return Path(data_dir) / f"{validate_instance_id(instance_id)}.sqlite3"
@@ -115,6 +126,10 @@ class SqliteInstanceStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = self.conn = self._open()
             meta = self._init_schema(conn)
+        except InstanceUnavailableError:
+            if conn is not None:
+                conn.close()
+            raise
         except (sqlite3.Error, OSError) as exc:
             if conn is not None:
                 conn.close()
@@ -143,6 +158,14 @@ class SqliteInstanceStore:
 
     @staticmethod
     def _init_schema(conn: sqlite3.Connection) -> dict[str, int]:
+        stored = _stored_layout(conn)
+        if stored > STORAGE_VERSION:  # refused before the script changes its triggers
+            raise InstanceUnavailableError(
+                f"{conn.execute('PRAGMA database_list').fetchone()[2]} has storage layout "
+                f"{stored}, newer than this synced-store knows ({STORAGE_VERSION}): upgrade "
+                "synced-store (every server and CLI using this data dir runs the same release)"
+            )
+        upgrade_queue(conn)
         conn.executescript(_DDL)
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         if not meta:

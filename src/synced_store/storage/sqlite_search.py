@@ -23,6 +23,7 @@ the (tiny) ``search_tables``.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Mapping, Sequence
 
@@ -38,6 +39,7 @@ __all__ = [
     "index_queued",
     "json_path",
     "search",
+    "upgrade_queue",
 ]
 
 _N = MAX_INDEXED_CHARS
@@ -45,7 +47,11 @@ _N = MAX_INDEXED_CHARS
 #: How many queued rows one :func:`index_queued` call indexes at most.
 INDEX_BATCH = 500
 
-_BATCH = "SELECT ns, tbl, item FROM search_queue ORDER BY ns, tbl, item LIMIT ?1"
+#: The oldest queued rows, queued at versions up to ``?2`` (``search_queue_by_version``).
+_BATCH = (
+    "SELECT ns, tbl, item FROM search_queue WHERE version <= ?2 "
+    "ORDER BY version, ns, tbl, item LIMIT ?1"
+)
 _INDEX_QUEUED = (
     f"DELETE FROM search_fts WHERE rowid IN (SELECT d.id FROM search_docs d "
     f"WHERE (d.ns, d.tbl, d.item) IN ({_BATCH}))",
@@ -77,25 +83,28 @@ CREATE VIRTUAL TABLE IF NOT EXISTS search_fts USING fts5(
     body, tokenize = 'unicode61 remove_diacritics 2'
 );
 CREATE TABLE IF NOT EXISTS search_queue (
-    ns TEXT NOT NULL, tbl TEXT NOT NULL, item TEXT NOT NULL, PRIMARY KEY (ns, tbl, item)
+    ns TEXT NOT NULL, tbl TEXT NOT NULL, item TEXT NOT NULL, version INTEGER NOT NULL,
+    PRIMARY KEY (ns, tbl, item)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS search_queue_by_version ON search_queue (version, ns, tbl, item);
 DROP TRIGGER IF EXISTS rows_search_insert;
 DROP TRIGGER IF EXISTS rows_search_update;
 DROP TRIGGER IF EXISTS rows_search_delete;
 -- Not INSERT OR IGNORE: an outer statement's conflict policy overrides a trigger's.
 CREATE TRIGGER IF NOT EXISTS rows_search_queue_insert AFTER INSERT ON rows
 WHEN new.tbl IN (SELECT tbl FROM search_tables) BEGIN
-    INSERT INTO search_queue SELECT new.ns, new.tbl, new.item WHERE NOT EXISTS (
+    INSERT INTO search_queue SELECT new.ns, new.tbl, new.item, new.version WHERE NOT EXISTS (
         SELECT 1 FROM search_queue WHERE ns = new.ns AND tbl = new.tbl AND item = new.item);
 END;
 CREATE TRIGGER IF NOT EXISTS rows_search_queue_update AFTER UPDATE ON rows
 WHEN new.tbl IN (SELECT tbl FROM search_tables) BEGIN
-    INSERT INTO search_queue SELECT new.ns, new.tbl, new.item WHERE NOT EXISTS (
+    INSERT INTO search_queue SELECT new.ns, new.tbl, new.item, new.version WHERE NOT EXISTS (
         SELECT 1 FROM search_queue WHERE ns = new.ns AND tbl = new.tbl AND item = new.item);
 END;
+-- Deleting a tombstone (compaction) changes nothing indexed: its entry went with the tombstone.
 CREATE TRIGGER IF NOT EXISTS rows_search_queue_delete AFTER DELETE ON rows
-WHEN old.tbl IN (SELECT tbl FROM search_tables) BEGIN
-    INSERT INTO search_queue SELECT old.ns, old.tbl, old.item WHERE NOT EXISTS (
+WHEN old.deleted = 0 AND old.tbl IN (SELECT tbl FROM search_tables) BEGIN
+    INSERT INTO search_queue SELECT old.ns, old.tbl, old.item, old.version WHERE NOT EXISTS (
         SELECT 1 FROM search_queue WHERE ns = old.ns AND tbl = old.tbl AND item = old.item);
 END;
 """
@@ -107,13 +116,34 @@ def json_path(field: str) -> str:
     return '$."' + field + '"'
 
 
-def index_queued(conn: sqlite3.Connection, limit: int = INDEX_BATCH) -> bool:
-    """Re-index up to ``limit`` queued rows from their current value (a row deleted, tombstoned
-    or without text loses its entry), inside the caller's transaction; True if more remain.
-    Raises sqlite3 errors."""
+#: A version above every real one (``index_queued`` with no bound).
+_ALL = 2**62
+
+
+def index_queued(
+    conn: sqlite3.Connection, upto: int | None = None, limit: int = INDEX_BATCH
+) -> bool:
+    """Re-index up to ``limit`` of the rows queued at versions up to ``upto`` (all: None),
+    oldest first, from their current value (a row deleted, tombstoned or without text loses
+    its entry), inside the caller's transaction; True if more such rows remain. A row written
+    again while queued keeps its place. Raises sqlite3 errors."""
+    args = (limit, _ALL if upto is None else upto)
     for sql in _INDEX_QUEUED:
-        conn.execute(sql, (limit,))
-    return conn.execute("SELECT 1 FROM search_queue LIMIT 1").fetchone() is not None
+        conn.execute(sql, args)
+    more = conn.execute(
+        "SELECT 1 FROM search_queue WHERE version <= ? LIMIT 1", (args[1],)
+    ).fetchone()
+    return more is not None
+
+
+def upgrade_queue(conn: sqlite3.Connection) -> None:
+    """Before the file's schema script: a ``search_queue`` of an earlier development layout
+    (no ``version`` column) is dropped, and the index rebuilt from the rows when the server
+    next configures it (its queued rows are unknown). Raises sqlite3 errors."""
+    cols = [r[1] for r in conn.execute("PRAGMA table_info(search_queue)")]
+    if cols and "version" not in cols:
+        conn.execute("DROP TABLE search_queue")
+        conn.execute("DELETE FROM search_tables")
 
 
 def _drop(conn: sqlite3.Connection, table: str) -> None:
@@ -217,9 +247,30 @@ def search(
     sqlite3 errors.
 
     Newest first, a common word is answered from the newest rows (:data:`NEWEST_WINDOW`), any
-    other by ordering its matches on the index alone; only the rows returned are read."""
+    other by ordering its matches on the index alone; only the rows returned are read. Its
+    statements read one snapshot (a read transaction): an indexing pass that commits meanwhile
+    cannot renumber the rows between them."""
     if not namespaces:
         return []
+    if conn.in_transaction:
+        return _search(conn, table, words, namespaces, limit, newest_first=newest_first)
+    conn.execute("BEGIN")
+    try:
+        return _search(conn, table, words, namespaces, limit, newest_first=newest_first)
+    finally:
+        with contextlib.suppress(sqlite3.Error):  # interrupted or closed: nothing to keep
+            conn.execute("COMMIT")
+
+
+def _search(
+    conn: sqlite3.Connection,
+    table: str,
+    words: Sequence[str],
+    namespaces: Sequence[str],
+    limit: int,
+    *,
+    newest_first: bool,
+) -> list[SearchHit]:
     match = fts_query(words)
     marks = ", ".join("?" * len(namespaces))
     args: tuple[str | int, ...]
@@ -247,7 +298,7 @@ def search(
         args = (match, table, *namespaces, limit)
     rows = conn.execute(
         f"SELECT d.ns, d.item, r.sk, r.value, d.score FROM ({inner}) d "
-        "JOIN rows r ON r.ns = d.ns AND r.tbl = d.tbl AND r.item = d.item "
+        "JOIN rows r ON r.ns = d.ns AND r.tbl = d.tbl AND r.item = d.item AND r.deleted = 0 "
         f"ORDER BY {order}",
         args,
     ).fetchall()

@@ -262,11 +262,11 @@ class SqliteWriterTx(JobsMixin, CompactMixin):
         except sqlite3.Error as exc:
             raise self._failed(exc) from exc
 
-    async def index_search(self) -> bool:
+    async def index_search(self, upto: int | None = None) -> bool:
         """See :meth:`synced_store.storage.base.WriterTx.index_search`."""
         if not self._open:
             raise StorageError("the writer's transaction is over", transient=False)
         try:
-            return index_queued(self.conn)
+            return index_queued(self.conn, upto)
         except sqlite3.Error as exc:
             raise self._failed(exc) from exc
