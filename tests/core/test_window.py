@@ -128,3 +128,32 @@ def test_a_window_the_reset_did_not_cut_takes_every_new_row() -> None:
     e = engine_with(5, 6, cut=False)
     e.apply_server_update(cookie=2, patch=[row(1)], last_mutation_id=None)
     assert held(e) == ["m1", "m5", "m6"]
+
+
+def test_eviction_waits_for_the_page_in_flight() -> None:
+    """Rows arriving while a page is in flight do not evict (which would move the floor and
+    discard the page, so fast arrivals could starve paging); the eviction runs when the last
+    page ends."""
+    e = engine_with(*range(10, 13))
+    w = e.windows
+    assert w is not None
+    token = w.begin_page("", "msgs")
+    big = "x" * 200
+    for i in range(13, 25):
+        e.apply_server_update(cookie=i, patch=[row(i, big)], last_mutation_id=None)
+    assert w.held_bytes > 1024 * 1.2  # over budget, but the page is in flight
+    assert w.apply_page(token, [[sk(9), "m9", {"text": "m9"}]], True) == 1
+    w.end_page()
+    assert "m9" in held(e)  # the page joined; paging raised the budget to what is held
+    token = w.begin_page("", "msgs")
+    w.end_page()  # a page that failed: nothing joined
+    w.budget = 1024  # the app lowers the budget again: the next update evicts
+    e.apply_server_update(cookie=40, patch=[row(40, big)], last_mutation_id=None)
+    assert w.held_bytes <= 1024 * 1.2
+    assert "m9" not in held(e)
+    token = w.begin_page("", "msgs")
+    for i in range(41, 50):
+        e.apply_server_update(cookie=i, patch=[row(i, big)], last_mutation_id=None)
+    assert w.held_bytes > 1024 * 1.2
+    w.end_page()  # the page failed (say, offline): its end runs the eviction it held back
+    assert w.held_bytes <= 1024 * 1.2

@@ -22,10 +22,13 @@ if TYPE_CHECKING:
     from ..core.client_engine import ClientEngine
     from ..core.window import ClientWindows
 
-__all__ = ["PAGE_ATTEMPTS", "ScanCallback", "WindowedReads"]
+__all__ = ["PAGE_ATTEMPTS", "PAGE_BACKOFF", "ScanCallback", "WindowedReads"]
 
 #: How often a page is asked again when rows in it changed while it was in flight.
 PAGE_ATTEMPTS = 8
+#: Seconds before the second attempt, doubled for each further one (at most 0.2 s): under a
+#: burst of writes, the next page waits for it to pass instead of being cut again at once.
+PAGE_BACKOFF = 0.005
 
 ScanCallback = Callable[[list[tuple[EntryKey, Any]], dict[str, list[str]]], None]
 
@@ -84,7 +87,9 @@ class WindowedReads:
         locks = self.__dict__.setdefault("_page_locks", {})
         lock = locks.setdefault((ns, table), asyncio.Lock())
         async with lock:
-            for _ in range(PAGE_ATTEMPTS):
+            for attempt in range(PAGE_ATTEMPTS):
+                if attempt:  # rows in the page changed meanwhile: back off, then ask again
+                    await asyncio.sleep(min(PAGE_BACKOFF * 2 ** (attempt - 1), 0.2))
                 if (ns, table) in w.complete:
                     return 0
                 token = w.begin_page(ns, table)

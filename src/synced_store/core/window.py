@@ -20,7 +20,8 @@ holds) up to the newest, and nothing below. Everything here keeps that true:
   rows without a gap or a duplicate while new rows arrive at the top.
 * **Eviction** (:meth:`after_update`): the bytes of windowed rows held are counted (the
   values' JSON size; a merge adds its delta's); above 1.2 x the budget (``pull_max_bytes``)
-  the oldest rows are removed, from the floor up, down to the budget. Never the newest N of a
+  the oldest rows are removed, from the floor up, down to the budget (not while a page is in
+  flight: then when the last one ends). Never the newest N of a
   window, and never a row a pending mutation read or wrote (eviction stops there: the run
   stays one run). Evicted rows are re-read when paged in again. Paging is a request to hold
   more: a page raises the budget to what is then held (as the spec's "load more" raises
@@ -218,8 +219,10 @@ class ClientWindows:
 
     def after_update(self) -> None:
         """Evict the oldest windowed rows if over 1.2 x the budget (module doc). Called by the
-        engine after each server update."""
-        if self._bypass or self.held_bytes <= self.budget * EVICT_RATIO:
+        engine after each server update, and when the last page in flight ends: eviction
+        waits for pages in flight (it would move their floor and make them ask again, so rows
+        arriving fast could starve paging)."""
+        if self._bypass or self._pages or self.held_bytes <= self.budget * EVICT_RATIO:
             return
         ops = self._evictions()
         if ops:
@@ -284,10 +287,12 @@ class ClientWindows:
         return PageToken(ns, table, self.floor(ns, table), self.generation, self._seq)
 
     def end_page(self) -> None:
-        """A page request is over (applied, discarded or failed)."""
+        """A page request is over (applied, discarded or failed); the last one to end runs
+        the eviction the updates meanwhile left waiting."""
         self._pages -= 1
         if not self._pages:
             self._dropped.clear()
+            self.after_update()
 
     def apply_page(self, token: PageToken, rows: list[list[Any]], more: bool) -> int | None:
         """Add a ``$scan`` result (``[sort_key, item_key, value]``, newest first) below the
