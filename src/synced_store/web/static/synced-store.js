@@ -300,6 +300,9 @@ export class SyncedStore {
     if (this._handover) await this._handover;
     if (!this._bridge) throw new Error("loadOlder needs the engine (Python is still loading)");
     for (let attempt = 0; attempt < 8; attempt++) {
+      // Rows in the page changed while it was in flight: back off as the Python client does
+      // (client/paging.py: 5 ms, doubling, at most 0.2 s), then ask again.
+      if (attempt) await new Promise((ok) => setTimeout(ok, Math.min(5 * 2 ** (attempt - 1), 200)));
       const r = JSON.parse(await this._bridge.call("load_older", table, limit, scope === "private"));
       if (!r.ok) throw Object.assign(new Error(r.error), { kind: r.kind });
       if (r.done) return 0;
