@@ -41,20 +41,37 @@ from benchmarks.streaming import ServerBuild, _variant, workload_tokens  # noqa:
 RAW = ROOT / "benchmarks" / "results" / "fanout-last-run.json"
 
 
+async def _story(
+    build: ServerBuild, *, deflate: bool, streams: int, subs: int, pace: float
+) -> dict[str, Any]:
+    """One streaming run of the ``story`` workload (benchmarks/streaming.py)."""
+    return await _variant(
+        workload="story",
+        naive=False,
+        deflate=deflate,
+        streams=streams,
+        subscribers=subs,
+        pace=pace,
+        build=build,
+    )
+
+
+def _medians(rs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The medians over runs that both tables report."""
+    return {
+        "server_us_per_frame": statistics.median(r["server_cpu_us_per_frame"] for r in rs),
+        "frames_per_subscriber": statistics.median(r["frames_per_subscriber"] for r in rs),
+        "p50_ms": statistics.median(r["latency_ms"]["p50"] for r in rs),
+        "p95_ms": statistics.median(r["latency_ms"]["p95"] for r in rs),
+    }
+
+
 async def _run(builds: list[ServerBuild], repeat: int, streams: int, subs: int) -> dict[str, Any]:
     cells: dict[tuple[str, bool], list[dict[str, Any]]] = {}
     for i in range(repeat):
         for deflate in (True, False):
             for build in builds:
-                r = await _variant(
-                    workload="story",
-                    naive=False,
-                    deflate=deflate,
-                    streams=streams,
-                    subscribers=subs,
-                    pace=0.05,
-                    build=build,
-                )
+                r = await _story(build, deflate=deflate, streams=streams, subs=subs, pace=0.05)
                 cells.setdefault((build.name, deflate), []).append(r)
                 print(
                     f"run {i + 1}/{repeat} {build.name:5} deflate={deflate!s:5} "
@@ -68,11 +85,8 @@ async def _run(builds: list[ServerBuild], repeat: int, streams: int, subs: int) 
             {
                 "build": name,
                 "deflate": deflate,
-                "server_us_per_frame": statistics.median(r["server_cpu_us_per_frame"] for r in rs),
+                **_medians(rs),
                 "each_run": [r["server_cpu_us_per_frame"] for r in rs],
-                "frames_per_subscriber": statistics.median(r["frames_per_subscriber"] for r in rs),
-                "p50_ms": statistics.median(r["latency_ms"]["p50"] for r in rs),
-                "p95_ms": statistics.median(r["latency_ms"]["p95"] for r in rs),
                 "bytes_ratio": statistics.median(
                     r["bytes_per_subscriber_over_final"]["mean"] for r in rs
                 ),
@@ -95,15 +109,8 @@ async def _fast(repeat: int) -> list[dict[str, Any]]:
     cells: dict[str, list[dict[str, Any]]] = {}
     for i in range(repeat):
         for name, interval in (("min_interval 40 ms", 0.04), ("default: commit per chunk", None)):
-            r = await _variant(
-                workload="story",
-                naive=False,
-                deflate=False,
-                streams=streams,
-                subscribers=subs,
-                pace=pace,
-                build=ServerBuild(step_interval=interval),
-            )
+            build = ServerBuild(step_interval=interval)
+            r = await _story(build, deflate=False, streams=streams, subs=subs, pace=pace)
             # Server CPU per chunk the provider sent (frames are counted with the sender's).
             r["server_us_per_chunk"] = round(
                 r["server_cpu_us_per_frame"] * r["frames_per_subscriber"] * (subs + 1) / tokens
@@ -118,10 +125,7 @@ async def _fast(repeat: int) -> list[dict[str, Any]]:
         {
             "variant": name,
             "server_us_per_chunk": statistics.median(r["server_us_per_chunk"] for r in rs),
-            "server_us_per_frame": statistics.median(r["server_cpu_us_per_frame"] for r in rs),
-            "frames_per_subscriber": statistics.median(r["frames_per_subscriber"] for r in rs),
-            "p50_ms": statistics.median(r["latency_ms"]["p50"] for r in rs),
-            "p95_ms": statistics.median(r["latency_ms"]["p95"] for r in rs),
+            **_medians(rs),
         }
         for name, rs in cells.items()
     ]

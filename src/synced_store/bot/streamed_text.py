@@ -51,8 +51,7 @@ class StreamedText:
         self.text = ""
         self.tool_calls: list[Any] = []
         self._changed = asyncio.Event()
-        self._ended = asyncio.Event()
-        self._done = False
+        self._ended = asyncio.Event()  # set once the stream ended (or failed)
         self._error: BaseException | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -85,7 +84,6 @@ class StreamedText:
         except Exception as exc:  # handed to the consumer, after the text before it
             self._error = exc
         finally:
-            self._done = True
             self._changed.set()
             self._ended.set()
 
@@ -96,11 +94,11 @@ class StreamedText:
         while True:
             await self._changed.wait()
             wait = back + self._min_interval - loop.time()
-            if wait > 0 and not self._done:  # what arrives meanwhile joins this step
+            if wait > 0 and not self._ended.is_set():  # what arrives meanwhile joins this step
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._ended.wait(), wait)
             self._changed.clear()
-            done = self._done  # read before the text: a chunk can't slip in after "done"
+            done = self._ended.is_set()  # read before the text: a chunk can't slip in after "done"
             if len(self.text) > seen:
                 seen = len(self.text)
                 yield self.text

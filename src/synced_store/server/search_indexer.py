@@ -91,12 +91,19 @@ class SearchIndexer:
     def _start(self) -> asyncio.Future[None]:
         """A pass up to the newest version that queued rows (runs after it are not its)."""
         run = self._run = asyncio.ensure_future(self._index_upto(self._queued))
-        run.add_done_callback(_log_failure)
         run.add_done_callback(self._ended)
         return run
 
     def _ended(self, run: asyncio.Future[None]) -> None:
-        if self.pending and not self._closed:  # committed meanwhile: index it later
+        """Log a failed pass (retrieving its error: the searches that waited for it may all
+        have been cancelled), and have rows committed meanwhile indexed later."""
+        if not run.cancelled() and run.exception() is not None:
+            log.warning(
+                "instance %s: search indexing failed (retried at the next search): %s",
+                self._instance_id,
+                run.exception(),
+            )
+        if self.pending and not self._closed:
             self.queued(self._queued)
 
     async def _index_upto(self, upto: int) -> None:
@@ -115,10 +122,8 @@ class SearchIndexer:
         the storage error that stopped the indexing, if one did."""
         target = self._queued
         while self._indexed < target:
-            run = self._run
-            if run is None or run.done():
-                run = self._start()
-            await asyncio.shield(run)
+            # A pass clears ``_run`` as it ends, so this is never a finished pass.
+            await asyncio.shield(self._run or self._start())
 
     def close(self) -> None:
         """Stop indexing (the instance is closing; what is queued stays in the store and is
@@ -127,10 +132,3 @@ class SearchIndexer:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-
-
-def _log_failure(run: asyncio.Future[None]) -> None:
-    """Log a failed pass (and retrieve its error: searches that waited for it may all have
-    been cancelled)."""
-    if not run.cancelled() and run.exception() is not None:
-        log.warning("search indexing failed (retried at the next search): %s", run.exception())

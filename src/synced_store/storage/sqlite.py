@@ -85,13 +85,12 @@ CREATE TABLE IF NOT EXISTS checkpoints (at REAL PRIMARY KEY, version INTEGER NOT
 )
 
 
-def _stored_layout(conn: sqlite3.Connection) -> int:
-    """The layout version a file records (0: a new file)."""
+def _stored_meta(conn: sqlite3.Connection) -> dict[str, int]:
+    """The ``meta`` rows a file holds (none: a new file)."""
     try:
-        r = conn.execute("SELECT value FROM meta WHERE key = 'storage_version'").fetchone()
+        return dict(conn.execute("SELECT key, value FROM meta").fetchall())
     except sqlite3.OperationalError:  # no meta table: a new file
-        return 0
-    return 1 if r is None else int(r[0])
+        return {}
 
 
 def instance_path(data_dir: Path, instance_id: str) -> Path:
@@ -126,13 +125,11 @@ class SqliteInstanceStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = self.conn = self._open()
             meta = self._init_schema(conn)
-        except InstanceUnavailableError:
+        except (sqlite3.Error, OSError, InstanceUnavailableError) as exc:
             if conn is not None:
                 conn.close()
-            raise
-        except (sqlite3.Error, OSError) as exc:
-            if conn is not None:
-                conn.close()
+            if isinstance(exc, InstanceUnavailableError):
+                raise
             raise storage_error(exc) from exc
         #: Schema version of the stored data; None for a new database (the server's applies).
         self.schema_version: int | None = (
@@ -158,7 +155,8 @@ class SqliteInstanceStore:
 
     @staticmethod
     def _init_schema(conn: sqlite3.Connection) -> dict[str, int]:
-        stored = _stored_layout(conn)
+        meta = _stored_meta(conn)
+        stored = int(meta.get("storage_version", 1 if meta else 0))
         if stored > STORAGE_VERSION:  # refused before the script changes its triggers
             raise InstanceUnavailableError(
                 f"{conn.execute('PRAGMA database_list').fetchone()[2]} has storage layout "
@@ -166,15 +164,14 @@ class SqliteInstanceStore:
                 "synced-store (every server and CLI using this data dir runs the same release)"
             )
         upgrade_queue(conn)
-        conn.executescript(_DDL)
-        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        conn.executescript(_DDL)  # creates what is missing; never touches meta's rows
         if not meta:
             conn.execute(
                 "INSERT INTO meta VALUES ('version', 0), ('horizon', 0), ('storage_version', ?)",
                 (STORAGE_VERSION,),
             )
             meta = {"version": 0, "horizon": 0, "storage_version": STORAGE_VERSION}
-        elif int(meta.get("storage_version", 1)) < STORAGE_VERSION:
+        elif stored < STORAGE_VERSION:
             conn.execute(
                 "INSERT OR REPLACE INTO meta VALUES ('storage_version', ?)", (STORAGE_VERSION,)
             )
@@ -214,8 +211,9 @@ class SqliteInstanceStore:
         a service in the middle of a batch) a short-lived connection of its own, so a read
         never sees uncommitted work."""
         try:
-            if not self.conn.in_transaction:
-                yield self.conn
+            idle = self._idle_writer()
+            if idle is not None:
+                yield idle
                 return
             conn = open_reader(self.path)
             try:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import orjson
 
@@ -70,7 +70,7 @@ _INDEX_QUEUED = (
     f"DELETE FROM search_queue WHERE (ns, tbl, item) IN ({_BATCH})",
 )
 
-SEARCH_DDL = """
+_TABLES_DDL = """
 CREATE TABLE IF NOT EXISTS search_tables (
     tbl TEXT PRIMARY KEY, text_path TEXT NOT NULL, ts_path TEXT
 ) WITHOUT ROWID;
@@ -90,24 +90,29 @@ CREATE INDEX IF NOT EXISTS search_queue_by_version ON search_queue (version, ns,
 DROP TRIGGER IF EXISTS rows_search_insert;
 DROP TRIGGER IF EXISTS rows_search_update;
 DROP TRIGGER IF EXISTS rows_search_delete;
--- Not INSERT OR IGNORE: an outer statement's conflict policy overrides a trigger's.
-CREATE TRIGGER IF NOT EXISTS rows_search_queue_insert AFTER INSERT ON rows
-WHEN new.tbl IN (SELECT tbl FROM search_tables) BEGIN
-    INSERT INTO search_queue SELECT new.ns, new.tbl, new.item, new.version WHERE NOT EXISTS (
-        SELECT 1 FROM search_queue WHERE ns = new.ns AND tbl = new.tbl AND item = new.item);
-END;
-CREATE TRIGGER IF NOT EXISTS rows_search_queue_update AFTER UPDATE ON rows
-WHEN new.tbl IN (SELECT tbl FROM search_tables) BEGIN
-    INSERT INTO search_queue SELECT new.ns, new.tbl, new.item, new.version WHERE NOT EXISTS (
-        SELECT 1 FROM search_queue WHERE ns = new.ns AND tbl = new.tbl AND item = new.item);
-END;
--- Deleting a tombstone (compaction) changes nothing indexed: its entry went with the tombstone.
-CREATE TRIGGER IF NOT EXISTS rows_search_queue_delete AFTER DELETE ON rows
-WHEN old.deleted = 0 AND old.tbl IN (SELECT tbl FROM search_tables) BEGIN
-    INSERT INTO search_queue SELECT old.ns, old.tbl, old.item, old.version WHERE NOT EXISTS (
-        SELECT 1 FROM search_queue WHERE ns = old.ns AND tbl = old.tbl AND item = old.item);
-END;
 """
+
+
+def _queue_trigger(event: str, when: str = "") -> str:
+    """The trigger that queues the row an ``event`` on ``rows`` changed, if its table is
+    searchable (and ``when``). Not INSERT OR IGNORE: an outer statement's conflict policy
+    overrides a trigger's."""
+    r = "old" if event == "DELETE" else "new"
+    return f"""
+CREATE TRIGGER IF NOT EXISTS rows_search_queue_{event.lower()} AFTER {event} ON rows
+WHEN {when}{r}.tbl IN (SELECT tbl FROM search_tables) BEGIN
+    INSERT INTO search_queue SELECT {r}.ns, {r}.tbl, {r}.item, {r}.version WHERE NOT EXISTS (
+        SELECT 1 FROM search_queue WHERE ns = {r}.ns AND tbl = {r}.tbl AND item = {r}.item);
+END;"""
+
+
+SEARCH_DDL = (
+    _TABLES_DDL
+    + _queue_trigger("INSERT")
+    + _queue_trigger("UPDATE")
+    # Deleting a tombstone (compaction) changes nothing indexed: its entry went with it.
+    + _queue_trigger("DELETE", "old.deleted = 0 AND ")
+)
 
 
 def json_path(field: str) -> str:
@@ -233,6 +238,20 @@ def _newest(
     return ids if len(ids) == limit or len(window) < NEWEST_WINDOW else None
 
 
+@contextlib.contextmanager
+def _snapshot(conn: sqlite3.Connection) -> Iterator[None]:
+    """Run the statements inside in one read transaction (unless one is open already)."""
+    if conn.in_transaction:
+        yield
+        return
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(sqlite3.Error):  # interrupted or closed: nothing to keep
+            conn.execute("COMMIT")
+
+
 def search(
     conn: sqlite3.Connection,
     table: str,
@@ -252,56 +271,38 @@ def search(
     cannot renumber the rows between them."""
     if not namespaces:
         return []
-    if conn.in_transaction:
-        return _search(conn, table, words, namespaces, limit, newest_first=newest_first)
-    conn.execute("BEGIN")
-    try:
-        return _search(conn, table, words, namespaces, limit, newest_first=newest_first)
-    finally:
-        with contextlib.suppress(sqlite3.Error):  # interrupted or closed: nothing to keep
-            conn.execute("COMMIT")
-
-
-def _search(
-    conn: sqlite3.Connection,
-    table: str,
-    words: Sequence[str],
-    namespaces: Sequence[str],
-    limit: int,
-    *,
-    newest_first: bool,
-) -> list[SearchHit]:
-    match = fts_query(words)
-    marks = ", ".join("?" * len(namespaces))
-    args: tuple[str | int, ...]
-    ids = _newest(conn, table, match, namespaces, limit) if newest_first else None
-    if ids is not None:
-        order = "d.ts DESC, d.id DESC"
-        inner = (
-            "SELECT d.id, d.ns, d.tbl, d.item, d.ts, NULL AS score FROM search_docs d "
-            f"WHERE d.id IN ({', '.join('?' * len(ids))})"
-        )
-        args = (*ids,)
-    else:
-        if newest_first:
-            score, order = "NULL", "d.ts DESC NULLS LAST, d.id DESC"
+    with _snapshot(conn):
+        match = fts_query(words)
+        marks = ", ".join("?" * len(namespaces))
+        args: tuple[str | int, ...]
+        ids = _newest(conn, table, match, namespaces, limit) if newest_first else None
+        if ids is not None:
+            order = "d.ts DESC, d.id DESC"
+            inner = (
+                "SELECT d.id, d.ns, d.tbl, d.item, d.ts, NULL AS score FROM search_docs d "
+                f"WHERE d.id IN ({', '.join('?' * len(ids))})"
+            )
+            args = (*ids,)
         else:
-            score, order = "-bm25(search_fts)", "score DESC, d.id DESC"
-        # CROSS JOIN: the matches first (SQLite would otherwise walk search_docs_by_time and
-        # probe every row, slow for a rare word).
-        inner = (
-            f"SELECT d.id, d.ns, d.tbl, d.item, d.ts, {score} AS score "
-            "FROM search_fts CROSS JOIN search_docs d ON d.id = search_fts.rowid "
-            f"WHERE search_fts MATCH ? AND d.tbl = ? AND d.ns IN ({marks}) "
-            f"ORDER BY {order} LIMIT ?"
-        )
-        args = (match, table, *namespaces, limit)
-    rows = conn.execute(
-        f"SELECT d.ns, d.item, r.sk, r.value, d.score FROM ({inner}) d "
-        "JOIN rows r ON r.ns = d.ns AND r.tbl = d.tbl AND r.item = d.item AND r.deleted = 0 "
-        f"ORDER BY {order}",
-        args,
-    ).fetchall()
+            if newest_first:
+                score, order = "NULL", "d.ts DESC NULLS LAST, d.id DESC"
+            else:
+                score, order = "-bm25(search_fts)", "score DESC, d.id DESC"
+            # CROSS JOIN: the matches first (SQLite would otherwise walk search_docs_by_time and
+            # probe every row, slow for a rare word).
+            inner = (
+                f"SELECT d.id, d.ns, d.tbl, d.item, d.ts, {score} AS score "
+                "FROM search_fts CROSS JOIN search_docs d ON d.id = search_fts.rowid "
+                f"WHERE search_fts MATCH ? AND d.tbl = ? AND d.ns IN ({marks}) "
+                f"ORDER BY {order} LIMIT ?"
+            )
+            args = (match, table, *namespaces, limit)
+        rows = conn.execute(
+            f"SELECT d.ns, d.item, r.sk, r.value, d.score FROM ({inner}) d "
+            "JOIN rows r ON r.ns = d.ns AND r.tbl = d.tbl AND r.item = d.item AND r.deleted = 0 "
+            f"ORDER BY {order}",
+            args,
+        ).fetchall()
     loads = orjson.loads
     return [
         SearchHit(ns, item, sk, loads(v), None if s is None else float(s))

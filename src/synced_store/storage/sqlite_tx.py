@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Collection, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import QuotaExceededError, StorageError
 from ..types import EntryKey, RowKey
@@ -22,6 +22,8 @@ from .sqlite_rows import changes_since, read_row, scan_rows
 from .sqlite_search import configure, index_queued
 
 __all__ = ["ERROR_MESSAGE_CHARS", "SqliteWriterTx"]
+
+T = TypeVar("T")
 
 #: Characters of a rejected mutation's message kept for its client.
 ERROR_MESSAGE_CHARS = 500
@@ -253,20 +255,19 @@ class SqliteWriterTx(JobsMixin, CompactMixin):
         self.schema_version = version
         self._on_schema_version(version)
 
-    async def configure_search(self, tables: Mapping[str, tuple[str, str | None]]) -> list[str]:
-        """See :meth:`synced_store.storage.base.WriterTx.configure_search`."""
+    def _in_tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn(conn)`` inside the open transaction (a driver error breaks it)."""
         if not self._open:
             raise StorageError("the writer's transaction is over", transient=False)
         try:
-            return configure(self.conn, tables)
+            return fn(self.conn)
         except sqlite3.Error as exc:
             raise self._failed(exc) from exc
 
+    async def configure_search(self, tables: Mapping[str, tuple[str, str | None]]) -> list[str]:
+        """See :meth:`synced_store.storage.base.WriterTx.configure_search`."""
+        return self._in_tx(lambda conn: configure(conn, tables))
+
     async def index_search(self, upto: int | None = None) -> bool:
         """See :meth:`synced_store.storage.base.WriterTx.index_search`."""
-        if not self._open:
-            raise StorageError("the writer's transaction is over", transient=False)
-        try:
-            return index_queued(self.conn, upto)
-        except sqlite3.Error as exc:
-            raise self._failed(exc) from exc
+        return self._in_tx(lambda conn: index_queued(conn, upto))
